@@ -1,0 +1,159 @@
+//! Bounded postcard encoding, with an explicit version marker for values
+//! that are stored, and a `u32` length prefix for messages on a stream.
+//!
+//! Every decoder here checks the input length against a named limit before
+//! it decodes, so a peer can never make us allocate more than that limit.
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::error::Error;
+
+/// Size of the little-endian `u32` length prefix of a framed message.
+pub const FRAME_HEADER_LEN: usize = 4;
+
+/// Encodes `value` with postcard.
+pub fn to_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+    // postcard only fails on types serde cannot express (maps with unknown
+    // length and the like); none of ours are such.
+    postcard::to_stdvec(value).unwrap_or_default()
+}
+
+/// Decodes a whole postcard value no larger than `max` bytes. Trailing bytes
+/// are an error: one encoding, one meaning.
+pub fn from_bytes<T: DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+    max: usize,
+) -> Result<T, Error> {
+    if bytes.len() > max {
+        return Err(Error::TooLarge {
+            what,
+            len: bytes.len() as u64,
+            max: max as u64,
+        });
+    }
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| Error::Malformed {
+        what,
+        reason: e.to_string(),
+    })?;
+    if !rest.is_empty() {
+        return Err(Error::Malformed {
+            what,
+            reason: format!("{} trailing bytes", rest.len()),
+        });
+    }
+    Ok(value)
+}
+
+/// Encodes a stored value: one version byte, then postcard.
+pub fn to_versioned<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
+    let mut out = vec![version];
+    out.extend_from_slice(&to_bytes(value));
+    out
+}
+
+/// Decodes a stored value written by [`to_versioned`] with `version`.
+pub fn from_versioned<T: DeserializeOwned>(
+    what: &'static str,
+    version: u8,
+    bytes: &[u8],
+    max: usize,
+) -> Result<T, Error> {
+    match bytes.split_first() {
+        None => Err(Error::Malformed {
+            what,
+            reason: "empty".into(),
+        }),
+        Some((&v, rest)) if v == version => from_bytes(what, rest, max),
+        Some((&v, _)) => Err(Error::UnknownVersion { what, version: v }),
+    }
+}
+
+/// Encodes a message for a stream: `u32` LE length, then postcard.
+pub fn to_frame<T: Serialize>(value: &T) -> Vec<u8> {
+    let body = to_bytes(value);
+    let mut out = Vec::with_capacity(FRAME_HEADER_LEN + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Reads a frame header and checks the announced length against `max`
+/// before the caller allocates a buffer for the body.
+pub fn frame_len(what: &'static str, header: [u8; FRAME_HEADER_LEN], max: usize) -> Result<usize, Error> {
+    let len = u32::from_le_bytes(header) as usize;
+    if len > max {
+        return Err(Error::TooLarge {
+            what,
+            len: len as u64,
+            max: max as u64,
+        });
+    }
+    Ok(len)
+}
+
+/// Decodes one whole frame (header and body) held in memory.
+pub fn from_frame<T: DeserializeOwned>(what: &'static str, bytes: &[u8], max: usize) -> Result<T, Error> {
+    let (header, body) = bytes
+        .split_first_chunk::<FRAME_HEADER_LEN>()
+        .ok_or_else(|| Error::Malformed {
+            what,
+            reason: "shorter than a frame header".into(),
+        })?;
+    let len = frame_len(what, *header, max)?;
+    if body.len() != len {
+        return Err(Error::Malformed {
+            what,
+            reason: format!("frame says {len} bytes, has {}", body.len()),
+        });
+    }
+    from_bytes(what, body, max)
+}
+
+/// Serde helper for `[u8; 64]` (serde derives stop at 32).
+pub mod bytes64 {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    /// Serializes as a byte string.
+    pub fn serialize<S: Serializer>(bytes: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    /// Deserializes a byte string of exactly 64 bytes.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
+        let v: &[u8] = <&[u8]>::deserialize(d)?;
+        v.try_into()
+            .map_err(|_| D::Error::custom(format!("expected 64 bytes, got {}", v.len())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut b = to_bytes(&7u32);
+        b.push(0);
+        assert!(matches!(from_bytes::<u32>("n", &b, 16), Err(Error::Malformed { .. })));
+    }
+
+    #[test]
+    fn oversized_input_is_refused_before_decoding() {
+        let b = vec![0u8; 100];
+        assert_eq!(
+            from_bytes::<Vec<u8>>("v", &b, 10),
+            Err(Error::TooLarge { what: "v", len: 100, max: 10 })
+        );
+        assert!(matches!(frame_len("f", u32::MAX.to_le_bytes(), 1024), Err(Error::TooLarge { .. })));
+    }
+
+    #[test]
+    fn unknown_version_is_named() {
+        let b = to_versioned(9, &1u8);
+        assert_eq!(
+            from_versioned::<u8>("x", 1, &b, 8),
+            Err(Error::UnknownVersion { what: "x", version: 9 })
+        );
+    }
+}

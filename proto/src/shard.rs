@@ -1,0 +1,200 @@
+//! The shard protocol, `/cairn/shard/1`, spoken between clients and nodes.
+//!
+//! One request per stream. The requester writes a framed [`Request`]; a
+//! `Put` is followed by exactly `len` raw body bytes. The node answers with
+//! a framed [`Response`]; `Data` is followed by exactly `len` raw body bytes.
+//! Frames are a `u32` little-endian length and a postcard body of at most
+//! [`MAX_MESSAGE_SIZE`] bytes; shard bodies never sit inside a frame, so they
+//! stream instead of being buffered whole.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::error::Error;
+use crate::ids::ShardId;
+
+/// libp2p protocol name; the version changes when the encoding does.
+pub const SHARD_PROTOCOL: &str = "/cairn/shard/1";
+/// Largest request or response frame body (bodies of shards are not framed).
+pub const MAX_MESSAGE_SIZE: usize = 4 * 1024;
+/// Largest shard any node accepts, whatever its configuration: a 256 MiB
+/// segment with k = 1.
+pub const MAX_SHARD_SIZE: u64 = 256 * 1024 * 1024 + 64 * 1024;
+
+/// A byte range within a shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByteRange {
+    /// First byte.
+    pub offset: u64,
+    /// Number of bytes.
+    pub len: u64,
+}
+
+impl ByteRange {
+    /// Whether the range lies within `total` bytes.
+    pub fn within(&self, total: u64) -> bool {
+        self.offset.checked_add(self.len).is_some_and(|end| end <= total)
+    }
+}
+
+/// What a client asks a node. Variants are never reordered: new ones go at
+/// the end and retired ones stay as placeholders.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Store `len` bytes (they follow the frame) under `shard`. The node
+    /// checks BLAKE3 of the bytes against `shard` as they stream in.
+    Put {
+        /// Claimed BLAKE3 of the body.
+        shard: ShardId,
+        /// Body length.
+        len: u64,
+        /// BLAKE3 of the deletion token; only its holder may delete.
+        delete_token_hash: [u8; 32],
+        /// How long to keep the shard unless renewed, in seconds.
+        lease_secs: u64,
+    },
+    /// Send the shard, or a range of it.
+    Get {
+        /// Which shard.
+        shard: ShardId,
+        /// The whole shard when `None`.
+        range: Option<ByteRange>,
+    },
+    /// Delete a shard; `token` must hash to the `delete_token_hash` given at put.
+    Delete {
+        /// Which shard.
+        shard: ShardId,
+        /// The preimage of the put's token hash.
+        token: [u8; 32],
+    },
+    /// Prove possession: answer BLAKE3(nonce ‖ bytes of `range`).
+    Audit {
+        /// Which shard.
+        shard: ShardId,
+        /// Fresh random nonce from the auditor.
+        nonce: [u8; 32],
+        /// Which bytes to hash.
+        range: ByteRange,
+    },
+    /// Report capacity and usage.
+    Stats,
+}
+
+/// Capacity figures a node reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// Bytes the operator allows.
+    pub capacity: u64,
+    /// Bytes of shard data stored.
+    pub used: u64,
+    /// Number of shards stored.
+    pub shards: u64,
+}
+
+/// A node's answer. Variants are never reordered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The shard is stored (or was already).
+    Stored,
+    /// `len` bytes of shard data follow the frame.
+    Data {
+        /// Bytes that follow.
+        len: u64,
+    },
+    /// The shard is gone.
+    Deleted,
+    /// BLAKE3(nonce ‖ range bytes).
+    AuditProof {
+        /// The hash.
+        hash: [u8; 32],
+    },
+    /// Usage figures.
+    Stats(NodeStats),
+    /// The request failed.
+    Error(ShardError),
+}
+
+/// Typed failures of the shard protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ShardError {
+    /// The node has no such shard.
+    #[error("shard {0} not found")]
+    NotFound(ShardId),
+    /// The body did not hash to the shard id; nothing was kept.
+    #[error("bytes do not hash to shard {0}")]
+    HashMismatch(ShardId),
+    /// Not enough free capacity.
+    #[error("no space: {needed} bytes needed, {available} available")]
+    NoSpace {
+        /// Bytes the put needs.
+        needed: u64,
+        /// Bytes free.
+        available: u64,
+    },
+    /// The shard is larger than the node allows.
+    #[error("shard of {len} bytes exceeds the node's limit of {max}")]
+    TooLarge {
+        /// Offered length.
+        len: u64,
+        /// The node's limit.
+        max: u64,
+    },
+    /// The deletion token does not match.
+    #[error("wrong deletion token for shard {0}")]
+    BadToken(ShardId),
+    /// The range is not inside the shard.
+    #[error("range {offset}+{len} is outside a shard of {total} bytes")]
+    BadRange {
+        /// Range start.
+        offset: u64,
+        /// Range length.
+        len: u64,
+        /// Shard length.
+        total: u64,
+    },
+    /// Too many requests from this peer; retry later.
+    #[error("rate limited; retry after {retry_after_ms} ms")]
+    RateLimited {
+        /// Suggested wait.
+        retry_after_ms: u64,
+    },
+    /// The request could not be decoded.
+    #[error("malformed request")]
+    Malformed,
+    /// The node failed (disk error...). Details are in the node's log.
+    #[error("internal node error")]
+    Internal,
+}
+
+impl Request {
+    /// Encodes as a frame.
+    pub fn to_frame(&self) -> Vec<u8> {
+        codec::to_frame(self)
+    }
+
+    /// Decodes a frame body (after [`codec::frame_len`] checked its length).
+    pub fn from_body(body: &[u8]) -> Result<Self, Error> {
+        codec::from_bytes("shard request", body, MAX_MESSAGE_SIZE)
+    }
+}
+
+impl Response {
+    /// Encodes as a frame.
+    pub fn to_frame(&self) -> Vec<u8> {
+        codec::to_frame(self)
+    }
+
+    /// Decodes a frame body (after [`codec::frame_len`] checked its length).
+    pub fn from_body(body: &[u8]) -> Result<Self, Error> {
+        codec::from_bytes("shard response", body, MAX_MESSAGE_SIZE)
+    }
+}
+
+/// Answer to an audit: BLAKE3(nonce ‖ bytes). Auditor and node compute the
+/// same function.
+pub fn audit_hash(nonce: &[u8; 32], bytes: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(nonce);
+    h.update(bytes);
+    *h.finalize().as_bytes()
+}
