@@ -73,6 +73,9 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A self-check decoded different bytes than were encoded; a bug.
+    #[error("decoded bytes differ from the encoded input")]
+    RoundTripMismatch,
     /// A worker thread panicked; a bug.
     #[error("a pipeline worker thread panicked")]
     WorkerPanicked,

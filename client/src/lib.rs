@@ -15,6 +15,7 @@
 pub mod bench;
 pub mod error;
 pub mod pipeline;
+pub mod pool;
 pub mod range;
 pub mod segment;
 

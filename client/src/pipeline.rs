@@ -18,6 +18,7 @@ use cairn_proto::ShardId;
 use cairn_proto::layout::Layout;
 
 use crate::error::Error;
+use crate::pool;
 use crate::segment::{self, EncodedSegment, SegmentPos};
 
 /// How much parallelism a pipeline uses.
@@ -141,7 +142,9 @@ fn collect_in_order<O>(
 /// returns the segment's length and buffer, or `None` at end of input.
 fn read_segment(reader: &mut impl BufRead, layout: &Layout) -> Result<Option<(u32, Vec<u8>)>, Error> {
     let full = layout.segment(layout.segment_size);
-    let mut buf = segment::new_buffer(&full);
+    // Plaintext slots are overwritten by the read, tags by sealing; the
+    // padding after the ciphertext is zeroed below.
+    let mut buf = pool::global().take(full.padded_len());
     let mut len = 0u32;
     'blocks: for b in 0..full.block_count() {
         let slot = segment::plaintext_slot(&full, b);
@@ -157,13 +160,15 @@ fn read_segment(reader: &mut impl BufRead, layout: &Layout) -> Result<Option<(u3
         len += got as u32;
     }
     if len == 0 {
+        pool::global().give(buf);
         return Ok(None);
     }
     let seg = layout.segment(len);
     // A short segment has fewer blocks and shorter shards: trim the buffer
-    // (block slots of a prefix are the same in both geometries).
+    // (block slots of a prefix are the same in both geometries) and zero
+    // the padding after the last tag.
     buf.truncate(seg.padded_len());
-    buf.resize(seg.padded_len(), 0);
+    buf[seg.cipher_len() as usize..].fill(0);
     Ok(Some((len, buf)))
 }
 
@@ -239,6 +244,7 @@ pub fn decode_object(
             bad.push((i, d.bad_shards));
         }
         out.write_all(&d.plaintext)?;
+        pool::global().give(d.plaintext);
         Ok(())
     })?;
     Ok(bad)

@@ -15,10 +15,21 @@ use cairn_proto::ShardId;
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 
 use crate::error::Error;
+use crate::pool;
 
-/// Column slice width for fused encoding and decoding, a multiple of
-/// [`SHARD_ALIGN`]. 64 KiB measured best here (see docs/BENCHMARKS.md).
+/// Column slice width for fused encoding and decoding of narrow codes, a
+/// multiple of [`SHARD_ALIGN`]: 6 × 64 KiB plus the Reed-Solomon work
+/// buffer stay in a 2-4 MiB L2.
 pub const COLUMN: usize = 64 * 1024;
+/// Column width for codes of more than 16 shards: 30 × 16 KiB keeps the
+/// same footprint. Measured 8/16/32/64 KiB for 10-of-30: within noise, 16
+/// KiB slightly ahead (docs/BENCHMARKS.md).
+pub const WIDE_COLUMN: usize = 16 * 1024;
+
+/// Column width for a code with `n` shards.
+pub fn column_width(n: u16) -> usize {
+    if n > 16 { WIDE_COLUMN } else { COLUMN }
+}
 
 /// Where a segment sits in its object; needed for block positions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +56,7 @@ pub struct EncodedSegment {
 /// A zeroed buffer of `layout.padded_len()` bytes into which plaintext is
 /// placed block by block, leaving room for each block's tag.
 pub fn new_buffer(layout: &SegmentLayout) -> Vec<u8> {
-    vec![0u8; layout.padded_len()]
+    pool::global().take_zeroed(layout.padded_len())
 }
 
 /// Where block `b`'s plaintext goes in the segment buffer.
@@ -110,13 +121,15 @@ pub fn encode(cipher: &ObjectCipher, layout: SegmentLayout, pos: SegmentPos, mut
     let m = usize::from(layout.n - layout.k);
     let s = layout.shard_len() as usize;
     debug_assert_eq!(buf.len(), k * s);
-    let mut parity = vec![0u8; m * s];
+    // Every parity byte is overwritten below, so a recycled buffer is fine.
+    let mut parity = pool::global().take(m * s);
     let mut hashers: Vec<blake3::Hasher> = (0..k + m).map(|_| blake3::Hasher::new()).collect();
     let mut sealed = vec![false; layout.block_count() as usize];
-    let mut rs = ReedSolomonEncoder::new(k, m, COLUMN.min(s))?;
+    let column = column_width(layout.n);
+    let mut rs = ReedSolomonEncoder::new(k, m, column.min(s))?;
     let mut col = 0;
     while col < s {
-        let w = COLUMN.min(s - col);
+        let w = column.min(s - col);
         for i in 0..k {
             let start = (i * s + col) as u64;
             seal_range(cipher, &layout, pos, &mut buf, &mut sealed, start..start + w as u64);
@@ -139,8 +152,8 @@ pub fn encode(cipher: &ObjectCipher, layout: SegmentLayout, pos: SegmentPos, mut
         }
         col += w;
     }
-    let data = Bytes::from(buf);
-    let parity = Bytes::from(parity);
+    let data = pool::shared(pool::global(), buf);
+    let parity = pool::shared(pool::global(), parity);
     let shards: Vec<Bytes> = (0..k)
         .map(|i| data.slice(i * s..(i + 1) * s))
         .chain((0..m).map(|j| parity.slice(j * s..(j + 1) * s)))
@@ -205,14 +218,15 @@ pub(crate) fn rebuild_columns<'a>(
     let k = usize::from(layout.k);
     let m = usize::from(layout.n - layout.k);
     let missing: Vec<usize> = (0..k).filter(|i| !chosen.contains(i)).collect();
-    let mut out: Vec<(usize, Vec<u8>)> = missing.iter().map(|&i| (i, Vec::with_capacity(cols.len()))).collect();
+    let mut out: Vec<(usize, Vec<u8>)> = missing.iter().map(|&i| (i, pool::global().take(cols.len()))).collect();
     if missing.is_empty() {
         return Ok(out);
     }
-    let mut rs = ReedSolomonDecoder::new(k, m, COLUMN.min(cols.len().max(2)))?;
+    let width = column_width(layout.n);
+    let mut rs = ReedSolomonDecoder::new(k, m, width.min(cols.len().max(2)))?;
     let mut col = cols.start;
     while col < cols.end {
-        let w = COLUMN.min(cols.end - col);
+        let w = width.min(cols.end - col);
         rs.reset(k, m, w)?;
         for &i in chosen {
             let c = &column(i)[col - cols.start..col - cols.start + w];
@@ -224,9 +238,12 @@ pub(crate) fn rebuild_columns<'a>(
         }
         let res = rs.decode()?;
         for (i, buf) in &mut out {
-            if let Some(r) = res.restored_original(*i) {
-                buf.extend_from_slice(r);
-            }
+            let r = res.restored_original(*i).ok_or(reed_solomon_simd::Error::TooFewOriginalShards {
+                original_count: k,
+                original_received_count: chosen.len(),
+            })?;
+            let at = col - cols.start;
+            buf[at..at + w].copy_from_slice(r);
         }
         col += w;
     }
@@ -256,8 +273,11 @@ pub fn decode(
         .collect();
     let plaintext = open_blocks(cipher, &layout, pos, 0..layout.block_count(), |shard, r| {
         data.get(usize::from(shard)).and_then(|d| d.get(r.start as usize..r.end as usize)).unwrap_or(&[])
-    })?;
-    Ok(DecodedSegment { plaintext, bad_shards })
+    });
+    for (_, buf) in rebuilt {
+        pool::global().give(buf);
+    }
+    Ok(DecodedSegment { plaintext: plaintext?, bad_shards })
 }
 
 /// Decrypts `blocks`, reading their ciphertext through `piece(shard,
@@ -272,10 +292,12 @@ pub(crate) fn open_blocks<'a>(
 ) -> Result<Vec<u8>, Error> {
     let first = layout.block_plain_range(blocks.start).start;
     let last = layout.block_plain_range(blocks.end.saturating_sub(1)).end;
-    let mut out = Vec::with_capacity(last.saturating_sub(first) as usize);
+    // Every byte is overwritten block by block below.
+    let mut out = pool::global().take(last.saturating_sub(first) as usize);
     for b in blocks {
         let c = layout.block_cipher_range(b);
-        let start = out.len();
+        let start = (layout.block_plain_range(b).start - first) as usize;
+        let mut at = start;
         let mut tag = [0u8; TAG_LEN];
         let mut filled = 0usize;
         let body_len = (c.end - c.start) as usize - TAG_LEN;
@@ -285,14 +307,15 @@ pub(crate) fn open_blocks<'a>(
                 return Err(Error::Decrypt { segment: pos.index });
             }
             let body_part = body_len.saturating_sub(filled).min(bytes.len());
-            out.extend_from_slice(&bytes[..body_part]);
+            out[at..at + body_part].copy_from_slice(&bytes[..body_part]);
+            at += body_part;
             let tag_part = &bytes[body_part..];
             let tag_at = (filled + body_part).saturating_sub(body_len);
             tag[tag_at..tag_at + tag_part.len()].copy_from_slice(tag_part);
             filled += bytes.len();
         }
         cipher
-            .open_block(position(layout, pos, b), &mut out[start..], &tag)
+            .open_block(position(layout, pos, b), &mut out[start..at], &tag)
             .map_err(|_| Error::Decrypt { segment: pos.index })?;
     }
     Ok(out)

@@ -1,0 +1,85 @@
+//! Golden bytes: the encoding of each message is pinned. If one of these
+//! changes, the wire or disk format changed: bump the protocol or format
+//! version instead of editing the expected bytes.
+
+use cairn_proto::head::HeadRecord;
+use cairn_proto::shard::{ByteRange, NodeStats, Request, Response, ShardError};
+use cairn_proto::{Layout, NodeId, ObjectManifest, ObjectVersionId, SegmentId, SegmentManifest, ShardId, ShardPlacement};
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn shard_requests() {
+    let id = ShardId([0xaa; 32]);
+    let put = Request::Put { shard: id, len: 300, delete_token_hash: [0x11; 32], lease_secs: 86_400 };
+    assert_eq!(
+        hex(&put.to_frame()),
+        format!("46000000{}{}{}{}{}", "00", "aa".repeat(32), "ac02", "11".repeat(32), "80a305")
+    );
+    let get = Request::Get { shard: id, range: Some(ByteRange { offset: 1, len: 2 }) };
+    assert_eq!(hex(&get.to_frame()), format!("24000000{}{}{}", "01", "aa".repeat(32), "010102"));
+    let whole = Request::Get { shard: id, range: None };
+    assert_eq!(hex(&whole.to_frame()), format!("22000000{}{}{}", "01", "aa".repeat(32), "00"));
+    let del = Request::Delete { shard: id, token: [0x22; 32] };
+    assert_eq!(hex(&del.to_frame()), format!("41000000{}{}{}", "02", "aa".repeat(32), "22".repeat(32)));
+    let audit = Request::Audit { shard: id, nonce: [0x33; 32], range: ByteRange { offset: 0, len: 128 } };
+    assert_eq!(hex(&audit.to_frame()), format!("44000000{}{}{}{}", "03", "aa".repeat(32), "33".repeat(32), "008001"));
+    assert_eq!(hex(&Request::Stats.to_frame()), "0100000004");
+}
+
+#[test]
+fn shard_responses() {
+    assert_eq!(hex(&Response::Stored.to_frame()), "0100000000");
+    assert_eq!(hex(&Response::Data { len: 5 }.to_frame()), "020000000105");
+    assert_eq!(hex(&Response::Deleted.to_frame()), "0100000002");
+    assert_eq!(hex(&Response::AuditProof { hash: [1; 32] }.to_frame()), format!("21000000{}{}", "03", "01".repeat(32)));
+    let stats = Response::Stats(NodeStats { capacity: 1000, used: 10, shards: 1 });
+    assert_eq!(hex(&stats.to_frame()), "0500000004e8070a01");
+    let err = Response::Error(ShardError::NoSpace { needed: 2, available: 1 });
+    assert_eq!(hex(&err.to_frame()), "0400000005020201");
+    let nf = Response::Error(ShardError::NotFound(ShardId([0; 32])));
+    assert_eq!(hex(&nf.to_frame()), format!("22000000{}{}", "0500", "00".repeat(32)));
+    assert_eq!(hex(&Response::Error(ShardError::Internal).to_frame()), "020000000508");
+}
+
+#[test]
+fn head_record() {
+    let r = HeadRecord { public_key: [2; 32], sequence: 7, payload: vec![9, 8], signature: [3; 64] };
+    assert_eq!(
+        hex(&r.to_bytes()),
+        format!("01{}07020908{}{}", "02".repeat(32), "40", "03".repeat(64))
+    );
+    assert_eq!(HeadRecord::from_bytes(&r.to_bytes()).expect("decode"), r);
+}
+
+#[test]
+fn manifest() {
+    let m = ObjectManifest {
+        version: ObjectVersionId([1; 16]),
+        size: 5,
+        layout: Layout::default(),
+        data_key: [4; 32],
+        segments: vec![SegmentManifest {
+            id: SegmentId([5; 32]),
+            plain_len: 5,
+            shard_len: 64,
+            shards: (0..6)
+                .map(|i| ShardPlacement {
+                    id: ShardId([i; 32]),
+                    holder: (i == 0).then(|| NodeId::from_bytes(vec![0xee; 2]).expect("id")),
+                })
+                .collect(),
+        }],
+    };
+    let bytes = m.to_bytes();
+    let mut expect = format!("01{}05{}{}{}", "01".repeat(16), "8080800880800404 06".replace(' ', ""), "04".repeat(32), "01");
+    expect.push_str(&format!("{}0540 06", "05".repeat(32)).replace(' ', ""));
+    for i in 0..6u8 {
+        expect.push_str(&format!("{:02x}", i).repeat(32));
+        expect.push_str(if i == 0 { "0102eeee" } else { "00" });
+    }
+    assert_eq!(hex(&bytes), expect);
+    assert_eq!(ObjectManifest::from_bytes(&bytes).expect("decode"), m);
+}
