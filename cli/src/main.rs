@@ -55,7 +55,8 @@ enum Bench {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(Bench::Pipeline { size, k, n, threads, segment, runs }) => {
-            let segment_size = u32::try_from(segment).map_err(|_| anyhow::anyhow!("segment size {segment} is too large"))?;
+            let segment_size =
+                u32::try_from(segment).map_err(|_| anyhow::anyhow!("segment size {segment} is too large"))?;
             let layout = Layout { segment_size, block_size: DEFAULT_BLOCK_SIZE, k, n };
             layout.validate()?;
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));

@@ -98,7 +98,13 @@ impl PipelineBench {
         writeln!(
             out,
             "cairn bench pipeline: {} MiB of random data, k={} n={}, {} threads, segment {} KiB, block {} KiB, best of {}",
-            self.size >> 20, l.k, l.n, t, l.segment_size >> 10, l.block_size >> 10, self.runs
+            self.size >> 20,
+            l.k,
+            l.n,
+            t,
+            l.segment_size >> 10,
+            l.block_size >> 10,
+            self.runs
         )?;
         let data = random_data(self.size);
         // Each primitive alone processes the same volume the pipeline does,
@@ -112,7 +118,12 @@ impl PipelineBench {
                 let mut buf = vec![1u8; l.segment_size as usize];
                 for i in 0..segments_per_thread {
                     for (b, block) in buf.chunks_mut(l.block_size as usize).enumerate() {
-                        let pos = BlockPosition { segment: i as u64, block: b as u32, last_in_segment: false, last_segment: false };
+                        let pos = BlockPosition {
+                            segment: i as u64,
+                            block: b as u32,
+                            last_in_segment: false,
+                            last_segment: false,
+                        };
                         std::hint::black_box(cipher.seal_block(pos, block));
                     }
                 }
@@ -192,7 +203,15 @@ impl PipelineBench {
         let decode_with = |shards: &Vec<Vec<Option<Bytes>>>| {
             best(self.runs, || {
                 let start = Instant::now();
-                decode_object(&cipher, l, self.size, &ids, |i| Ok(shards[i as usize].clone()), par, &mut std::io::sink())?;
+                decode_object(
+                    &cipher,
+                    l,
+                    self.size,
+                    &ids,
+                    |i| Ok(shards[i as usize].clone()),
+                    par,
+                    &mut std::io::sink(),
+                )?;
                 Ok(start.elapsed())
             })
         };

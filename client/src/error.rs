@@ -82,9 +82,5 @@ pub enum Error {
 }
 
 fn bad_list(bad: &[u16]) -> String {
-    if bad.is_empty() {
-        String::new()
-    } else {
-        format!(" (shards {bad:?} were corrupt)")
-    }
+    if bad.is_empty() { String::new() } else { format!(" (shards {bad:?} were corrupt)") }
 }

@@ -59,10 +59,10 @@ impl BufferPool {
         if buf.capacity() > MAX_POOLED_LEN || buf.capacity() == 0 {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < MAX_IDLE {
-                idle.push(buf);
-            }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(buf);
         }
     }
 }

@@ -10,8 +10,8 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use cairn_crypto::ObjectCipher;
-use cairn_proto::layout::{Layout, SegmentLayout};
 use cairn_proto::ShardId;
+use cairn_proto::layout::{Layout, SegmentLayout};
 
 use crate::error::Error;
 use crate::segment::{self, SegmentPos, align_columns, open_blocks, rebuild_columns};

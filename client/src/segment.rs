@@ -10,8 +10,8 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use cairn_crypto::{BlockPosition, ObjectCipher, TAG_LEN};
-use cairn_proto::layout::{SHARD_ALIGN, SegmentLayout};
 use cairn_proto::ShardId;
+use cairn_proto::layout::{SHARD_ALIGN, SegmentLayout};
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 
 use crate::error::Error;
@@ -25,6 +25,11 @@ pub const COLUMN: usize = 64 * 1024;
 /// same footprint. Measured 8/16/32/64 KiB for 10-of-30: within noise, 16
 /// KiB slightly ahead (docs/BENCHMARKS.md).
 pub const WIDE_COLUMN: usize = 16 * 1024;
+
+/// Column width for rebuilding lost data shards. Decoding is not fused with
+/// other stages and the decoder's setup per call (erasure locator) is
+/// costly for wide codes, so it works in wider slices.
+pub const DECODE_COLUMN: usize = 256 * 1024;
 
 /// Column width for a code with `n` shards.
 pub fn column_width(n: u16) -> usize {
@@ -116,7 +121,12 @@ fn seal_range(
 
 /// Encodes one segment whose plaintext was placed in `buf` (see
 /// [`place_plaintext`] and [`plaintext_slot`]).
-pub fn encode(cipher: &ObjectCipher, layout: SegmentLayout, pos: SegmentPos, mut buf: Vec<u8>) -> Result<EncodedSegment, Error> {
+pub fn encode(
+    cipher: &ObjectCipher,
+    layout: SegmentLayout,
+    pos: SegmentPos,
+    mut buf: Vec<u8>,
+) -> Result<EncodedSegment, Error> {
     let k = usize::from(layout.k);
     let m = usize::from(layout.n - layout.k);
     let s = layout.shard_len() as usize;
@@ -196,12 +206,7 @@ fn choose_verified(
         chosen.push(i);
     }
     if chosen.len() < k {
-        return Err(Error::NotEnoughShards {
-            segment: pos.index,
-            usable: chosen.len(),
-            needed: k,
-            bad,
-        });
+        return Err(Error::NotEnoughShards { segment: pos.index, usable: chosen.len(), needed: k, bad });
     }
     Ok((chosen, bad))
 }
@@ -222,7 +227,7 @@ pub(crate) fn rebuild_columns<'a>(
     if missing.is_empty() {
         return Ok(out);
     }
-    let width = column_width(layout.n);
+    let width = DECODE_COLUMN;
     let mut rs = ReedSolomonDecoder::new(k, m, width.min(cols.len().max(2)))?;
     let mut col = cols.start;
     while col < cols.end {

@@ -56,7 +56,15 @@ fn store(plain: &[u8], layout: Layout, par: Parallelism) -> Stored {
 
 fn load(s: &Stored) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
-    decode_object(&s.cipher, s.layout, s.size, &s.ids, |i| Ok(s.shards[i as usize].clone()), Parallelism::threads(2), &mut out)?;
+    decode_object(
+        &s.cipher,
+        s.layout,
+        s.size,
+        &s.ids,
+        |i| Ok(s.shards[i as usize].clone()),
+        Parallelism::threads(2),
+        &mut out,
+    )?;
     Ok(out)
 }
 
@@ -104,7 +112,10 @@ fn single_thread_and_many_threads_give_identical_shards() {
 
 /// All subsets of `0..n` with at most `m` elements.
 fn subsets(n: usize, m: usize) -> Vec<Vec<usize>> {
-    (0u32..1 << n).filter(|b| b.count_ones() as usize <= m).map(|b| (0..n).filter(|i| b & (1 << i) != 0).collect()).collect()
+    (0u32..1 << n)
+        .filter(|b| b.count_ones() as usize <= m)
+        .map(|b| (0..n).filter(|i| b & (1 << i) != 0).collect())
+        .collect()
 }
 
 #[test]
@@ -114,7 +125,13 @@ fn decodes_with_every_combination_of_up_to_m_missing_shards() {
         let plain = data(2 * l.segment_size as usize + 4097, u64::from(k * n));
         let s = store(&plain, l, Parallelism::threads(2));
         for missing in subsets(usize::from(n), usize::from(n - k)) {
-            let mut t = Stored { cipher: s.cipher.clone(), layout: l, size: s.size, shards: s.shards.clone(), ids: s.ids.clone() };
+            let mut t = Stored {
+                cipher: s.cipher.clone(),
+                layout: l,
+                size: s.size,
+                shards: s.shards.clone(),
+                ids: s.ids.clone(),
+            };
             for seg in &mut t.shards {
                 for &i in &missing {
                     seg[i] = None;
@@ -171,7 +188,10 @@ fn wrong_data_key_is_an_error() {
 }
 
 fn range_read(s: &Stored, r: std::ops::Range<u64>) -> Vec<u8> {
-    read_object_range(&s.cipher, &s.layout, s.size, &s.ids, r, |i| Box::<[Option<Bytes>]>::from(s.shards[i as usize].clone())).expect("range")
+    read_object_range(&s.cipher, &s.layout, s.size, &s.ids, r, |i| {
+        Box::<[Option<Bytes>]>::from(s.shards[i as usize].clone())
+    })
+    .expect("range")
 }
 
 #[test]
@@ -191,7 +211,9 @@ fn range_reads_at_block_and_segment_boundaries() {
         }
     }
     assert!(matches!(
-        read_object_range(&s.cipher, &s.layout, s.size, &s.ids, 0..size + 1, |i| Box::<[Option<Bytes>]>::from(s.shards[i as usize].clone())),
+        read_object_range(&s.cipher, &s.layout, s.size, &s.ids, 0..size + 1, |i| Box::<[Option<Bytes>]>::from(
+            s.shards[i as usize].clone()
+        )),
         Err(Error::BadRange { .. })
     ));
 }

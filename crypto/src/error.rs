@@ -21,7 +21,9 @@ pub enum Error {
         source: std::io::Error,
     },
     /// `create` found a file already there and left it alone.
-    #[error("key file {path} already exists; refusing to overwrite it (move it away first if you really mean to replace your key)")]
+    #[error(
+        "key file {path} already exists; refusing to overwrite it (move it away first if you really mean to replace your key)"
+    )]
     KeyFileExists {
         /// The key file.
         path: PathBuf,
@@ -63,7 +65,9 @@ pub enum Error {
         version: u8,
     },
     /// Argon2 parameters are out of the accepted range.
-    #[error("key file {path} asks for Argon2 parameters out of range (memory {m_cost} KiB, {t_cost} passes, {p_cost} lanes)")]
+    #[error(
+        "key file {path} asks for Argon2 parameters out of range (memory {m_cost} KiB, {t_cost} passes, {p_cost} lanes)"
+    )]
     KdfParams {
         /// The key file.
         path: PathBuf,

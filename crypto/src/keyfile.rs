@@ -49,22 +49,14 @@ impl Default for KdfParams {
     /// RFC 9106's second recommendation (64 MiB, 3 passes), one lane: about
     /// a quarter of a second here, paid once per `cairn` start.
     fn default() -> Self {
-        Self {
-            m_cost: 64 * 1024,
-            t_cost: 3,
-            p_cost: 1,
-        }
+        Self { m_cost: 64 * 1024, t_cost: 3, p_cost: 1 }
     }
 }
 
 impl KdfParams {
     /// Tiny parameters for tests only: fast and worthless against guessing.
     pub fn insecure_for_tests() -> Self {
-        Self {
-            m_cost: 64,
-            t_cost: 1,
-            p_cost: 1,
-        }
+        Self { m_cost: 64, t_cost: 1, p_cost: 1 }
     }
 
     /// Refuses parameters that a damaged or hostile file could use to make
@@ -83,21 +75,29 @@ impl KdfParams {
     }
 }
 
-fn derive_wrapping_key(path: &Path, passphrase: &str, salt: &[u8; 16], params: KdfParams) -> Result<Zeroizing<[u8; 32]>, Error> {
+fn derive_wrapping_key(
+    path: &Path,
+    passphrase: &str,
+    salt: &[u8; 16],
+    params: KdfParams,
+) -> Result<Zeroizing<[u8; 32]>, Error> {
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.check(path)?);
     let mut key = Zeroizing::new([0u8; 32]);
-    argon
-        .hash_password_into(passphrase.as_bytes(), salt, &mut key[..])
-        .map_err(|_| Error::KdfParams {
-            path: path.to_owned(),
-            m_cost: params.m_cost,
-            t_cost: params.t_cost,
-            p_cost: params.p_cost,
-        })?;
+    argon.hash_password_into(passphrase.as_bytes(), salt, &mut key[..]).map_err(|_| Error::KdfParams {
+        path: path.to_owned(),
+        m_cost: params.m_cost,
+        t_cost: params.t_cost,
+        p_cost: params.p_cost,
+    })?;
     Ok(key)
 }
 
-fn encode(path: &Path, root: &RootSecret, passphrase: Option<&str>, params: KdfParams) -> Result<Zeroizing<Vec<u8>>, Error> {
+fn encode(
+    path: &Path,
+    root: &RootSecret,
+    passphrase: Option<&str>,
+    params: KdfParams,
+) -> Result<Zeroizing<Vec<u8>>, Error> {
     let mut out = Zeroizing::new(Vec::with_capacity(160));
     out.extend_from_slice(MAGIC);
     out.push(FORMAT_V1);
@@ -132,9 +132,8 @@ fn encode(path: &Path, root: &RootSecret, passphrase: Option<&str>, params: KdfP
 
 fn decode(path: &Path, bytes: &[u8], passphrase: Option<&str>) -> Result<RootSecret, Error> {
     let corrupt = |reason| Error::CorruptKeyFile { path: path.to_owned(), reason };
-    let (body, checksum) = bytes
-        .split_at_checked(bytes.len().saturating_sub(CHECKSUM_LEN))
-        .ok_or_else(|| corrupt("too short"))?;
+    let (body, checksum) =
+        bytes.split_at_checked(bytes.len().saturating_sub(CHECKSUM_LEN)).ok_or_else(|| corrupt("too short"))?;
     if body.len() < HEADER_LEN || &body[..8] != MAGIC {
         return Err(corrupt("not a Cairn key file"));
     }
@@ -184,18 +183,10 @@ fn write_temp(path: &Path, bytes: &[u8]) -> Result<PathBuf, Error> {
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let mut nonce = [0u8; 8];
     random_bytes(&mut nonce);
-    let name = format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("key"),
-        u64::from_le_bytes(nonce)
-    );
+    let name =
+        format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("key"), u64::from_le_bytes(nonce));
     let tmp = dir.join(name);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io_err(&tmp))?;
     let written = f.write_all(bytes).and_then(|()| f.sync_all());
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);

@@ -213,8 +213,7 @@ impl SymmetricKey {
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, DecryptError> {
         let (nonce, ct) = sealed.split_first_chunk::<24>().ok_or(DecryptError)?;
         let aead = XChaCha20Poly1305::new(&self.0.into());
-        aead.decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
-            .map_err(|_| DecryptError)
+        aead.decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad }).map_err(|_| DecryptError)
     }
 }
 

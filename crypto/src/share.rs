@@ -71,12 +71,7 @@ impl std::fmt::Debug for Grant {
 impl Grant {
     /// A grant on `bucket` whose root key is `bucket_root`.
     pub fn new(bucket: &str, prefix: &str, access: Access, bucket_root: [u8; 32]) -> Self {
-        Self {
-            bucket: bucket.to_owned(),
-            prefix: prefix.to_owned(),
-            access,
-            bucket_root,
-        }
+        Self { bucket: bucket.to_owned(), prefix: prefix.to_owned(), access, bucket_root }
     }
 
     /// The bucket keys this grant gives. A read grant's signer is derived
@@ -109,7 +104,7 @@ pub struct Identity(StaticSecret);
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Identity({})", self.recipient().to_string())
+        write!(f, "Identity({})", self.recipient())
     }
 }
 
@@ -135,10 +130,7 @@ impl Identity {
 
     /// Opens a `cairn-sealed1-…` string sealed to this identity.
     pub fn open_grant(&self, sealed: &str) -> Result<Grant, Error> {
-        let b64 = sealed
-            .trim()
-            .strip_prefix(SEALED_PREFIX)
-            .ok_or(Error::BadGrant("missing cairn-sealed1- prefix"))?;
+        let b64 = sealed.trim().strip_prefix(SEALED_PREFIX).ok_or(Error::BadGrant("missing cairn-sealed1- prefix"))?;
         if b64.len() > MAX_GRANT_LEN {
             return Err(Error::BadGrant("too long"));
         }
@@ -193,7 +185,11 @@ impl std::fmt::Display for Recipient {
     }
 }
 
-fn seal_key(shared: &x25519_dalek::SharedSecret, eph: &PublicKey, recipient: &PublicKey) -> Option<Zeroizing<[u8; 32]>> {
+fn seal_key(
+    shared: &x25519_dalek::SharedSecret,
+    eph: &PublicKey,
+    recipient: &PublicKey,
+) -> Option<Zeroizing<[u8; 32]>> {
     // A low-order recipient key gives an all-zero secret: refuse it.
     if !shared.was_contributory() {
         return None;

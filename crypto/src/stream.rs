@@ -103,10 +103,7 @@ impl ObjectCipher {
         material[..32].copy_from_slice(&key.0);
         material[32..].copy_from_slice(&version);
         let block_key = Zeroizing::new(blake3::derive_key(BLOCK_KEY_CONTEXT, &material[..]));
-        Self {
-            aead: XChaCha20Poly1305::new(&(*block_key).into()),
-            version,
-        }
+        Self { aead: XChaCha20Poly1305::new(&(*block_key).into()), version }
     }
 
     fn aad(&self, pos: &BlockPosition) -> [u8; AAD_LEN] {
@@ -144,12 +141,7 @@ impl ObjectCipher {
         let blocks = plaintext.len().div_ceil(block_size.max(1));
         let mut out = Vec::with_capacity(plaintext.len() + blocks * TAG_LEN);
         for (i, chunk) in plaintext.chunks(block_size.max(1)).enumerate() {
-            let pos = BlockPosition {
-                segment,
-                block: i as u32,
-                last_in_segment: i + 1 == blocks,
-                last_segment,
-            };
+            let pos = BlockPosition { segment, block: i as u32, last_in_segment: i + 1 == blocks, last_segment };
             let start = out.len();
             out.extend_from_slice(chunk);
             let tag = self.seal_block(pos, &mut out[start..]);
@@ -174,12 +166,7 @@ impl ObjectCipher {
         for (i, chunk) in ciphertext.chunks(stride).enumerate() {
             let (body, tag) = chunk.split_at_checked(chunk.len().saturating_sub(TAG_LEN)).ok_or(DecryptError)?;
             let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| DecryptError)?;
-            let pos = BlockPosition {
-                segment,
-                block: i as u32,
-                last_in_segment: i + 1 == blocks,
-                last_segment,
-            };
+            let pos = BlockPosition { segment, block: i as u32, last_in_segment: i + 1 == blocks, last_segment };
             let start = out.len();
             out.extend_from_slice(body);
             self.open_block(pos, &mut out[start..], tag)?;

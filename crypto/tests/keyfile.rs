@@ -88,10 +88,7 @@ fn damaged_key_files_are_refused() {
             bad[i] ^= 0x10;
             fs::write(&path, &bad).expect("write");
             let err = open(&path, pass).expect_err("damaged");
-            assert!(
-                matches!(err, Error::CorruptKeyFile { .. } | Error::UnsupportedKeyFile { .. }),
-                "byte {i}: {err}"
-            );
+            assert!(matches!(err, Error::CorruptKeyFile { .. } | Error::UnsupportedKeyFile { .. }), "byte {i}: {err}");
         }
         fs::write(&path, &good[..20]).expect("write");
         assert!(matches!(open(&path, pass), Err(Error::CorruptKeyFile { .. })));

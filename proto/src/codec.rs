@@ -20,27 +20,14 @@ pub fn to_bytes<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Decodes a whole postcard value no larger than `max` bytes. Trailing bytes
 /// are an error: one encoding, one meaning.
-pub fn from_bytes<T: DeserializeOwned>(
-    what: &'static str,
-    bytes: &[u8],
-    max: usize,
-) -> Result<T, Error> {
+pub fn from_bytes<T: DeserializeOwned>(what: &'static str, bytes: &[u8], max: usize) -> Result<T, Error> {
     if bytes.len() > max {
-        return Err(Error::TooLarge {
-            what,
-            len: bytes.len() as u64,
-            max: max as u64,
-        });
+        return Err(Error::TooLarge { what, len: bytes.len() as u64, max: max as u64 });
     }
-    let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| Error::Malformed {
-        what,
-        reason: e.to_string(),
-    })?;
+    let (value, rest) =
+        postcard::take_from_bytes(bytes).map_err(|e| Error::Malformed { what, reason: e.to_string() })?;
     if !rest.is_empty() {
-        return Err(Error::Malformed {
-            what,
-            reason: format!("{} trailing bytes", rest.len()),
-        });
+        return Err(Error::Malformed { what, reason: format!("{} trailing bytes", rest.len()) });
     }
     Ok(value)
 }
@@ -60,10 +47,7 @@ pub fn from_versioned<T: DeserializeOwned>(
     max: usize,
 ) -> Result<T, Error> {
     match bytes.split_first() {
-        None => Err(Error::Malformed {
-            what,
-            reason: "empty".into(),
-        }),
+        None => Err(Error::Malformed { what, reason: "empty".into() }),
         Some((&v, rest)) if v == version => from_bytes(what, rest, max),
         Some((&v, _)) => Err(Error::UnknownVersion { what, version: v }),
     }
@@ -83,11 +67,7 @@ pub fn to_frame<T: Serialize>(value: &T) -> Vec<u8> {
 pub fn frame_len(what: &'static str, header: [u8; FRAME_HEADER_LEN], max: usize) -> Result<usize, Error> {
     let len = u32::from_le_bytes(header) as usize;
     if len > max {
-        return Err(Error::TooLarge {
-            what,
-            len: len as u64,
-            max: max as u64,
-        });
+        return Err(Error::TooLarge { what, len: len as u64, max: max as u64 });
     }
     Ok(len)
 }
@@ -96,16 +76,10 @@ pub fn frame_len(what: &'static str, header: [u8; FRAME_HEADER_LEN], max: usize)
 pub fn from_frame<T: DeserializeOwned>(what: &'static str, bytes: &[u8], max: usize) -> Result<T, Error> {
     let (header, body) = bytes
         .split_first_chunk::<FRAME_HEADER_LEN>()
-        .ok_or_else(|| Error::Malformed {
-            what,
-            reason: "shorter than a frame header".into(),
-        })?;
+        .ok_or_else(|| Error::Malformed { what, reason: "shorter than a frame header".into() })?;
     let len = frame_len(what, *header, max)?;
     if body.len() != len {
-        return Err(Error::Malformed {
-            what,
-            reason: format!("frame says {len} bytes, has {}", body.len()),
-        });
+        return Err(Error::Malformed { what, reason: format!("frame says {len} bytes, has {}", body.len()) });
     }
     from_bytes(what, body, max)
 }
@@ -122,8 +96,7 @@ pub mod bytes64 {
     /// Deserializes a byte string of exactly 64 bytes.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
         let v: &[u8] = <&[u8]>::deserialize(d)?;
-        v.try_into()
-            .map_err(|_| D::Error::custom(format!("expected 64 bytes, got {}", v.len())))
+        v.try_into().map_err(|_| D::Error::custom(format!("expected 64 bytes, got {}", v.len())))
     }
 }
 
@@ -141,19 +114,13 @@ mod tests {
     #[test]
     fn oversized_input_is_refused_before_decoding() {
         let b = vec![0u8; 100];
-        assert_eq!(
-            from_bytes::<Vec<u8>>("v", &b, 10),
-            Err(Error::TooLarge { what: "v", len: 100, max: 10 })
-        );
+        assert_eq!(from_bytes::<Vec<u8>>("v", &b, 10), Err(Error::TooLarge { what: "v", len: 100, max: 10 }));
         assert!(matches!(frame_len("f", u32::MAX.to_le_bytes(), 1024), Err(Error::TooLarge { .. })));
     }
 
     #[test]
     fn unknown_version_is_named() {
         let b = to_versioned(9, &1u8);
-        assert_eq!(
-            from_versioned::<u8>("x", 1, &b, 8),
-            Err(Error::UnknownVersion { what: "x", version: 9 })
-        );
+        assert_eq!(from_versioned::<u8>("x", 1, &b, 8), Err(Error::UnknownVersion { what: "x", version: 9 }));
     }
 }

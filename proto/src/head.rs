@@ -123,10 +123,7 @@ pub fn accept(id: &RecordId, stored: Option<&HeadRecord>, offered: &HeadRecord) 
             return Ok(());
         }
         if offered.sequence <= s.sequence {
-            return Err(RecordRefused::Stale {
-                offered: offered.sequence,
-                stored: s.sequence,
-            });
+            return Err(RecordRefused::Stale { offered: offered.sequence, stored: s.sequence });
         }
     }
     Ok(())

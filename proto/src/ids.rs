@@ -173,10 +173,7 @@ mod tests {
     #[test]
     fn node_id_length_is_bounded() {
         assert!(NodeId::from_bytes(vec![1; 38]).is_ok());
-        assert!(matches!(
-            NodeId::from_bytes(vec![1; 65]),
-            Err(Error::InvalidNodeId { len: 65 })
-        ));
+        assert!(matches!(NodeId::from_bytes(vec![1; 65]), Err(Error::InvalidNodeId { len: 65 })));
         assert!(NodeId::from_bytes(Vec::new()).is_err());
     }
 }

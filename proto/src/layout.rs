@@ -48,12 +48,7 @@ pub struct Layout {
 
 impl Default for Layout {
     fn default() -> Self {
-        Self {
-            segment_size: DEFAULT_SEGMENT_SIZE,
-            block_size: DEFAULT_BLOCK_SIZE,
-            k: 4,
-            n: 6,
-        }
+        Self { segment_size: DEFAULT_SEGMENT_SIZE, block_size: DEFAULT_BLOCK_SIZE, k: 4, n: 6 }
     }
 }
 
@@ -71,12 +66,12 @@ impl Layout {
         if self.k == 0 || self.n <= self.k || self.n > MAX_SHARDS {
             return bad(format!("k={} n={}: need 1 <= k < n <= {MAX_SHARDS}", self.k, self.n));
         }
-        if self.block_size < 1024 || self.block_size > 1024 * 1024 || self.block_size % SHARD_ALIGN != 0 {
+        if self.block_size < 1024 || self.block_size > 1024 * 1024 || !self.block_size.is_multiple_of(SHARD_ALIGN) {
             return bad(format!("block size {} not a multiple of 64 in 1 KiB..=1 MiB", self.block_size));
         }
         if self.segment_size == 0
             || self.segment_size > MAX_SEGMENT_SIZE
-            || self.segment_size % self.block_size != 0
+            || !self.segment_size.is_multiple_of(self.block_size)
         {
             return bad(format!(
                 "segment size {} not a multiple of the block size up to {MAX_SEGMENT_SIZE}",
@@ -105,12 +100,7 @@ impl Layout {
 
     /// The layout of one segment holding `plain_len` plaintext bytes.
     pub fn segment(&self, plain_len: u32) -> SegmentLayout {
-        SegmentLayout {
-            plain_len,
-            block_size: self.block_size,
-            k: self.k,
-            n: self.n,
-        }
+        SegmentLayout { plain_len, block_size: self.block_size, k: self.k, n: self.n }
     }
 }
 

@@ -4,7 +4,9 @@
 
 use cairn_proto::head::HeadRecord;
 use cairn_proto::shard::{ByteRange, NodeStats, Request, Response, ShardError};
-use cairn_proto::{Layout, NodeId, ObjectManifest, ObjectVersionId, SegmentId, SegmentManifest, ShardId, ShardPlacement};
+use cairn_proto::{
+    Layout, NodeId, ObjectManifest, ObjectVersionId, SegmentId, SegmentManifest, ShardId, ShardPlacement,
+};
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -47,10 +49,7 @@ fn shard_responses() {
 #[test]
 fn head_record() {
     let r = HeadRecord { public_key: [2; 32], sequence: 7, payload: vec![9, 8], signature: [3; 64] };
-    assert_eq!(
-        hex(&r.to_bytes()),
-        format!("01{}07020908{}{}", "02".repeat(32), "40", "03".repeat(64))
-    );
+    assert_eq!(hex(&r.to_bytes()), format!("01{}07020908{}{}", "02".repeat(32), "40", "03".repeat(64)));
     assert_eq!(HeadRecord::from_bytes(&r.to_bytes()).expect("decode"), r);
 }
 
@@ -74,7 +73,8 @@ fn manifest() {
         }],
     };
     let bytes = m.to_bytes();
-    let mut expect = format!("01{}05{}{}{}", "01".repeat(16), "8080800880800404 06".replace(' ', ""), "04".repeat(32), "01");
+    let mut expect =
+        format!("01{}05{}{}{}", "01".repeat(16), "8080800880800404 06".replace(' ', ""), "04".repeat(32), "01");
     expect.push_str(&format!("{}0540 06", "05".repeat(32)).replace(' ', ""));
     for i in 0..6u8 {
         expect.push_str(&format!("{:02x}", i).repeat(32));

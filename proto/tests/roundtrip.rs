@@ -4,7 +4,9 @@
 use cairn_proto::codec;
 use cairn_proto::head::{self, HeadRecord};
 use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, NodeStats, Request, Response, ShardError};
-use cairn_proto::{Layout, NodeId, ObjectManifest, ObjectVersionId, SegmentId, SegmentManifest, ShardId, ShardPlacement};
+use cairn_proto::{
+    Layout, NodeId, ObjectManifest, ObjectVersionId, SegmentId, SegmentManifest, ShardId, ShardPlacement,
+};
 use ed25519_dalek::{Signer, SigningKey};
 use proptest::prelude::*;
 
@@ -18,11 +20,16 @@ fn range() -> impl Strategy<Value = ByteRange> {
 
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
-        (shard_id(), any::<u64>(), any::<[u8; 32]>(), any::<u64>())
-            .prop_map(|(shard, len, delete_token_hash, lease_secs)| Request::Put { shard, len, delete_token_hash, lease_secs }),
+        (shard_id(), any::<u64>(), any::<[u8; 32]>(), any::<u64>()).prop_map(
+            |(shard, len, delete_token_hash, lease_secs)| Request::Put { shard, len, delete_token_hash, lease_secs }
+        ),
         (shard_id(), proptest::option::of(range())).prop_map(|(shard, range)| Request::Get { shard, range }),
         (shard_id(), any::<[u8; 32]>()).prop_map(|(shard, token)| Request::Delete { shard, token }),
-        (shard_id(), any::<[u8; 32]>(), range()).prop_map(|(shard, nonce, range)| Request::Audit { shard, nonce, range }),
+        (shard_id(), any::<[u8; 32]>(), range()).prop_map(|(shard, nonce, range)| Request::Audit {
+            shard,
+            nonce,
+            range
+        }),
         Just(Request::Stats),
     ]
 }
@@ -34,7 +41,11 @@ fn shard_error() -> impl Strategy<Value = ShardError> {
         (any::<u64>(), any::<u64>()).prop_map(|(needed, available)| ShardError::NoSpace { needed, available }),
         (any::<u64>(), any::<u64>()).prop_map(|(len, max)| ShardError::TooLarge { len, max }),
         shard_id().prop_map(ShardError::BadToken),
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(offset, len, total)| ShardError::BadRange { offset, len, total }),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(offset, len, total)| ShardError::BadRange {
+            offset,
+            len,
+            total
+        }),
         any::<u64>().prop_map(|retry_after_ms| ShardError::RateLimited { retry_after_ms }),
         Just(ShardError::Malformed),
         Just(ShardError::Internal),
@@ -47,16 +58,24 @@ fn response() -> impl Strategy<Value = Response> {
         any::<u64>().prop_map(|len| Response::Data { len }),
         Just(Response::Deleted),
         any::<[u8; 32]>().prop_map(|hash| Response::AuditProof { hash }),
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(capacity, used, shards)| Response::Stats(NodeStats { capacity, used, shards })),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(capacity, used, shards)| Response::Stats(NodeStats {
+            capacity,
+            used,
+            shards
+        })),
         shard_error().prop_map(Response::Error),
     ]
 }
 
 fn manifest() -> impl Strategy<Value = ObjectManifest> {
-    (1u16..8, 1u16..4, 0u64..200_000, any::<[u8; 16]>(), any::<[u8; 32]>()).prop_flat_map(|(k, extra, size, version, key)| {
-        let layout = Layout { segment_size: 32 * 1024, block_size: 4 * 1024, k, n: k + extra };
-        let count = layout.segment_count(size);
-        proptest::collection::vec((any::<[u8; 32]>(), proptest::option::of(proptest::collection::vec(any::<u8>(), 1..64))), usize::from(k + extra))
+    (1u16..8, 1u16..4, 0u64..200_000, any::<[u8; 16]>(), any::<[u8; 32]>()).prop_flat_map(
+        |(k, extra, size, version, key)| {
+            let layout = Layout { segment_size: 32 * 1024, block_size: 4 * 1024, k, n: k + extra };
+            let count = layout.segment_count(size);
+            proptest::collection::vec(
+                (any::<[u8; 32]>(), proptest::option::of(proptest::collection::vec(any::<u8>(), 1..64))),
+                usize::from(k + extra),
+            )
             .prop_map(move |shards| ObjectManifest {
                 version: ObjectVersionId(version),
                 size,
@@ -80,7 +99,8 @@ fn manifest() -> impl Strategy<Value = ObjectManifest> {
                     })
                     .collect(),
             })
-    })
+        },
+    )
 }
 
 proptest! {
@@ -139,7 +159,12 @@ proptest! {
 
 fn signed(key: &SigningKey, seq: u64, payload: &[u8]) -> HeadRecord {
     let pk = key.verifying_key().to_bytes();
-    HeadRecord { public_key: pk, sequence: seq, payload: payload.to_vec(), signature: key.sign(&HeadRecord::signing_bytes(&pk, seq, payload)).to_bytes() }
+    HeadRecord {
+        public_key: pk,
+        sequence: seq,
+        payload: payload.to_vec(),
+        signature: key.sign(&HeadRecord::signing_bytes(&pk, seq, payload)).to_bytes(),
+    }
 }
 
 #[test]
