@@ -294,3 +294,48 @@ proptest! {
         prop_assert_eq!(range_read(&s, a as u64..b as u64), &plain[a..b]);
     }
 }
+
+/// An endless-looking reader that counts what it has handed out.
+struct CountingReader {
+    left: u64,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::io::Read for CountingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.left) as usize;
+        buf[..n].fill(0x5a);
+        self.left -= n as u64;
+        self.read.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+        Ok(n)
+    }
+}
+
+#[test]
+fn memory_stays_bounded_whatever_the_object_size() {
+    use std::sync::atomic::Ordering;
+    let l = small(4, 6);
+    let seg = u64::from(l.segment_size);
+    let par = Parallelism { threads: 2, in_flight: 3 };
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let size = 400 * seg + 5;
+    let reader = CountingReader { left: size, read: read.clone() };
+    let cipher = ObjectCipher::new(&DataKey::generate(), [0; 16]);
+    let mut delivered = 0u64;
+    let mut worst = 0u64;
+    encode_object(reader, &cipher, l, par, |s| {
+        // Slow sink: the reader must wait for it rather than run ahead.
+        std::thread::sleep(std::time::Duration::from_micros(200));
+        let ahead = read.load(Ordering::SeqCst) - delivered;
+        worst = worst.max(ahead);
+        delivered += u64::from(s.layout.plain_len);
+        Ok(())
+    })
+    .expect("encode");
+    assert_eq!(delivered, size);
+    // In flight: `in_flight` segments, one read ahead to spot the end, and
+    // the reader's 64 KiB buffer.
+    let bound = (par.in_flight as u64 + 1) * seg + 64 * 1024;
+    assert!(worst <= bound, "reader ran {worst} bytes ahead of the sink, bound {bound}");
+    assert!(worst >= seg, "the pipeline should have run ahead at least one segment");
+}
