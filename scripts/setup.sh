@@ -4,8 +4,8 @@
 set -euo pipefail
 
 # Debian packages the build and tests need. (RocksDB's bindings need
-# libclang-dev; the FUSE tests need fuse3 — both arrive with those issues.)
-PACKAGES=()
+# libclang-dev; the FUSE tests will need fuse3.)
+PACKAGES=(libclang-dev)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

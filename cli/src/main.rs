@@ -2,8 +2,6 @@
 //!
 //! Argument parsing and printing only; the work lives in library crates.
 
-mod size;
-
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -32,7 +30,7 @@ enum Bench {
     /// primitives alone. Build with --release for meaningful figures.
     Pipeline {
         /// Bytes of random data, e.g. 256MiB.
-        #[arg(long, default_value = "256MiB", value_parser = size::parse_size)]
+        #[arg(long, default_value = "256MiB", value_parser = cairn_proto::units::parse_size)]
         size: u64,
         /// Data shards per segment.
         #[arg(long, default_value_t = 4)]
@@ -44,7 +42,7 @@ enum Bench {
         #[arg(long)]
         threads: Option<usize>,
         /// Segment size, e.g. 16MiB.
-        #[arg(long, default_value_t = u64::from(DEFAULT_SEGMENT_SIZE), value_parser = size::parse_size)]
+        #[arg(long, default_value_t = u64::from(DEFAULT_SEGMENT_SIZE), value_parser = cairn_proto::units::parse_size)]
         segment: u64,
         /// Repetitions; the best run of each figure counts.
         #[arg(long, default_value_t = 3)]

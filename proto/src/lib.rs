@@ -63,7 +63,9 @@ pub mod head;
 pub mod ids;
 pub mod layout;
 pub mod manifest;
+pub mod node;
 pub mod shard;
+pub mod units;
 
 pub use error::Error;
 pub use ids::{NodeId, ObjectVersionId, RecordId, SegmentId, ShardId};

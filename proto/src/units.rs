@@ -1,4 +1,4 @@
-//! Human sizes on the command line: `256MiB`, `1GiB`, `4096`, `10MB`.
+//! Human sizes in command lines and config files: `256MiB`, `1GiB`, `4096`, `10MB`.
 
 /// Parses a byte count with an optional binary (KiB, MiB, GiB, TiB) or
 /// decimal (KB, MB, GB, TB) suffix.

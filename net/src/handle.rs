@@ -1,0 +1,121 @@
+//! The cloneable handle to a running network.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::RecordId;
+use cairn_proto::head::HeadRecord;
+use cairn_proto::shard::SHARD_PROTOCOL;
+use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::error::Error;
+use crate::store::RecordBackend;
+use crate::swarm::{self, Command, NetConfig};
+
+/// The shard protocol as a libp2p protocol name.
+pub const SHARD: StreamProtocol = StreamProtocol::new(SHARD_PROTOCOL);
+
+/// A running network: the handle plus the event-loop task that owns the
+/// Swarm. Dropping it does not stop the task; call [`Network::shutdown`].
+#[derive(Debug)]
+pub struct Network {
+    /// Talk to the network through this.
+    pub handle: NetHandle,
+    task: JoinHandle<()>,
+}
+
+impl Network {
+    /// Starts the Swarm on the current tokio runtime. `records` holds the
+    /// DHT records this peer stores.
+    pub fn start(cfg: NetConfig, records: Arc<dyn RecordBackend>) -> Result<Self, Error> {
+        let (ev, commands, control, peer) = swarm::build(cfg, records)?;
+        let task = tokio::spawn(ev.run());
+        Ok(Self { handle: NetHandle { commands, control, peer }, task })
+    }
+
+    /// Stops the event loop (open connections are closed) and waits for it.
+    pub async fn shutdown(self) {
+        let _ = self.handle.commands.send(Command::Shutdown).await;
+        let _ = self.task.await;
+    }
+}
+
+/// Cloneable access to the network task.
+#[derive(Clone)]
+pub struct NetHandle {
+    commands: mpsc::Sender<Command>,
+    control: libp2p_stream::Control,
+    peer: PeerId,
+}
+
+impl std::fmt::Debug for NetHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetHandle").field("peer", &self.peer).finish()
+    }
+}
+
+impl NetHandle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// This peer's id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.peer
+    }
+
+    /// The addresses this peer listens on, once every listener is up.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, Error> {
+        self.ask(|reply| Command::ListenAddrs { reply }).await
+    }
+
+    /// Peers with an open connection.
+    pub async fn connected_peers(&self) -> Result<Vec<PeerId>, Error> {
+        self.ask(|reply| Command::ConnectedPeers { reply }).await
+    }
+
+    /// Dials an address (`…/p2p/<peer id>` adds it to the routing table).
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), Error> {
+        self.ask(|reply| Command::Dial { addr, reply }).await?
+    }
+
+    /// Fills the routing table by looking up this peer's own id.
+    pub async fn bootstrap(&self) -> Result<(), Error> {
+        self.ask(|reply| Command::Bootstrap { reply }).await?
+    }
+
+    /// The peers closest to `key` in the DHT, with their addresses.
+    pub async fn closest_peers(&self, key: Vec<u8>) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, Error> {
+        self.ask(|reply| Command::ClosestPeers { key, reply }).await?
+    }
+
+    /// Stores a signed head record on the peers closest to its id.
+    pub async fn put_record(&self, record: HeadRecord) -> Result<usize, Error> {
+        self.ask(|reply| Command::PutRecord { record, reply }).await?
+    }
+
+    /// Every valid head record found under `id` (callers pick the highest
+    /// sequence).
+    pub async fn get_record(&self, id: RecordId) -> Result<Vec<HeadRecord>, Error> {
+        self.ask(|reply| Command::GetRecord { record: id, reply }).await?
+    }
+
+    /// Opens a shard-protocol stream to `peer`, dialling it if needed.
+    pub async fn open_shard_stream(&self, peer: PeerId, timeout: Duration) -> Result<Stream, Error> {
+        let mut control = self.control.clone();
+        match tokio::time::timeout(timeout, control.open_stream(peer, SHARD)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(Error::OpenStream { peer, reason: e.to_string() }),
+            Err(_) => Err(Error::Timeout { peer }),
+        }
+    }
+
+    /// Inbound shard-protocol streams (for nodes). Only one caller may accept.
+    pub fn accept_shard_streams(&self) -> Result<libp2p_stream::IncomingStreams, Error> {
+        self.control.clone().accept(SHARD).map_err(|e| Error::Transport(e.to_string()))
+    }
+}

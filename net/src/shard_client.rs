@@ -1,0 +1,164 @@
+//! The requester side of `/cairn/shard/1`: one request per stream.
+
+use std::time::Duration;
+
+use cairn_proto::ShardId;
+use cairn_proto::codec::{self, FRAME_HEADER_LEN};
+use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, NodeStats, Request, Response};
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::{PeerId, Stream};
+
+use crate::error::Error;
+use crate::handle::NetHandle;
+
+/// Timeouts for shard requests.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Opening the stream (and dialling).
+    pub open: Duration,
+    /// A whole request, body included.
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { open: Duration::from_secs(10), request: Duration::from_secs(120) }
+    }
+}
+
+/// Talks the shard protocol to one peer.
+#[derive(Clone, Debug)]
+pub struct ShardClient {
+    net: NetHandle,
+    peer: PeerId,
+    timeouts: Timeouts,
+}
+
+/// Writes a framed request (and body) and half-closes the stream.
+pub async fn send_request(stream: &mut Stream, req: &Request, body: Option<&[u8]>) -> std::io::Result<()> {
+    stream.write_all(&req.to_frame()).await?;
+    if let Some(body) = body {
+        for chunk in body.chunks(256 * 1024) {
+            stream.write_all(chunk).await?;
+        }
+    }
+    stream.flush().await?;
+    stream.close().await
+}
+
+/// Reads one framed response, refusing frames over [`MAX_MESSAGE_SIZE`].
+pub async fn read_response(stream: &mut Stream, peer: PeerId) -> Result<Response, Error> {
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    stream.read_exact(&mut header).await.map_err(|source| Error::Stream { peer, source })?;
+    let len = codec::frame_len("shard response", header, MAX_MESSAGE_SIZE)
+        .map_err(|source| Error::Malformed { peer, source })?;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await.map_err(|source| Error::Stream { peer, source })?;
+    Response::from_body(&body).map_err(|source| Error::Malformed { peer, source })
+}
+
+impl ShardClient {
+    /// A client for `peer` over `net`.
+    pub fn new(net: NetHandle, peer: PeerId, timeouts: Timeouts) -> Self {
+        Self { net, peer, timeouts }
+    }
+
+    /// The peer this client talks to.
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    async fn exchange(&self, req: Request, body: Option<&[u8]>, max_data: u64) -> Result<(Response, Vec<u8>), Error> {
+        let peer = self.peer;
+        let work = async {
+            let mut stream = self.net.open_shard_stream(peer, self.timeouts.open).await?;
+            let sent = send_request(&mut stream, &req, body).await;
+            // A node that refuses a put answers before reading the body and
+            // stops the stream; its answer is still there to read.
+            let resp = match (sent, read_response(&mut stream, peer).await) {
+                (_, Ok(resp @ Response::Error(_))) | (Ok(()), Ok(resp)) => resp,
+                (Err(source), _) => return Err(Error::Stream { peer, source }),
+                (Ok(()), Err(e)) => return Err(e),
+            };
+            let mut data = Vec::new();
+            if let Response::Data { len } = resp {
+                if len > max_data {
+                    return Err(Error::UnexpectedResponse {
+                        peer,
+                        asked: "get",
+                        got: format!("{len} bytes, expected at most {max_data}"),
+                    });
+                }
+                data = vec![0u8; len as usize];
+                stream.read_exact(&mut data).await.map_err(|source| Error::Stream { peer, source })?;
+            }
+            if let Response::Error(error) = resp {
+                return Err(Error::Refused { peer, error });
+            }
+            Ok((resp, data))
+        };
+        tokio::time::timeout(self.timeouts.request, work).await.map_err(|_| Error::Timeout { peer })?
+    }
+
+    fn unexpected(&self, asked: &'static str, got: Response) -> Error {
+        Error::UnexpectedResponse { peer: self.peer, asked, got: format!("{got:?}") }
+    }
+
+    /// Stores `bytes` as `shard`; `delete_token_hash` is BLAKE3 of the token
+    /// that may delete it later.
+    pub async fn put(
+        &self,
+        shard: ShardId,
+        bytes: &[u8],
+        delete_token_hash: [u8; 32],
+        lease_secs: u64,
+    ) -> Result<(), Error> {
+        let req = Request::Put { shard, len: bytes.len() as u64, delete_token_hash, lease_secs };
+        match self.exchange(req, Some(bytes), 0).await?.0 {
+            Response::Stored => Ok(()),
+            other => Err(self.unexpected("put", other)),
+        }
+    }
+
+    /// The whole shard (at most `max_len` bytes accepted).
+    pub async fn get(&self, shard: ShardId, max_len: u64) -> Result<Vec<u8>, Error> {
+        match self.exchange(Request::Get { shard, range: None }, None, max_len).await? {
+            (Response::Data { .. }, data) => Ok(data),
+            (other, _) => Err(self.unexpected("get", other)),
+        }
+    }
+
+    /// `len` bytes of the shard from `offset`.
+    pub async fn get_range(&self, shard: ShardId, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
+        let req = Request::Get { shard, range: Some(ByteRange { offset, len }) };
+        match self.exchange(req, None, len).await? {
+            (Response::Data { len: got }, data) if got == len => Ok(data),
+            (other, _) => Err(self.unexpected("get range", other)),
+        }
+    }
+
+    /// Deletes the shard if `token` is the preimage given at put.
+    pub async fn delete(&self, shard: ShardId, token: [u8; 32]) -> Result<(), Error> {
+        match self.exchange(Request::Delete { shard, token }, None, 0).await?.0 {
+            Response::Deleted => Ok(()),
+            other => Err(self.unexpected("delete", other)),
+        }
+    }
+
+    /// Asks for BLAKE3(nonce ‖ range of the shard).
+    pub async fn audit(&self, shard: ShardId, nonce: [u8; 32], offset: u64, len: u64) -> Result<[u8; 32], Error> {
+        let req = Request::Audit { shard, nonce, range: ByteRange { offset, len } };
+        match self.exchange(req, None, 0).await?.0 {
+            Response::AuditProof { hash } => Ok(hash),
+            other => Err(self.unexpected("audit", other)),
+        }
+    }
+
+    /// Capacity and usage.
+    pub async fn stats(&self) -> Result<NodeStats, Error> {
+        match self.exchange(Request::Stats, None, 0).await?.0 {
+            Response::Stats(s) => Ok(s),
+            other => Err(self.unexpected("stats", other)),
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! The libp2p Swarm and the one task that owns it.
+//!
+//! After rust-libp2p's `examples/file-sharing`: the [`EventLoop`] owns the
+//! Swarm; a cloneable [`crate::NetHandle`] sends it [`Command`]s over a
+//! bounded channel, each with a `oneshot` for the reply. Local commands are
+//! served before new swarm events (`biased` select), as the libp2p coding
+//! guidelines ask.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::head::HeadRecord;
+use futures::StreamExt;
+use libp2p::kad::{self, GetClosestPeersOk, GetRecordOk, Mode, PeerRecord, PutRecordOk, QueryId, QueryResult, Quorum};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, noise, ping, tcp, yamux};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::Error;
+use crate::store::{HeadStore, RecordBackend};
+
+/// Kademlia protocol name: a Cairn-only DHT, not the public IPFS one.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/kad/1");
+/// Identify protocol version string.
+pub const IDENTIFY_PROTOCOL: &str = "/cairn/id/1";
+/// Commands waiting for the event loop.
+const COMMAND_QUEUE: usize = 64;
+
+/// The behaviours of a Cairn peer.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    kad: kad::Behaviour<HeadStore>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    stream: libp2p_stream::Behaviour,
+}
+
+/// Where a peer stands in the DHT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Storage nodes: answer DHT queries and store records.
+    Server,
+    /// Clients: query only.
+    Client,
+}
+
+/// How to start the network.
+#[derive(Debug)]
+pub struct NetConfig {
+    /// The peer's identity.
+    pub keypair: libp2p::identity::Keypair,
+    /// Addresses to listen on (`/ip4/127.0.0.1/udp/0/quic-v1`, `/ip4/…/tcp/0`).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to join through; each must end in `/p2p/<peer id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Server (node) or client.
+    pub role: Role,
+    /// How long an idle connection is kept.
+    pub idle_timeout: Duration,
+}
+
+impl NetConfig {
+    /// A client with a fresh identity that joins through `bootstrap`.
+    pub fn client(bootstrap: Vec<Multiaddr>) -> Self {
+        Self {
+            keypair: libp2p::identity::Keypair::generate_ed25519(),
+            listen: Vec::new(),
+            bootstrap,
+            role: Role::Client,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What callers ask of the event loop.
+#[derive(Debug)]
+pub(crate) enum Command {
+    ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
+    ConnectedPeers { reply: oneshot::Sender<Vec<PeerId>> },
+    Dial { addr: Multiaddr, reply: oneshot::Sender<Result<(), Error>> },
+    Bootstrap { reply: oneshot::Sender<Result<(), Error>> },
+    ClosestPeers { key: Vec<u8>, reply: oneshot::Sender<Result<Vec<(PeerId, Vec<Multiaddr>)>, Error>> },
+    PutRecord { record: HeadRecord, reply: oneshot::Sender<Result<usize, Error>> },
+    GetRecord { record: cairn_proto::RecordId, reply: oneshot::Sender<Result<Vec<HeadRecord>, Error>> },
+    Shutdown,
+}
+
+/// Replies waiting for a Kademlia query to finish.
+enum Pending {
+    Bootstrap(oneshot::Sender<Result<(), Error>>),
+    Closest(oneshot::Sender<Result<Vec<(PeerId, Vec<Multiaddr>)>, Error>>),
+    Put(oneshot::Sender<Result<usize, Error>>),
+    Get(oneshot::Sender<Result<Vec<HeadRecord>, Error>>, Vec<HeadRecord>),
+}
+
+/// Owns the Swarm; run it with [`EventLoop::run`].
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    pending: HashMap<QueryId, Pending>,
+    listen_addrs: Vec<Multiaddr>,
+    addr_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
+    expected_listeners: usize,
+}
+
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop").field("peer", self.swarm.local_peer_id()).finish_non_exhaustive()
+    }
+}
+
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
+}
+
+/// Builds the Swarm, starts listening and dialling the bootstrap peers.
+pub(crate) fn build(
+    cfg: NetConfig,
+    records: Arc<dyn RecordBackend>,
+) -> Result<(EventLoop, mpsc::Sender<Command>, libp2p_stream::Control, PeerId), Error> {
+    let local = cfg.keypair.public().to_peer_id();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|e| Error::Transport(e.to_string()))?
+        .with_quic()
+        .with_behaviour(|key| {
+            let peer = key.public().to_peer_id();
+            let mut kcfg = kad::Config::new(KAD_PROTOCOL);
+            kcfg.set_record_filtering(kad::StoreInserts::Unfiltered);
+            // Owners republish their heads; nodes keep records until replaced.
+            kcfg.set_record_ttl(None);
+            kcfg.set_replication_interval(None);
+            kcfg.set_publication_interval(None);
+            kcfg.set_query_timeout(Duration::from_secs(30));
+            let store = HeadStore::new(peer, records);
+            Behaviour {
+                kad: kad::Behaviour::with_config(peer, store, kcfg),
+                identify: identify::Behaviour::new(identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())),
+                ping: ping::Behaviour::default(),
+                stream: libp2p_stream::Behaviour::new(),
+            }
+        })
+        .map_err(|e| Error::Transport(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
+        .build();
+    swarm.behaviour_mut().kad.set_mode(Some(match cfg.role {
+        Role::Server => Mode::Server,
+        Role::Client => Mode::Client,
+    }));
+    for addr in &cfg.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| Error::BadAddress { addr: addr.to_string(), reason: e.to_string() })?;
+    }
+    for addr in &cfg.bootstrap {
+        let peer = peer_of(addr).ok_or_else(|| Error::BadAddress {
+            addr: addr.to_string(),
+            reason: "no /p2p/<peer id> at the end".into(),
+        })?;
+        swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+        if let Err(e) = swarm.dial(addr.clone()) {
+            tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
+        }
+    }
+    let control = swarm.behaviour().stream.new_control();
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let ev = EventLoop {
+        swarm,
+        commands: rx,
+        pending: HashMap::new(),
+        listen_addrs: Vec::new(),
+        addr_waiters: Vec::new(),
+        expected_listeners: cfg.listen.len(),
+    };
+    Ok((ev, tx, control, local))
+}
+
+impl EventLoop {
+    /// Runs until a `Shutdown` command or until every handle is dropped.
+    pub async fn run(mut self) {
+        loop {
+            tokio::select! {
+                biased;
+                cmd = self.commands.recv() => match cmd {
+                    None | Some(Command::Shutdown) => break,
+                    Some(cmd) => self.on_command(cmd),
+                },
+                event = self.swarm.select_next_some() => self.on_event(event),
+            }
+        }
+        tracing::debug!("network event loop stopped");
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        match cmd {
+            Command::ListenAddrs { reply } => {
+                if self.listen_addrs.len() >= self.expected_listeners {
+                    let _ = reply.send(self.listen_addrs.clone());
+                } else {
+                    self.addr_waiters.push(reply);
+                }
+            }
+            Command::ConnectedPeers { reply } => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::Dial { addr, reply } => {
+                if let Some(peer) = peer_of(&addr) {
+                    kad.add_address(&peer, addr.clone());
+                }
+                let r = self
+                    .swarm
+                    .dial(addr.clone())
+                    .map_err(|e| Error::BadAddress { addr: addr.to_string(), reason: e.to_string() });
+                let _ = reply.send(r);
+            }
+            Command::Bootstrap { reply } => match kad.bootstrap() {
+                Ok(q) => {
+                    self.pending.insert(q, Pending::Bootstrap(reply));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(Error::Query(e.to_string())));
+                }
+            },
+            Command::ClosestPeers { key, reply } => {
+                let q = kad.get_closest_peers(key);
+                self.pending.insert(q, Pending::Closest(reply));
+            }
+            Command::PutRecord { record, reply } => {
+                let key = kad::RecordKey::new(&record.record_id().0);
+                let rec = kad::Record::new(key, record.to_bytes());
+                match kad.put_record(rec, Quorum::One) {
+                    Ok(q) => {
+                        self.pending.insert(q, Pending::Put(reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::PutRecord(e.to_string())));
+                    }
+                }
+            }
+            Command::GetRecord { record, reply } => {
+                let q = kad.get_record(kad::RecordKey::new(&record.0));
+                self.pending.insert(q, Pending::Get(reply, Vec::new()));
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.listen_addrs.push(address);
+                if self.listen_addrs.len() >= self.expected_listeners {
+                    for w in self.addr_waiters.drain(..) {
+                        let _ = w.send(self.listen_addrs.clone());
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                // Learn the listen addresses of peers that speak our DHT.
+                if info.protocols.contains(&KAD_PROTOCOL) {
+                    for addr in info.listen_addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result,
+                step,
+                ..
+            })) => {
+                self.on_query(id, result, step.last);
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, %error, "connection failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_query(&mut self, id: QueryId, result: QueryResult, last: bool) {
+        match result {
+            QueryResult::Bootstrap(r) => {
+                if !last && r.is_ok() {
+                    return;
+                }
+                if let Some(Pending::Bootstrap(reply)) = self.pending.remove(&id) {
+                    let _ = reply.send(r.map(|_| ()).map_err(|e| Error::Query(e.to_string())));
+                }
+            }
+            QueryResult::GetClosestPeers(r) => {
+                if let Some(Pending::Closest(reply)) = self.pending.remove(&id) {
+                    let peers = match r {
+                        Ok(GetClosestPeersOk { peers, .. }) => Ok(peers),
+                        // A timed-out query still returns what it found.
+                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) => Ok(peers),
+                    };
+                    let _ = reply.send(peers.map(|p| p.into_iter().map(|i| (i.peer_id, i.addrs)).collect()));
+                }
+            }
+            QueryResult::PutRecord(r) => {
+                if let Some(Pending::Put(reply)) = self.pending.remove(&id) {
+                    let _ = reply.send(match r {
+                        Ok(PutRecordOk { .. }) => Ok(1),
+                        Err(e) => Err(Error::PutRecord(e.to_string())),
+                    });
+                }
+            }
+            QueryResult::GetRecord(r) => {
+                let done = match r {
+                    Ok(GetRecordOk::FoundRecord(PeerRecord { record, .. })) => {
+                        if let Some(Pending::Get(_, found)) = self.pending.get_mut(&id)
+                            && let Ok(h) = HeadRecord::from_bytes(&record.value)
+                            && h.verify().is_ok()
+                            && crate::store::record_id(&record.key) == Some(h.record_id())
+                        {
+                            found.push(h);
+                        }
+                        last
+                    }
+                    Ok(GetRecordOk::FinishedWithNoAdditionalRecord { .. }) => true,
+                    Err(_) => true,
+                };
+                if done && let Some(Pending::Get(reply, found)) = self.pending.remove(&id) {
+                    let _ = reply.send(if found.is_empty() { Err(Error::RecordNotFound) } else { Ok(found) });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Set of distinct peers, for callers that need dedup.
+pub fn distinct(peers: impl IntoIterator<Item = PeerId>) -> Vec<PeerId> {
+    let mut seen = HashSet::new();
+    peers.into_iter().filter(|p| seen.insert(*p)).collect()
+}

@@ -1,0 +1,120 @@
+//! The admin HTTP listener: `/health`, `/metrics`, and a dashboard at `/`.
+//! Plain HTML, no front-end build step.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use cairn_net::NetHandle;
+use cairn_net::store::RecordBackend;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::store::ShardStore;
+
+/// What the admin pages read.
+#[derive(Debug)]
+pub struct AdminState {
+    /// The store, for capacity figures.
+    pub store: Arc<ShardStore>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// The network, for peers.
+    pub net: NetHandle,
+    /// When the node started.
+    pub started: Instant,
+    /// Addresses peers can reach this node at.
+    pub addrs: Vec<String>,
+}
+
+/// Serves until `cancel`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AdminState>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/", get(dashboard))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(state);
+    axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await
+}
+
+async fn health(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+    let st = s.store.stats();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        format!(r#"{{"status":"ok","used":{},"capacity":{}}}"#, st.used, st.capacity),
+    )
+}
+
+async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+    let peers = s.net.connected_peers().await.map(|p| p.len()).unwrap_or(0);
+    let body = s.metrics.render(&s.store.stats(), peers, s.store.count(), s.started.elapsed().as_secs());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+async fn dashboard(State(s): State<Arc<AdminState>>) -> Html<String> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let st = s.store.stats();
+    let peers = s.net.connected_peers().await.map(|p| p.len()).unwrap_or(0);
+    let pct = if st.capacity == 0 { 0.0 } else { st.used as f64 * 100.0 / st.capacity as f64 };
+    let up = s.started.elapsed().as_secs();
+    let m = &s.metrics;
+    let errors: String = m.errors().iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("<li>{k}: {n}</li>")).collect();
+    let addrs: String = s.addrs.iter().map(|a| format!("<li><code>{}</code></li>", escape(a))).collect();
+    Html(format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+<title>cairn-node</title><style>body{{font:15px system-ui;margin:2em;max-width:52em}}td{{padding:.2em 1em}}
+.bar{{background:#ddd;height:1em;width:30em}}.fill{{background:#2a7;height:1em}}</style></head><body>
+<h1>cairn-node</h1><p>Node <code>{peer}</code>, up {h}h {mi}m {se}s, {peers} peers connected.</p>
+<h2>Space</h2><div class="bar"><div class="fill" style="width:{pct:.1}%"></div></div>
+<p>{used} of {cap} used ({pct:.1} %), {shards} shards, {records} DHT records.</p>
+<h2>Traffic</h2><table>
+<tr><td>shards stored</td><td>{puts}</td><td>bytes in</td><td>{bin}</td></tr>
+<tr><td>gets served</td><td>{gets}</td><td>bytes out</td><td>{bout}</td></tr>
+<tr><td>deletes</td><td>{dels}</td><td>audits</td><td>{audits}</td></tr>
+<tr><td>streams open</td><td>{active}</td><td>leases expired</td><td>{expired}</td></tr></table>
+<h2>Refused requests</h2><ul>{errors}</ul>
+<h2>Addresses</h2><ul>{addrs}</ul>
+<p><a href="/metrics">/metrics</a> · <a href="/health">/health</a></p></body></html>"#,
+        peer = s.net.local_peer_id(),
+        h = up / 3600,
+        mi = up / 60 % 60,
+        se = up % 60,
+        used = human(st.used),
+        cap = human(st.capacity),
+        shards = st.shards,
+        records = s.store.count(),
+        puts = m.puts.load(Relaxed),
+        gets = m.gets.load(Relaxed),
+        dels = m.deletes.load(Relaxed),
+        audits = m.audits.load(Relaxed),
+        active = m.active_streams.load(Relaxed),
+        expired = m.expired.load(Relaxed),
+        bin = human(m.bytes_in.load(Relaxed)),
+        bout = human(m.bytes_out.load(Relaxed)),
+        errors = if errors.is_empty() { "<li>none</li>".to_owned() } else { errors },
+    ))
+}

@@ -1,0 +1,205 @@
+//! `config.toml`: one commented TOML file per node.
+
+use std::path::{Path, PathBuf};
+
+use cairn_proto::units::parse_size;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// The node's configuration. Every field but `data_dir` has a default.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Where shards, metadata and the identity key live.
+    pub data_dir: PathBuf,
+    /// Peer-to-peer listen addresses (libp2p multiaddrs). QUIC first, TCP
+    /// as fallback for networks that block UDP.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// Peers to join the network through (`…/p2p/<peer id>`).
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// Most bytes of shard data to keep (`100GiB`).
+    #[serde(default = "default_capacity")]
+    pub capacity: String,
+    /// Largest single shard accepted (`64MiB`): a 16 MiB segment with k = 1
+    /// fits, with room to spare.
+    #[serde(default = "default_max_shard")]
+    pub max_shard_size: String,
+    /// Admin HTTP listener: `/health`, `/metrics`, dashboard. Keep it on
+    /// loopback unless a firewall protects it.
+    #[serde(default = "default_admin")]
+    pub admin_listen: String,
+    /// Per-peer and global limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Limits on what peers may ask of this node.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Streams one peer may have open at once.
+    pub max_streams_per_peer: usize,
+    /// Streams all peers together may have open at once; bounds memory and
+    /// file handles.
+    pub max_streams: usize,
+    /// Sustained requests per second from one peer (burst: twice as many).
+    pub requests_per_second_per_peer: u32,
+    /// Seconds a peer may take to send a request header, or between two
+    /// chunks of a body, before the stream is dropped.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_streams_per_peer: 32, max_streams: 256, requests_per_second_per_peer: 500, idle_timeout_secs: 20 }
+    }
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["/ip4/0.0.0.0/udp/4001/quic-v1".into(), "/ip4/0.0.0.0/tcp/4001".into()]
+}
+fn default_capacity() -> String {
+    "100GiB".into()
+}
+fn default_max_shard() -> String {
+    "64MiB".into()
+}
+fn default_admin() -> String {
+    "127.0.0.1:9101".into()
+}
+
+impl NodeConfig {
+    /// Defaults for a node in `data_dir`.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            listen: default_listen(),
+            bootstrap: Vec::new(),
+            capacity: default_capacity(),
+            max_shard_size: default_max_shard(),
+            admin_listen: default_admin(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        let cfg: Self =
+            toml::from_str(&text).map_err(|e| Error::Config { path: path.into(), reason: e.to_string() })?;
+        cfg.check(path)?;
+        Ok(cfg)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), Error> {
+        let bad = |reason: String| Err(Error::Config { path: path.into(), reason });
+        if let Err(e) = self.capacity_bytes() {
+            return bad(format!("capacity: {e}"));
+        }
+        if let Err(e) = self.max_shard_bytes() {
+            return bad(format!("max_shard_size: {e}"));
+        }
+        for a in self.listen.iter().chain(&self.bootstrap) {
+            if a.parse::<cairn_net::Multiaddr>().is_err() {
+                return bad(format!("`{a}` is not a multiaddr; write e.g. /ip4/0.0.0.0/udp/4001/quic-v1"));
+            }
+        }
+        if self.admin_listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(format!("admin_listen `{}` is not an address like 127.0.0.1:9101", self.admin_listen));
+        }
+        if self.limits.max_streams == 0 || self.limits.max_streams_per_peer == 0 {
+            return bad("limits must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// `capacity` in bytes.
+    pub fn capacity_bytes(&self) -> Result<u64, String> {
+        parse_size(&self.capacity)
+    }
+
+    /// `max_shard_size` in bytes, capped by the protocol's maximum.
+    pub fn max_shard_bytes(&self) -> Result<u64, String> {
+        let n = parse_size(&self.max_shard_size)?;
+        if n > cairn_proto::shard::MAX_SHARD_SIZE {
+            return Err(format!("at most {} bytes", cairn_proto::shard::MAX_SHARD_SIZE));
+        }
+        Ok(n)
+    }
+
+    /// The config as a commented TOML file.
+    pub fn to_commented_toml(&self) -> String {
+        let list = |v: &[String]| v.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+        let l = &self.limits;
+        format!(
+            r#"# cairn-node configuration. See docs/OPERATOR.md for every key.
+
+# Where shards, their metadata (RocksDB) and this node's identity key live.
+data_dir = "{data_dir}"
+
+# Peer-to-peer listen addresses. QUIC (UDP) first; TCP for networks that block UDP.
+listen = [{listen}]
+
+# Peers to join the network through, each ending in /p2p/<peer id>.
+bootstrap = [{bootstrap}]
+
+# Most bytes of shard data this node keeps. Puts beyond it are refused, nothing is evicted.
+capacity = "{capacity}"
+
+# Largest single shard accepted.
+max_shard_size = "{max_shard}"
+
+# Admin HTTP: /health, /metrics (Prometheus) and a dashboard at /. Keep it on loopback.
+admin_listen = "{admin}"
+
+[limits]
+# Streams one peer may have open at once, and all peers together.
+max_streams_per_peer = {per_peer}
+max_streams = {streams}
+# Sustained requests per second from one peer (bursts of twice as many pass).
+requests_per_second_per_peer = {rps}
+# Seconds a peer may stay silent mid-request before its stream is dropped.
+idle_timeout_secs = {idle}
+"#,
+            data_dir = self.data_dir.display(),
+            listen = list(&self.listen),
+            bootstrap = list(&self.bootstrap),
+            capacity = self.capacity,
+            max_shard = self.max_shard_size,
+            admin = self.admin_listen,
+            per_peer = l.max_streams_per_peer,
+            streams = l.max_streams,
+            rps = l.requests_per_second_per_peer,
+            idle = l.idle_timeout_secs,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commented_file_round_trips() {
+        let mut c = NodeConfig::new("/tmp/x".into());
+        c.bootstrap =
+            vec!["/ip4/127.0.0.1/udp/1/quic-v1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".into()];
+        let parsed: NodeConfig = toml::from_str(&c.to_commented_toml()).expect("parse");
+        assert_eq!(parsed, c);
+        assert!(parsed.check(Path::new("x")).is_ok());
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "data_dir = \"/x\"\ncapacity = \"lots\"\n").expect("write");
+        let err = NodeConfig::load(&path).expect_err("bad");
+        assert!(err.to_string().contains("capacity"), "{err}");
+        std::fs::write(&path, "data_dir = \"/x\"\ncapacty = \"1GiB\"\n").expect("write");
+        assert!(NodeConfig::load(&path).expect_err("typo").to_string().contains("capacty"));
+    }
+}

@@ -1,0 +1,113 @@
+//! Per-peer admission: concurrent streams and a token-bucket request rate.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use libp2p::PeerId;
+
+use crate::config::Limits;
+
+/// Most peers tracked at once; idle entries are dropped beyond it.
+const MAX_TRACKED_PEERS: usize = 10_000;
+
+#[derive(Debug)]
+struct PeerState {
+    active: usize,
+    tokens: f64,
+    last: Instant,
+}
+
+/// Why a stream was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The peer has too many streams open.
+    TooManyStreams,
+    /// The peer is sending requests too fast.
+    TooFast {
+        /// Milliseconds until a token is available.
+        retry_after_ms: u64,
+    },
+}
+
+/// Admission control shared by all streams.
+#[derive(Debug)]
+pub struct Limiter {
+    limits: Limits,
+    peers: Mutex<HashMap<PeerId, PeerState>>,
+}
+
+/// Held while a stream is served; frees the peer's slot on drop.
+#[derive(Debug)]
+pub struct Admitted {
+    peer: PeerId,
+    limiter: Arc<Limiter>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Ok(mut peers) = self.limiter.peers.lock()
+            && let Some(p) = peers.get_mut(&self.peer)
+        {
+            p.active = p.active.saturating_sub(1);
+        }
+    }
+}
+
+impl Limiter {
+    /// A limiter enforcing `limits`.
+    pub fn new(limits: Limits) -> Arc<Self> {
+        Arc::new(Self { limits, peers: Mutex::default() })
+    }
+
+    /// Admits one more stream from `peer`, or says why not.
+    pub fn admit(self: &Arc<Self>, peer: PeerId, now: Instant) -> Result<Admitted, Refusal> {
+        let rate = f64::from(self.limits.requests_per_second_per_peer.max(1));
+        let burst = rate * 2.0;
+        let mut peers = self.peers.lock().map_err(|_| Refusal::TooManyStreams)?;
+        if peers.len() >= MAX_TRACKED_PEERS && !peers.contains_key(&peer) {
+            peers.retain(|_, p| p.active > 0);
+        }
+        let p = peers.entry(peer).or_insert(PeerState { active: 0, tokens: burst, last: now });
+        p.tokens = (p.tokens + now.saturating_duration_since(p.last).as_secs_f64() * rate).min(burst);
+        p.last = now;
+        if p.active >= self.limits.max_streams_per_peer {
+            return Err(Refusal::TooManyStreams);
+        }
+        if p.tokens < 1.0 {
+            return Err(Refusal::TooFast { retry_after_ms: ((1.0 - p.tokens) / rate * 1000.0).ceil() as u64 });
+        }
+        p.tokens -= 1.0;
+        p.active += 1;
+        Ok(Admitted { peer, limiter: Arc::clone(self) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn streams_and_rate_are_limited_per_peer() {
+        let l = Limiter::new(Limits { max_streams_per_peer: 2, requests_per_second_per_peer: 10, ..Limits::default() });
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let t = Instant::now();
+        let s1 = l.admit(a, t).expect("1");
+        let _s2 = l.admit(a, t).expect("2");
+        assert_eq!(l.admit(a, t).err(), Some(Refusal::TooManyStreams));
+        assert!(l.admit(b, t).is_ok(), "other peers are not affected");
+        drop(s1);
+        assert!(l.admit(a, t).is_ok());
+        // Burst of 20 tokens: 3 used by a; exhaust the rest sequentially.
+        let mut used = 0;
+        while let Ok(s) = l.admit(b, t) {
+            drop(s);
+            used += 1;
+        }
+        assert_eq!(used, 19);
+        assert!(matches!(l.admit(b, t), Err(Refusal::TooFast { retry_after_ms: 100 })));
+        assert!(l.admit(b, t + Duration::from_millis(150)).is_ok(), "tokens refill");
+    }
+}

@@ -1,0 +1,186 @@
+//! A running node: store, network, stream service, admin listener and
+//! lease collector, each a task with a known shutdown order.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_net::store::RecordBackend;
+use cairn_net::{Multiaddr, NetConfig, Network, Role};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState};
+use crate::config::NodeConfig;
+use crate::error::Error;
+use crate::limits::Limiter;
+use crate::metrics::Metrics;
+use crate::service::{self, Service};
+use crate::store::ShardStore;
+
+/// File in the data dir listing the node's peer addresses, one per line,
+/// each ending in `/p2p/<peer id>` (for `cairn devnet` and tests).
+pub const ADDRS_FILE: &str = "node.addrs";
+/// File in the data dir holding the admin listener's `ip:port`.
+pub const ADMIN_FILE: &str = "admin.addr";
+/// How long in-flight streams get at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// How often expired leases are collected.
+const GC_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A started node.
+#[derive(Debug)]
+pub struct Node {
+    net: Network,
+    store: Arc<ShardStore>,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    /// Peer addresses, with `/p2p/<peer id>`.
+    pub addrs: Vec<Multiaddr>,
+    /// The admin listener's address.
+    pub admin: std::net::SocketAddr,
+}
+
+fn parse_addrs(list: &[String], cfg_path: &Path) -> Result<Vec<Multiaddr>, Error> {
+    list.iter()
+        .map(|a| a.parse().map_err(|e| Error::Config { path: cfg_path.into(), reason: format!("`{a}`: {e}") }))
+        .collect()
+}
+
+/// Writes `contents` to `dir/name` atomically.
+fn write_atomic(dir: &Path, name: &str, contents: &str) -> Result<(), Error> {
+    let tmp: PathBuf = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, contents).map_err(Error::io(&tmp))?;
+    let path = dir.join(name);
+    std::fs::rename(&tmp, &path).map_err(Error::io(path))
+}
+
+impl Node {
+    /// Opens the store, starts the network and all tasks.
+    pub async fn start(cfg: NodeConfig) -> Result<Self, Error> {
+        let cfg_path = cfg.data_dir.join("config.toml");
+        let bad = |reason: String| Error::Config { path: cfg_path.clone(), reason };
+        let capacity = cfg.capacity_bytes().map_err(bad)?;
+        let max_shard = cfg.max_shard_bytes().map_err(bad)?;
+        let data_dir = cfg.data_dir.clone();
+        let (store, recovery) =
+            tokio::task::spawn_blocking(move || ShardStore::open(&data_dir, capacity, max_shard)).await??;
+        if recovery != Default::default() {
+            tracing::warn!(?recovery, "cleaned up after an interrupted run");
+        }
+        let store = Arc::new(store);
+        let keypair = crate::identity::load_or_create(&cfg.data_dir)?;
+        let net = Network::start(
+            NetConfig {
+                keypair,
+                listen: parse_addrs(&cfg.listen, &cfg_path)?,
+                bootstrap: parse_addrs(&cfg.bootstrap, &cfg_path)?,
+                role: Role::Server,
+                idle_timeout: Duration::from_secs(120),
+            },
+            Arc::clone(&store) as Arc<dyn RecordBackend>,
+        )?;
+        let peer = net.handle.local_peer_id();
+        let listen = tokio::time::timeout(Duration::from_secs(10), net.handle.listen_addrs())
+            .await
+            .map_err(|_| cairn_net::Error::Transport("listeners did not come up within 10 s".into()))??;
+        let addrs: Vec<Multiaddr> = listen.into_iter().map(|a| a.with_p2p(peer).unwrap_or_else(|a| a)).collect();
+        let addr_text: String = addrs.iter().map(|a| format!("{a}\n")).collect();
+        write_atomic(&cfg.data_dir, ADDRS_FILE, &addr_text)?;
+        tracing::info!(%peer, addrs = %addr_text.trim().replace('\n', " "), "node started");
+
+        let cancel = CancellationToken::new();
+        let metrics = Arc::new(Metrics::default());
+        let mut tasks = Vec::new();
+        let svc = Arc::new(Service {
+            store: Arc::clone(&store),
+            metrics: Arc::clone(&metrics),
+            limiter: Limiter::new(cfg.limits),
+            streams: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_streams)),
+            idle: Duration::from_secs(cfg.limits.idle_timeout_secs.max(1)),
+        });
+        let incoming = net.handle.accept_shard_streams()?;
+        tasks.push(tokio::spawn(service::run(svc, incoming, cancel.clone(), SHUTDOWN_GRACE)));
+
+        let admin_addr: std::net::SocketAddr =
+            cfg.admin_listen.parse().map_err(|_| bad(format!("admin_listen `{}`", cfg.admin_listen)))?;
+        let listener = tokio::net::TcpListener::bind(admin_addr).await.map_err(Error::io(&cfg.admin_listen))?;
+        let admin = listener.local_addr().map_err(Error::io(&cfg.admin_listen))?;
+        write_atomic(&cfg.data_dir, ADMIN_FILE, &admin.to_string())?;
+        let state = Arc::new(AdminState {
+            store: Arc::clone(&store),
+            metrics: Arc::clone(&metrics),
+            net: net.handle.clone(),
+            started: Instant::now(),
+            addrs: addrs.iter().map(ToString::to_string).collect(),
+        });
+        let c = cancel.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = admin::serve(listener, state, c).await {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        }));
+        tasks.push(tokio::spawn(collect_leases(Arc::clone(&store), metrics, cancel.clone())));
+        if !cfg.bootstrap.is_empty() {
+            tasks.push(tokio::spawn(keep_bootstrapped(net.handle.clone(), cancel.clone())));
+        }
+        Ok(Self { net, store, cancel, tasks, addrs, admin })
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> cairn_net::PeerId {
+        self.net.handle.local_peer_id()
+    }
+
+    /// Stops in order: stop accepting and finish (or cancel) streams, stop
+    /// the admin listener and collector, close the network, flush RocksDB.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        self.cancel.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.net.shutdown().await;
+        let store = self.store;
+        tokio::task::spawn_blocking(move || store.flush()).await??;
+        Ok(())
+    }
+}
+
+async fn collect_leases(store: Arc<ShardStore>, metrics: Arc<Metrics>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(GC_INTERVAL);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let s = Arc::clone(&store);
+        match tokio::task::spawn_blocking(move || s.collect_expired(now)).await {
+            Ok(Ok(n)) if n > 0 => {
+                metrics.expired.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(shards = n, "collected expired shards");
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "lease collection failed"),
+            _ => {}
+        }
+    }
+}
+
+/// Bootstraps soon after start, then every few minutes, so the routing
+/// table stays full as nodes come and go.
+async fn keep_bootstrapped(net: cairn_net::NetHandle, cancel: CancellationToken) {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        match net.bootstrap().await {
+            Ok(()) => delay = Duration::from_secs(300),
+            Err(e) => {
+                tracing::debug!(error = %e, "bootstrap failed; retrying");
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}

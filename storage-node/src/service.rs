@@ -1,0 +1,280 @@
+//! Serving `/cairn/shard/1` streams: admission, bounded decoding, streaming
+//! bodies to and from the shard store.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cairn_proto::codec::{self, FRAME_HEADER_LEN};
+use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, Request, Response, ShardError};
+use cairn_proto::{ShardId, shard};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, Stream};
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt, AsyncWriteExt as _};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::limits::{Limiter, Refusal};
+use crate::metrics::Metrics;
+use crate::store::ShardStore;
+
+/// Bytes moved per read or write of a shard body.
+const CHUNK: usize = 256 * 1024;
+
+/// Everything a stream handler needs.
+#[derive(Debug)]
+pub struct Service {
+    /// The store.
+    pub store: Arc<ShardStore>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Per-peer admission.
+    pub limiter: Arc<Limiter>,
+    /// Streams all peers may have open at once.
+    pub streams: Arc<Semaphore>,
+    /// How long a peer may stay silent mid-request.
+    pub idle: Duration,
+}
+
+/// Accepts streams until `cancel`, then waits up to `grace` for the ones in
+/// flight and aborts the rest.
+pub async fn run(
+    service: Arc<Service>,
+    mut incoming: cairn_net::IncomingStreams,
+    cancel: CancellationToken,
+    grace: Duration,
+) {
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            next = incoming.next() => match next {
+                None => break,
+                Some((peer, stream)) => {
+                    let service = Arc::clone(&service);
+                    tasks.spawn(async move { service.serve(peer, stream).await });
+                }
+            },
+        }
+    }
+    let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(left = tasks.len(), "aborting streams still open at shutdown");
+        tasks.shutdown().await;
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Removes a temp file unless the put committed it.
+struct TempGuard(Option<std::path::PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Service {
+    async fn serve(&self, peer: PeerId, mut stream: Stream) {
+        let Ok(_slot) = Arc::clone(&self.streams).try_acquire_owned() else {
+            self.refuse(&mut stream, ShardError::RateLimited { retry_after_ms: 100 }).await;
+            return;
+        };
+        let _admitted = match self.limiter.admit(peer, Instant::now()) {
+            Ok(a) => a,
+            Err(Refusal::TooManyStreams) => {
+                return self.refuse(&mut stream, ShardError::RateLimited { retry_after_ms: 50 }).await;
+            }
+            Err(Refusal::TooFast { retry_after_ms }) => {
+                return self.refuse(&mut stream, ShardError::RateLimited { retry_after_ms }).await;
+            }
+        };
+        self.metrics.active_streams.fetch_add(1, Ordering::Relaxed);
+        let result = self.handle(&mut stream).await;
+        self.metrics.active_streams.fetch_sub(1, Ordering::Relaxed);
+        match result {
+            Ok(()) => {}
+            Err(Some(e)) => self.refuse(&mut stream, e).await,
+            Err(None) => tracing::debug!(%peer, "stream dropped"),
+        }
+        let _ = stream.close().await;
+    }
+
+    async fn refuse(&self, stream: &mut Stream, e: ShardError) {
+        self.metrics.error(&e);
+        let _ = self.timed(stream.write_all(&Response::Error(e).to_frame())).await;
+        let _ = stream.close().await;
+    }
+
+    /// Runs `f` under the idle timeout.
+    async fn timed<T>(
+        &self,
+        f: impl std::future::Future<Output = std::io::Result<T>>,
+    ) -> Result<T, Option<ShardError>> {
+        match tokio::time::timeout(self.idle, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) | Err(_) => Err(None),
+        }
+    }
+
+    async fn respond(&self, stream: &mut Stream, r: Response) -> Result<(), Option<ShardError>> {
+        self.timed(stream.write_all(&r.to_frame())).await
+    }
+
+    /// Serves one request. `Err(Some(e))` is answered to the peer;
+    /// `Err(None)` means the stream is unusable.
+    async fn handle(&self, stream: &mut Stream) -> Result<(), Option<ShardError>> {
+        let mut header = [0u8; FRAME_HEADER_LEN];
+        self.timed(stream.read_exact(&mut header)).await?;
+        let len = codec::frame_len("request", header, MAX_MESSAGE_SIZE).map_err(|_| Some(ShardError::Malformed))?;
+        let mut body = vec![0u8; len];
+        self.timed(stream.read_exact(&mut body)).await?;
+        let req = Request::from_body(&body).map_err(|_| Some(ShardError::Malformed))?;
+        match req {
+            Request::Put { shard, len, delete_token_hash, lease_secs } => {
+                self.put(stream, shard, len, delete_token_hash, lease_secs).await?;
+                self.respond(stream, Response::Stored).await
+            }
+            Request::Get { shard, range } => self.get(stream, shard, range).await,
+            Request::Delete { shard, token } => {
+                let store = Arc::clone(&self.store);
+                tokio::task::spawn_blocking(move || store.delete(&shard, &token))
+                    .await
+                    .map_err(|_| Some(ShardError::Internal))?
+                    .map_err(Some)?;
+                self.metrics.deletes.fetch_add(1, Ordering::Relaxed);
+                self.respond(stream, Response::Deleted).await
+            }
+            Request::Audit { shard, nonce, range } => {
+                let mut file = self.open_range(shard, Some(range)).await?.0;
+                let mut h = blake3::Hasher::new();
+                h.update(&nonce);
+                let mut left = range.len;
+                let mut buf = vec![0u8; CHUNK];
+                while left > 0 {
+                    let n = (left as usize).min(CHUNK);
+                    file.read_exact(&mut buf[..n]).await.map_err(|_| Some(ShardError::Internal))?;
+                    h.update(&buf[..n]);
+                    left -= n as u64;
+                }
+                self.metrics.audits.fetch_add(1, Ordering::Relaxed);
+                self.respond(stream, Response::AuditProof { hash: *h.finalize().as_bytes() }).await
+            }
+            Request::Stats => self.respond(stream, Response::Stats(self.store.stats())).await,
+        }
+    }
+
+    /// Opens the shard's file positioned at the range start.
+    async fn open_range(
+        &self,
+        shard: ShardId,
+        range: Option<ByteRange>,
+    ) -> Result<(tokio::fs::File, ByteRange), Option<ShardError>> {
+        let store = Arc::clone(&self.store);
+        let meta = tokio::task::spawn_blocking(move || store.meta(&shard))
+            .await
+            .map_err(|_| Some(ShardError::Internal))?
+            .map_err(|_| Some(ShardError::Internal))?
+            .ok_or(Some(ShardError::NotFound(shard)))?;
+        let range = range.unwrap_or(ByteRange { offset: 0, len: meta.len });
+        if !range.within(meta.len) {
+            return Err(Some(ShardError::BadRange { offset: range.offset, len: range.len, total: meta.len }));
+        }
+        let mut file =
+            tokio::fs::File::open(self.store.path(&shard)).await.map_err(|_| Some(ShardError::NotFound(shard)))?;
+        file.seek(std::io::SeekFrom::Start(range.offset)).await.map_err(|_| Some(ShardError::Internal))?;
+        Ok((file, range))
+    }
+
+    async fn get(
+        &self,
+        stream: &mut Stream,
+        shard: ShardId,
+        range: Option<ByteRange>,
+    ) -> Result<(), Option<ShardError>> {
+        let (mut file, range) = self.open_range(shard, range).await?;
+        self.respond(stream, Response::Data { len: range.len }).await?;
+        let mut left = range.len;
+        let mut buf = vec![0u8; CHUNK.min(range.len as usize)];
+        while left > 0 {
+            let n = (left as usize).min(buf.len());
+            // The header is sent: a failure now can only drop the stream.
+            file.read_exact(&mut buf[..n]).await.map_err(|_| None)?;
+            self.timed(stream.write_all(&buf[..n])).await?;
+            left -= n as u64;
+            self.metrics.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        self.metrics.gets.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Receives, hashes and stores a shard body; leaves nothing behind on failure.
+    async fn put(
+        &self,
+        stream: &mut Stream,
+        shard: ShardId,
+        len: u64,
+        owner: [u8; 32],
+        lease_secs: u64,
+    ) -> Result<(), Option<ShardError>> {
+        if len > shard::MAX_SHARD_SIZE.min(self.store.max_shard()) {
+            return Err(Some(ShardError::TooLarge { len, max: self.store.max_shard() }));
+        }
+        let reservation = {
+            let store = Arc::clone(&self.store);
+            tokio::task::spawn_blocking(move || store.reserve(&shard, len))
+                .await
+                .map_err(|_| Some(ShardError::Internal))?
+                .map_err(Some)?
+        };
+        let temp = self.store.temp_path();
+        let guard = TempGuard(Some(temp.clone()));
+        let mut file = tokio::fs::File::create(&temp).await.map_err(|_| Some(ShardError::Internal))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; CHUNK.min(len as usize).max(1)];
+        let mut left = len;
+        while left > 0 {
+            let n = (left as usize).min(buf.len());
+            let got = self.timed(stream.read(&mut buf[..n])).await?;
+            if got == 0 {
+                return Err(None); // the peer hung up mid-body
+            }
+            hasher.update(&buf[..got]);
+            file.write_all(&buf[..got]).await.map_err(|_| Some(ShardError::Internal))?;
+            left -= got as u64;
+            self.metrics.bytes_in.fetch_add(got as u64, Ordering::Relaxed);
+        }
+        if hasher.finalize().as_bytes() != &shard.0 {
+            return Err(Some(ShardError::HashMismatch(shard)));
+        }
+        file.sync_all().await.map_err(|_| Some(ShardError::Internal))?;
+        drop(file);
+        let expires_at = now_secs().saturating_add(lease_secs);
+        let store = Arc::clone(&self.store);
+        let mut guard = guard;
+        let path = guard.0.take();
+        tokio::task::spawn_blocking(move || {
+            let path = path.unwrap_or_default();
+            let r = store.commit(&shard, &path, len, owner, expires_at, reservation);
+            if r.is_err() {
+                let _ = std::fs::remove_file(&path);
+            }
+            r
+        })
+        .await
+        .map_err(|_| Some(ShardError::Internal))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot commit a shard");
+            Some(ShardError::Internal)
+        })?;
+        self.metrics.puts.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}

@@ -1,0 +1,525 @@
+//! The shard store: shard bytes in plain files, everything else in RocksDB.
+//!
+//! ```text
+//! DATA_DIR/shards/ab/abcdef…   one file per shard, named by its id (hex)
+//! DATA_DIR/tmp/                 puts in progress
+//! DATA_DIR/db/                  RocksDB:  's' ‖ shard id           → ShardMeta
+//!                                         'e' ‖ expiry (BE) ‖ id   → ()   (lease index)
+//!                                         'r' ‖ record id          → head record
+//! ```
+//!
+//! Why files and not RocksDB blobs: a put streams into a file while it is
+//! hashed, where a RocksDB value must be buffered whole (up to the maximum
+//! shard size, per concurrent put); a range read is one `pread`, where a
+//! blob `get` reads the whole value. Measured in docs/BENCHMARKS.md.
+//!
+//! Crash safety: a put writes `tmp/…`, checks its hash, `fsync`s, renames
+//! it into `shards/`, and only then commits its metadata in one RocksDB
+//! batch. A delete commits first and removes the file after. So at any
+//! instant of a `kill -9` a file in `shards/` holds exactly the bytes of its
+//! id; at start [`ShardStore::open`] removes `tmp/`, files without metadata
+//! and metadata without (or with a short) file, and recomputes the byte
+//! count from the metadata, so capacity accounting never drifts.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use cairn_proto::node::{MAX_OWNERS, ShardMeta};
+use cairn_proto::shard::{NodeStats, ShardError};
+use cairn_proto::{RecordId, ShardId};
+use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+
+use crate::error::Error;
+
+const SHARD_PREFIX: u8 = b's';
+const LEASE_PREFIX: u8 = b'e';
+const RECORD_PREFIX: u8 = b'r';
+
+fn shard_key(id: &ShardId) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = SHARD_PREFIX;
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
+fn lease_key(expires_at: u64, id: &ShardId) -> [u8; 41] {
+    let mut k = [0u8; 41];
+    k[0] = LEASE_PREFIX;
+    k[1..9].copy_from_slice(&expires_at.to_be_bytes());
+    k[9..].copy_from_slice(&id.0);
+    k
+}
+
+fn record_key(id: &RecordId) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = RECORD_PREFIX;
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
+/// Bytes and shards stored, and bytes promised to puts in progress.
+#[derive(Debug, Default)]
+struct Accounting {
+    used: u64,
+    shards: u64,
+    reserved: u64,
+}
+
+/// Space promised to a put in progress; given back on drop unless committed.
+#[derive(Debug)]
+pub struct Reservation {
+    bytes: u64,
+    accounting: Arc<Mutex<Accounting>>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Ok(mut a) = self.accounting.lock() {
+            a.reserved = a.reserved.saturating_sub(self.bytes);
+        }
+    }
+}
+
+/// What [`ShardStore::open`] cleaned up.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    /// Interrupted puts removed from `tmp/`.
+    pub temp_files: usize,
+    /// Shard files with no metadata (crash between rename and commit).
+    pub orphan_files: usize,
+    /// Metadata whose file was missing or short.
+    pub lost_shards: usize,
+}
+
+/// The result of checking every shard against its id.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Shards whose file hashes to their id.
+    pub good: u64,
+    /// Shards whose file does not (bit rot, tampering).
+    pub bad: Vec<ShardId>,
+    /// Sum of the sizes of all stored shards.
+    pub bytes: u64,
+}
+
+/// Shard files plus RocksDB metadata.
+pub struct ShardStore {
+    db: DB,
+    shards_dir: PathBuf,
+    tmp_dir: PathBuf,
+    capacity: u64,
+    max_shard: u64,
+    accounting: Arc<Mutex<Accounting>>,
+    records: AtomicUsize,
+}
+
+impl std::fmt::Debug for ShardStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardStore").field("dir", &self.shards_dir).field("stats", &self.stats()).finish()
+    }
+}
+
+impl ShardStore {
+    /// Opens (creating if needed) the store in `data_dir` and recovers from
+    /// any interrupted work. Blocking.
+    pub fn open(data_dir: &Path, capacity: u64, max_shard: u64) -> Result<(Self, Recovery), Error> {
+        let shards_dir = data_dir.join("shards");
+        let tmp_dir = data_dir.join("tmp");
+        for d in [&shards_dir, &tmp_dir] {
+            fs::create_dir_all(d).map_err(Error::io(d))?;
+        }
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_keep_log_file_num(4);
+        opts.set_max_total_wal_size(64 << 20);
+        let db = DB::open(&opts, data_dir.join("db"))?;
+        let store = Self {
+            db,
+            shards_dir,
+            tmp_dir,
+            capacity,
+            max_shard,
+            accounting: Arc::default(),
+            records: AtomicUsize::new(0),
+        };
+        let recovery = store.recover()?;
+        Ok((store, recovery))
+    }
+
+    fn recover(&self) -> Result<Recovery, Error> {
+        let mut r = Recovery::default();
+        for entry in fs::read_dir(&self.tmp_dir).map_err(Error::io(&self.tmp_dir))? {
+            let path = entry.map_err(Error::io(&self.tmp_dir))?.path();
+            fs::remove_file(&path).map_err(Error::io(&path))?;
+            r.temp_files += 1;
+        }
+        // Files without metadata.
+        for sub in fs::read_dir(&self.shards_dir).map_err(Error::io(&self.shards_dir))? {
+            let sub = sub.map_err(Error::io(&self.shards_dir))?.path();
+            for f in fs::read_dir(&sub).map_err(Error::io(&sub))? {
+                let path = f.map_err(Error::io(&sub))?.path();
+                let id = path.file_name().and_then(|n| n.to_str()).and_then(parse_hex_id);
+                let known = match id {
+                    Some(id) => self.db.get_pinned(shard_key(&id))?.is_some(),
+                    None => false,
+                };
+                if !known {
+                    fs::remove_file(&path).map_err(Error::io(&path))?;
+                    r.orphan_files += 1;
+                }
+            }
+        }
+        // Metadata without a whole file; recount.
+        let mut used = 0u64;
+        let mut shards = 0u64;
+        let mut batch = WriteBatch::default();
+        for item in self.db.iterator(IteratorMode::From(&[SHARD_PREFIX], Direction::Forward)) {
+            let (k, v) = item?;
+            if k.first() != Some(&SHARD_PREFIX) {
+                break;
+            }
+            let Some(id) = k.get(1..).and_then(|b| <[u8; 32]>::try_from(b).ok()).map(ShardId) else { continue };
+            let meta = ShardMeta::from_bytes(&v)?;
+            let on_disk = fs::metadata(self.path(&id)).map(|m| m.len()).ok();
+            if on_disk == Some(meta.len) {
+                used += meta.len;
+                shards += 1;
+            } else {
+                batch.delete(shard_key(&id));
+                batch.delete(lease_key(meta.expires_at, &id));
+                let _ = fs::remove_file(self.path(&id));
+                r.lost_shards += 1;
+            }
+        }
+        self.db.write(batch)?;
+        let records = self
+            .db
+            .prefix_iterator([RECORD_PREFIX])
+            .take_while(|i| matches!(i, Ok((k, _)) if k.first() == Some(&RECORD_PREFIX)))
+            .count();
+        self.records.store(records, Ordering::Relaxed);
+        if let Ok(mut a) = self.accounting.lock() {
+            a.used = used;
+            a.shards = shards;
+        }
+        Ok(r)
+    }
+
+    /// Where the shard's file lives.
+    pub fn path(&self, id: &ShardId) -> PathBuf {
+        let hex = id.to_hex();
+        self.shards_dir.join(&hex[..2]).join(hex)
+    }
+
+    /// A fresh path for a put in progress.
+    pub fn temp_path(&self) -> PathBuf {
+        let mut n = [0u8; 12];
+        n.copy_from_slice(
+            &blake3::hash(format!("{:?}{:?}", std::time::SystemTime::now(), std::thread::current().id()).as_bytes())
+                .as_bytes()[..12],
+        );
+        let name: String = n.iter().map(|b| format!("{b:02x}")).collect();
+        self.tmp_dir.join(name)
+    }
+
+    /// The largest shard accepted.
+    pub fn max_shard(&self) -> u64 {
+        self.max_shard
+    }
+
+    /// Capacity figures.
+    pub fn stats(&self) -> NodeStats {
+        let a = self.accounting.lock().map(|a| (a.used, a.shards)).unwrap_or_default();
+        NodeStats { capacity: self.capacity, used: a.0, shards: a.1 }
+    }
+
+    /// Metadata of a stored shard.
+    pub fn meta(&self, id: &ShardId) -> Result<Option<ShardMeta>, Error> {
+        match self.db.get_pinned(shard_key(id))? {
+            Some(v) => Ok(Some(ShardMeta::from_bytes(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Promises `len` bytes to a put, or refuses for lack of space. A shard
+    /// already stored needs no new space.
+    pub fn reserve(&self, id: &ShardId, len: u64) -> Result<Reservation, ShardError> {
+        if len > self.max_shard {
+            return Err(ShardError::TooLarge { len, max: self.max_shard });
+        }
+        let exists = self.meta(id).map_err(|_| ShardError::Internal)?.is_some();
+        let bytes = if exists { 0 } else { len };
+        let mut a = self.accounting.lock().map_err(|_| ShardError::Internal)?;
+        let available = self.capacity.saturating_sub(a.used + a.reserved);
+        if bytes > available {
+            return Err(ShardError::NoSpace { needed: bytes, available });
+        }
+        a.reserved += bytes;
+        Ok(Reservation { bytes, accounting: Arc::clone(&self.accounting) })
+    }
+
+    /// Moves a verified, synced temp file into place and records it, in one
+    /// batch with the byte count. If the shard is already stored, adds the
+    /// uploader as an owner and extends the lease instead. Blocking.
+    pub fn commit(
+        &self,
+        id: &ShardId,
+        temp: &Path,
+        len: u64,
+        owner: [u8; 32],
+        expires_at: u64,
+        reservation: Reservation,
+    ) -> Result<(), Error> {
+        let mut a = self
+            .accounting
+            .lock()
+            .map_err(|_| Error::Io { path: temp.into(), source: std::io::Error::other("poisoned") })?;
+        let mut batch = WriteBatch::default();
+        let fresh = match self.meta(id)? {
+            Some(mut meta) => {
+                fs::remove_file(temp).map_err(Error::io(temp))?;
+                if !meta.owners.contains(&owner) && meta.owners.len() < MAX_OWNERS {
+                    meta.owners.push(owner);
+                }
+                if expires_at > meta.expires_at {
+                    batch.delete(lease_key(meta.expires_at, id));
+                    meta.expires_at = expires_at;
+                }
+                batch.put(lease_key(meta.expires_at, id), []);
+                batch.put(shard_key(id), meta.to_bytes());
+                false
+            }
+            None => {
+                let path = self.path(id);
+                if let Some(dir) = path.parent() {
+                    fs::create_dir_all(dir).map_err(Error::io(dir))?;
+                }
+                fs::rename(temp, &path).map_err(Error::io(&path))?;
+                let meta = ShardMeta { len, owners: vec![owner], expires_at };
+                batch.put(shard_key(id), meta.to_bytes());
+                batch.put(lease_key(expires_at, id), []);
+                true
+            }
+        };
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo)?;
+        if fresh {
+            a.used += len;
+            a.shards += 1;
+        }
+        drop(a);
+        drop(reservation);
+        Ok(())
+    }
+
+    /// Removes `owner`'s claim on the shard; the shard goes when no claim is
+    /// left. Blocking.
+    pub fn delete(&self, id: &ShardId, token: &[u8; 32]) -> Result<(), ShardError> {
+        let owner = *blake3::hash(token).as_bytes();
+        let mut a = self.accounting.lock().map_err(|_| ShardError::Internal)?;
+        let mut meta = self.meta(id).map_err(|_| ShardError::Internal)?.ok_or(ShardError::NotFound(*id))?;
+        let Some(i) = meta.owners.iter().position(|o| *o == owner) else {
+            return Err(ShardError::BadToken(*id));
+        };
+        meta.owners.swap_remove(i);
+        let mut batch = WriteBatch::default();
+        let gone = meta.owners.is_empty();
+        if gone {
+            batch.delete(shard_key(id));
+            batch.delete(lease_key(meta.expires_at, id));
+        } else {
+            batch.put(shard_key(id), meta.to_bytes());
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo).map_err(|_| ShardError::Internal)?;
+        if gone {
+            a.used = a.used.saturating_sub(meta.len);
+            a.shards = a.shards.saturating_sub(1);
+            drop(a);
+            let _ = fs::remove_file(self.path(id));
+        }
+        Ok(())
+    }
+
+    /// Deletes every shard whose lease ended before `now` (Unix seconds).
+    /// Returns how many went. Blocking.
+    pub fn collect_expired(&self, now: u64) -> Result<usize, Error> {
+        let mut expired = Vec::new();
+        for item in self.db.iterator(IteratorMode::From(&[LEASE_PREFIX], Direction::Forward)) {
+            let (k, _) = item?;
+            if k.first() != Some(&LEASE_PREFIX) || k.len() != 41 {
+                break;
+            }
+            let at = u64::from_be_bytes(k[1..9].try_into().unwrap_or_default());
+            if at >= now {
+                break;
+            }
+            if let Ok(id) = <[u8; 32]>::try_from(&k[9..]) {
+                expired.push((at, ShardId(id)));
+            }
+        }
+        let mut n = 0;
+        for (at, id) in expired {
+            let mut a = self
+                .accounting
+                .lock()
+                .map_err(|_| Error::Io { path: self.shards_dir.clone(), source: std::io::Error::other("poisoned") })?;
+            let mut batch = WriteBatch::default();
+            batch.delete(lease_key(at, &id));
+            if let Some(meta) = self.meta(&id)?.filter(|m| m.expires_at == at) {
+                batch.delete(shard_key(&id));
+                self.db.write(batch)?;
+                a.used = a.used.saturating_sub(meta.len);
+                a.shards = a.shards.saturating_sub(1);
+                drop(a);
+                let _ = fs::remove_file(self.path(&id));
+                n += 1;
+            } else {
+                self.db.write(batch)?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Hashes every stored shard and compares with its id. Blocking; reads
+    /// everything.
+    pub fn check(&self) -> Result<CheckReport, Error> {
+        let mut report = CheckReport::default();
+        for item in self.db.iterator(IteratorMode::From(&[SHARD_PREFIX], Direction::Forward)) {
+            let (k, v) = item?;
+            if k.first() != Some(&SHARD_PREFIX) {
+                break;
+            }
+            let Some(id) = k.get(1..).and_then(|b| <[u8; 32]>::try_from(b).ok()).map(ShardId) else { continue };
+            let meta = ShardMeta::from_bytes(&v)?;
+            report.bytes += meta.len;
+            let path = self.path(&id);
+            let ok = fs::File::open(&path)
+                .and_then(|f| {
+                    let mut h = blake3::Hasher::new();
+                    h.update_reader(f)?;
+                    Ok(h.finalize())
+                })
+                .map(|h| h.as_bytes() == &id.0)
+                .unwrap_or(false);
+            if ok {
+                report.good += 1;
+            } else {
+                report.bad.push(id);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Flushes memtables and the WAL; called at shutdown.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.db.flush_wal(true)?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+fn parse_hex_id(s: &str) -> Option<ShardId> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut id = [0u8; 32];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(ShardId(id))
+}
+
+impl cairn_net::store::RecordBackend for ShardStore {
+    fn get(&self, id: &RecordId) -> Option<Vec<u8>> {
+        self.db.get(record_key(id)).ok().flatten()
+    }
+
+    fn put(&self, id: &RecordId, bytes: &[u8]) -> Result<(), String> {
+        let existed = self.db.get_pinned(record_key(id)).map_err(|e| e.to_string())?.is_some();
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.put_opt(record_key(id), bytes, &wo).map_err(|e| e.to_string())?;
+        if !existed {
+            self.records.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn remove(&self, id: &RecordId) {
+        if self.db.delete(record_key(id)).is_ok() {
+            self.records.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.records.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(store: &ShardStore, bytes: &[u8], owner: [u8; 32]) -> ShardId {
+        let id = ShardId::of(bytes);
+        let r = store.reserve(&id, bytes.len() as u64).expect("space");
+        let tmp = store.temp_path();
+        fs::write(&tmp, bytes).expect("write");
+        store.commit(&id, &tmp, bytes.len() as u64, owner, u64::MAX, r).expect("commit");
+        id
+    }
+
+    #[test]
+    fn capacity_owners_and_recovery() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (store, _) = ShardStore::open(dir.path(), 100, 60).expect("open");
+        let token = [1u8; 32];
+        let owner = *blake3::hash(&token).as_bytes();
+        let a = put(&store, &[7u8; 60], owner);
+        assert!(matches!(store.reserve(&ShardId([9; 32]), 61), Err(ShardError::TooLarge { .. })));
+        assert!(matches!(store.reserve(&ShardId([9; 32]), 41), Err(ShardError::NoSpace { needed: 41, available: 40 })));
+        // The same shard again needs no space and adds an owner.
+        let other = [2u8; 32];
+        put(&store, &[7u8; 60], *blake3::hash(&other).as_bytes());
+        assert_eq!(store.stats().used, 60);
+        assert!(matches!(store.delete(&a, &[3; 32]), Err(ShardError::BadToken(_))));
+        store.delete(&a, &token).expect("first owner");
+        assert_eq!(store.stats().shards, 1);
+        // Crash leftovers: a temp file, an orphan file, metadata without a file.
+        fs::write(store.temp_path(), b"partial").expect("tmp");
+        let orphan = store.path(&ShardId::of(b"orphan"));
+        fs::create_dir_all(orphan.parent().expect("dir")).expect("mkdir");
+        fs::write(&orphan, b"orphan").expect("orphan");
+        let lost = put(&store, &[5u8; 10], owner);
+        fs::remove_file(store.path(&lost)).expect("lose it");
+        drop(store);
+        let (store, rec) = ShardStore::open(dir.path(), 100, 60).expect("reopen");
+        assert_eq!(rec, Recovery { temp_files: 1, orphan_files: 1, lost_shards: 1 });
+        assert_eq!(store.stats().used, 60);
+        let report = store.check().expect("check");
+        assert_eq!((report.good, report.bad.len(), report.bytes), (1, 0, 60));
+        store.delete(&a, &other).expect("last owner");
+        assert_eq!(store.stats().used, 0);
+        assert!(!store.path(&a).exists());
+    }
+
+    #[test]
+    fn expired_leases_are_collected() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (store, _) = ShardStore::open(dir.path(), 1000, 100).expect("open");
+        let id = ShardId::of(b"short lease");
+        let r = store.reserve(&id, 11).expect("space");
+        let tmp = store.temp_path();
+        fs::write(&tmp, b"short lease").expect("write");
+        store.commit(&id, &tmp, 11, [0; 32], 50, r).expect("commit");
+        assert_eq!(store.collect_expired(49).expect("gc"), 0);
+        assert_eq!(store.collect_expired(51).expect("gc"), 1);
+        assert_eq!(store.stats().used, 0);
+        assert!(store.meta(&id).expect("meta").is_none());
+    }
+}
