@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-cargo build --release --locked -p cairn-cli
+cargo build --release --locked -p cairn-cli -p cairn-storage-node
 exec "$CARGO_TARGET_DIR/release/cairn" bench pipeline "$@"

@@ -2,6 +2,8 @@
 //!
 //! Argument parsing and printing only; the work lives in library crates.
 
+mod bench_node;
+
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -48,6 +50,19 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Shard put/get throughput of one real cairn-node on loopback, against
+    /// bare quinn streams. Needs `cairn-node` next to `cairn`.
+    Node {
+        /// Shards moved at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Bytes per shard, e.g. 4MiB.
+        #[arg(long, default_value = "4MiB", value_parser = cairn_proto::units::parse_size)]
+        shard_size: u64,
+        /// Repetitions; the best run counts.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -64,6 +79,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut out = std::io::stdout().lock();
             PipelineBench { size, layout, threads, runs }.run(&mut out)?;
             out.flush()?;
+        }
+        Command::Bench(Bench::Node { concurrency, shard_size, runs }) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let shard_size = usize::try_from(shard_size)?;
+            rt.block_on(bench_node::NodeBench { concurrency, shard_size, runs }.run())?;
         }
     }
     Ok(())

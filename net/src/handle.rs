@@ -98,6 +98,12 @@ impl NetHandle {
         self.ask(|reply| Command::PutRecord { record, reply }).await?
     }
 
+    /// Stores a head record on exactly `peers`, without keeping it locally
+    /// (re-publishing to chosen holders; fault injection in tests).
+    pub async fn put_record_to(&self, record: HeadRecord, peers: Vec<PeerId>) -> Result<usize, Error> {
+        self.ask(|reply| Command::PutRecordTo { record, peers, reply }).await?
+    }
+
     /// Every valid head record found under `id` (callers pick the highest
     /// sequence).
     pub async fn get_record(&self, id: RecordId) -> Result<Vec<HeadRecord>, Error> {

@@ -20,6 +20,7 @@ pub mod swarm;
 
 pub use error::Error;
 pub use handle::{NetHandle, Network, SHARD};
+pub use libp2p::multiaddr::Protocol as libp2p_protocol;
 pub use libp2p::{Multiaddr, PeerId, Stream, identity};
 pub use libp2p_stream::IncomingStreams;
 pub use shard_client::{ShardClient, Timeouts};

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use cairn_proto::head::HeadRecord;
 use futures::StreamExt;
+use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::kad::{self, GetClosestPeersOk, GetRecordOk, Mode, PeerRecord, PutRecordOk, QueryId, QueryResult, Quorum};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -31,6 +32,7 @@ const COMMAND_QUEUE: usize = 64;
 /// The behaviours of a Cairn peer.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    limits: connection_limits::Behaviour,
     kad: kad::Behaviour<HeadStore>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
@@ -83,6 +85,7 @@ pub(crate) enum Command {
     Bootstrap { reply: oneshot::Sender<Result<(), Error>> },
     ClosestPeers { key: Vec<u8>, reply: oneshot::Sender<Result<Vec<(PeerId, Vec<Multiaddr>)>, Error>> },
     PutRecord { record: HeadRecord, reply: oneshot::Sender<Result<usize, Error>> },
+    PutRecordTo { record: HeadRecord, peers: Vec<PeerId>, reply: oneshot::Sender<Result<usize, Error>> },
     GetRecord { record: cairn_proto::RecordId, reply: oneshot::Sender<Result<Vec<HeadRecord>, Error>> },
     Shutdown,
 }
@@ -102,6 +105,8 @@ pub struct EventLoop {
     pending: HashMap<QueryId, Pending>,
     listen_addrs: Vec<Multiaddr>,
     addr_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
+    /// Listeners that have reported at least one address.
+    listeners_up: HashSet<libp2p::core::transport::ListenerId>,
     expected_listeners: usize,
 }
 
@@ -138,8 +143,19 @@ pub(crate) fn build(
             kcfg.set_replication_interval(None);
             kcfg.set_publication_interval(None);
             kcfg.set_query_timeout(Duration::from_secs(30));
+            // Head records are at most ~1.2 KiB. A node that refuses a record
+            // closes the substream without an answer, and the sender only
+            // gives up at this timeout (kad's default: 10 s).
+            kcfg.set_substreams_timeout(Duration::from_secs(5));
             let store = HeadStore::new(peer, records);
+            // Bounds what peers can open; streams per connection are bounded
+            // by QUIC (100) and yamux (256), requests by the node's limiter.
+            let limits = ConnectionLimits::default()
+                .with_max_pending_incoming(Some(256))
+                .with_max_established_incoming(Some(4096))
+                .with_max_established_per_peer(Some(8));
             Behaviour {
+                limits: connection_limits::Behaviour::new(limits),
                 kad: kad::Behaviour::with_config(peer, store, kcfg),
                 identify: identify::Behaviour::new(identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())),
                 ping: ping::Behaviour::default(),
@@ -176,6 +192,7 @@ pub(crate) fn build(
         pending: HashMap::new(),
         listen_addrs: Vec::new(),
         addr_waiters: Vec::new(),
+        listeners_up: HashSet::new(),
         expected_listeners: cfg.listen.len(),
     };
     Ok((ev, tx, control, local))
@@ -201,7 +218,7 @@ impl EventLoop {
         let kad = &mut self.swarm.behaviour_mut().kad;
         match cmd {
             Command::ListenAddrs { reply } => {
-                if self.listen_addrs.len() >= self.expected_listeners {
+                if self.listeners_up.len() >= self.expected_listeners {
                     let _ = reply.send(self.listen_addrs.clone());
                 } else {
                     self.addr_waiters.push(reply);
@@ -244,6 +261,12 @@ impl EventLoop {
                     }
                 }
             }
+            Command::PutRecordTo { record, peers, reply } => {
+                let key = kad::RecordKey::new(&record.record_id().0);
+                let rec = kad::Record::new(key, record.to_bytes());
+                let q = kad.put_record_to(rec, peers.into_iter(), Quorum::One);
+                self.pending.insert(q, Pending::Put(reply));
+            }
             Command::GetRecord { record, reply } => {
                 let q = kad.get_record(kad::RecordKey::new(&record.0));
                 self.pending.insert(q, Pending::Get(reply, Vec::new()));
@@ -254,10 +277,11 @@ impl EventLoop {
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
+            SwarmEvent::NewListenAddr { listener_id, address } => {
                 tracing::info!(%address, "listening");
                 self.listen_addrs.push(address);
-                if self.listen_addrs.len() >= self.expected_listeners {
+                self.listeners_up.insert(listener_id);
+                if self.listeners_up.len() >= self.expected_listeners {
                     for w in self.addr_waiters.drain(..) {
                         let _ = w.send(self.listen_addrs.clone());
                     }
@@ -336,10 +360,4 @@ impl EventLoop {
             _ => {}
         }
     }
-}
-
-/// Set of distinct peers, for callers that need dedup.
-pub fn distinct(peers: impl IntoIterator<Item = PeerId>) -> Vec<PeerId> {
-    let mut seen = HashSet::new();
-    peers.into_iter().filter(|p| seen.insert(*p)).collect()
 }

@@ -1,0 +1,110 @@
+//! Eight `cairn-node` processes form one DHT; signed head records put
+//! through one are found through another; stale and forged ones are refused.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cairn_net::{Multiaddr, Network};
+use cairn_proto::head::HeadRecord;
+use common::{DEADLINE, NodeProc, client};
+use ed25519_dalek::{Signer, SigningKey};
+
+fn signed(key: &SigningKey, seq: u64, payload: &[u8]) -> HeadRecord {
+    let pk = key.verifying_key().to_bytes();
+    let signature = key.sign(&HeadRecord::signing_bytes(&pk, seq, payload)).to_bytes();
+    HeadRecord { public_key: pk, sequence: seq, payload: payload.to_vec(), signature }
+}
+
+/// Retries `put_record` until the network has formed (bounded by DEADLINE).
+async fn put_eventually(net: &Network, r: &HeadRecord) {
+    let start = Instant::now();
+    loop {
+        match net.handle.put_record(r.clone()).await {
+            Ok(_) => return,
+            Err(e) if start.elapsed() < DEADLINE => {
+                eprintln!("put not yet stored: {e}");
+                let _ = net.handle.bootstrap().await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(e) => panic!("put_record failed: {e}"),
+        }
+    }
+}
+
+/// The highest sequence found under the record's id, waiting for `want`.
+async fn highest_eventually(net: &Network, r: &HeadRecord, want: u64) -> u64 {
+    let start = Instant::now();
+    loop {
+        let got = net.handle.get_record(r.record_id()).await.map(|v| v.iter().map(|h| h.sequence).max().unwrap_or(0));
+        match got {
+            Ok(s) if s >= want => return s,
+            _ if start.elapsed() < DEADLINE => tokio::time::sleep(Duration::from_millis(300)).await,
+            other => panic!("record with sequence {want} not found: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_nodes_share_head_records_and_refuse_bad_ones() {
+    let first = NodeProc::start(&[]);
+    let boot: Vec<String> = vec![first.quic().to_string()];
+    let mut nodes = vec![first];
+    for _ in 1..8 {
+        let args: Vec<&str> = boot.iter().flat_map(|b| ["--bootstrap", b.as_str()]).collect();
+        nodes.push(NodeProc::start(&args));
+    }
+    let via = |i: usize| -> Vec<Multiaddr> { vec![nodes[i].quic()] };
+    let t0 = Instant::now();
+    let stage = |what: &str| eprintln!("[{:>6.2}s] {what}", t0.elapsed().as_secs_f64());
+    stage("8 nodes up");
+    let writer = client(via(3));
+    let reader = client(via(6));
+    let key = SigningKey::from_bytes(&[42; 32]);
+
+    let r1 = signed(&key, 1, b"root v1");
+    put_eventually(&writer, &r1).await;
+    stage("v1 put");
+    assert_eq!(highest_eventually(&reader, &r1, 1).await, 1);
+    stage("v1 found");
+
+    let r2 = signed(&key, 2, b"root v2");
+    put_eventually(&writer, &r2).await;
+    assert_eq!(highest_eventually(&reader, &r2, 2).await, 2);
+    stage("v2 put and found");
+
+    // A hostile writer talks to each node directly, so only that node's own
+    // checks stand between it and the record. First every node is given
+    // version 2 (a node that has it accepts the same record again)...
+    let hostile = client(via(1));
+    let _ = hostile.handle.bootstrap().await;
+    let mut forged = signed(&key, 3, b"forged");
+    forged.payload = b"evil".to_vec();
+    let peers: Vec<_> = nodes.iter().map(|n| vec![n.peer_id()]).collect();
+    let put_each = |r: HeadRecord| {
+        let h = hostile.handle.clone();
+        futures::future::join_all(peers.iter().map(move |p| {
+            let (h, r, p) = (h.clone(), r.clone(), p.clone());
+            async move { h.put_record_to(r, p).await }
+        }))
+    };
+    for (i, ok) in put_each(r2.clone()).await.into_iter().enumerate() {
+        assert!(ok.is_ok(), "node {i} refused the current record: {ok:?}");
+    }
+    // ...then each refuses the older version and a record whose signature
+    // does not verify.
+    let (stale, bad) = tokio::join!(put_each(r1.clone()), put_each(forged));
+    for (i, (s, b)) in stale.into_iter().zip(bad).enumerate() {
+        assert!(s.is_err(), "node {i} accepted a stale record");
+        assert!(b.is_err(), "node {i} accepted a forged record");
+    }
+    stage("hostile puts refused");
+    // A fresh reader still sees version 2, never the forgery.
+    let fresh = client(via(7));
+    let _ = fresh.handle.bootstrap().await;
+    let found = highest_eventually(&fresh, &r2, 2).await;
+    assert_eq!(found, 2);
+    for n in [writer, reader, fresh, hostile] {
+        n.shutdown().await;
+    }
+}
