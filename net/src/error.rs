@@ -41,7 +41,7 @@ pub enum Error {
         /// The peer.
         peer: PeerId,
         /// What was wrong.
-        source: cairn_proto::Error,
+        source: Box<cairn_proto::Error>,
     },
     /// The peer answered with a typed shard-protocol error.
     #[error("peer {peer} refused: {error}")]

@@ -51,10 +51,10 @@ pub async fn read_response(stream: &mut Stream, peer: PeerId) -> Result<Response
     let mut header = [0u8; FRAME_HEADER_LEN];
     stream.read_exact(&mut header).await.map_err(|source| Error::Stream { peer, source })?;
     let len = codec::frame_len("shard response", header, MAX_MESSAGE_SIZE)
-        .map_err(|source| Error::Malformed { peer, source })?;
+        .map_err(|source| Error::Malformed { peer, source: Box::new(source) })?;
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).await.map_err(|source| Error::Stream { peer, source })?;
-    Response::from_body(&body).map_err(|source| Error::Malformed { peer, source })
+    Response::from_body(&body).map_err(|source| Error::Malformed { peer, source: Box::new(source) })
 }
 
 impl ShardClient {

@@ -76,6 +76,9 @@ impl NetConfig {
     }
 }
 
+/// Where the closest peers to a key are sent.
+type PeersReply = oneshot::Sender<Result<Vec<(PeerId, Vec<Multiaddr>)>, Error>>;
+
 /// What callers ask of the event loop.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -83,7 +86,7 @@ pub(crate) enum Command {
     ConnectedPeers { reply: oneshot::Sender<Vec<PeerId>> },
     Dial { addr: Multiaddr, reply: oneshot::Sender<Result<(), Error>> },
     Bootstrap { reply: oneshot::Sender<Result<(), Error>> },
-    ClosestPeers { key: Vec<u8>, reply: oneshot::Sender<Result<Vec<(PeerId, Vec<Multiaddr>)>, Error>> },
+    ClosestPeers { key: Vec<u8>, reply: PeersReply },
     PutRecord { record: HeadRecord, reply: oneshot::Sender<Result<usize, Error>> },
     PutRecordTo { record: HeadRecord, peers: Vec<PeerId>, reply: oneshot::Sender<Result<usize, Error>> },
     GetRecord { record: cairn_proto::RecordId, reply: oneshot::Sender<Result<Vec<HeadRecord>, Error>> },
@@ -93,7 +96,7 @@ pub(crate) enum Command {
 /// Replies waiting for a Kademlia query to finish.
 enum Pending {
     Bootstrap(oneshot::Sender<Result<(), Error>>),
-    Closest(oneshot::Sender<Result<Vec<(PeerId, Vec<Multiaddr>)>, Error>>),
+    Closest(PeersReply),
     Put(oneshot::Sender<Result<usize, Error>>),
     Get(oneshot::Sender<Result<Vec<HeadRecord>, Error>>, Vec<HeadRecord>),
 }
@@ -287,12 +290,12 @@ impl EventLoop {
                     }
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
-                // Learn the listen addresses of peers that speak our DHT.
-                if info.protocols.contains(&KAD_PROTOCOL) {
-                    for addr in info.listen_addrs {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                    }
+            // Learn the listen addresses of peers that speak our DHT.
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }))
+                if info.protocols.contains(&KAD_PROTOCOL) =>
+            {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
