@@ -37,10 +37,16 @@ pub enum Error {
     },
     /// The network failed.
     #[error(transparent)]
-    Net(#[from] cairn_net::Error),
+    Net(Box<cairn_net::Error>),
     /// A blocking task panicked or was cancelled.
     #[error("a background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+}
+
+impl From<cairn_net::Error> for Error {
+    fn from(e: cairn_net::Error) -> Self {
+        Self::Net(Box::new(e))
+    }
 }
 
 impl Error {

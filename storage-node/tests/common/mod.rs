@@ -27,9 +27,17 @@ fn bin() -> &'static str {
 impl NodeProc {
     /// Inits and starts a node in a fresh temp dir.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with(args, |c| c)
+    }
+
+    /// Like [`Self::start`], editing config.toml before the first run.
+    pub fn start_with(args: &[&str], edit: impl FnOnce(String) -> String) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("node");
         Self::init(&dir, args);
+        let cfg = dir.join("config.toml");
+        let text = std::fs::read_to_string(&cfg).expect("config");
+        std::fs::write(&cfg, edit(text)).expect("config");
         let mut n = Self { dir, child: None, _tmp: Some(tmp) };
         n.run();
         n
