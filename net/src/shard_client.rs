@@ -73,11 +73,13 @@ impl ShardClient {
         let work = async {
             let mut stream = self.net.open_shard_stream(peer, self.timeouts.open).await?;
             let sent = send_request(&mut stream, &req, body).await;
-            // A node that refuses a put answers before reading the body and
-            // stops the stream; its answer is still there to read.
+            // The node may stop our sending side once it has what it needs: a
+            // refused put is answered before its body is read, and a fast
+            // answer can beat our half-close. A response, when there is one,
+            // is the truth (a `Stored` means the node hashed the whole body).
             let resp = match (sent, read_response(&mut stream, peer).await) {
-                (_, Ok(resp @ Response::Error(_))) | (Ok(()), Ok(resp)) => resp,
-                (Err(source), _) => return Err(Error::Stream { peer, source }),
+                (_, Ok(resp)) => resp,
+                (Err(source), Err(_)) => return Err(Error::Stream { peer, source }),
                 (Ok(()), Err(e)) => return Err(e),
             };
             let mut data = Vec::new();
