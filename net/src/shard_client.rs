@@ -34,7 +34,9 @@ pub struct ShardClient {
     timeouts: Timeouts,
 }
 
-/// Writes a framed request (and body) and half-closes the stream.
+/// Writes a framed request (and body). The stream is not half-closed:
+/// lengths delimit everything, and a failed close would poison the reads
+/// of the answer; callers close after reading the response.
 pub async fn send_request(stream: &mut Stream, req: &Request, body: Option<&[u8]>) -> std::io::Result<()> {
     stream.write_all(&req.to_frame()).await?;
     if let Some(body) = body {
@@ -42,8 +44,7 @@ pub async fn send_request(stream: &mut Stream, req: &Request, body: Option<&[u8]
             stream.write_all(chunk).await?;
         }
     }
-    stream.flush().await?;
-    stream.close().await
+    stream.flush().await
 }
 
 /// Reads one framed response, refusing frames over [`MAX_MESSAGE_SIZE`].
@@ -69,10 +70,33 @@ impl ShardClient {
     }
 
     async fn exchange(&self, req: Request, body: Option<&[u8]>, max_data: u64) -> Result<(Response, Vec<u8>), Error> {
+        // libp2p-stream drops inbound streams that arrive while the node's
+        // accept queue is full; the requester sees its stream stopped before
+        // any answer. The node never saw such a request, so trying again is
+        // safe (puts are content-addressed, the rest are reads or checked).
+        let mut backoff = Duration::from_millis(20);
+        for _ in 0..4 {
+            match self.exchange_once(&req, body, max_data).await {
+                Err(Error::Stream { .. }) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                other => return other,
+            }
+        }
+        self.exchange_once(&req, body, max_data).await
+    }
+
+    async fn exchange_once(
+        &self,
+        req: &Request,
+        body: Option<&[u8]>,
+        max_data: u64,
+    ) -> Result<(Response, Vec<u8>), Error> {
         let peer = self.peer;
         let work = async {
             let mut stream = self.net.open_shard_stream(peer, self.timeouts.open).await?;
-            let sent = send_request(&mut stream, &req, body).await;
+            let sent = send_request(&mut stream, req, body).await;
             // The node may stop our sending side once it has what it needs: a
             // refused put is answered before its body is read, and a fast
             // answer can beat our half-close. A response, when there is one,
@@ -94,6 +118,7 @@ impl ShardClient {
                 data = vec![0u8; len as usize];
                 stream.read_exact(&mut data).await.map_err(|source| Error::Stream { peer, source })?;
             }
+            let _ = stream.close().await;
             if let Response::Error(error) = resp {
                 return Err(Error::Refused { peer, error });
             }

@@ -21,6 +21,9 @@ use crate::store::ShardStore;
 
 /// Bytes moved per read or write of a shard body.
 const CHUNK: usize = 256 * 1024;
+/// Bytes per disk read when serving a get; two are in flight per stream,
+/// so 256 streams hold at most 256 MiB.
+const GET_CHUNK: usize = 512 * 1024;
 
 /// Everything a stream handler needs.
 #[derive(Debug)]
@@ -100,7 +103,24 @@ impl Service {
         let result = self.handle(&mut stream).await;
         self.metrics.active_streams.fetch_sub(1, Ordering::Relaxed);
         match result {
-            Ok(()) => {}
+            Ok(()) => {
+                // Finish both directions: wait for the requester's end of
+                // stream so that dropping ours does not stop its sending side
+                // while it is still closing (bounded in bytes and time).
+                let _ = stream.close().await;
+                let mut rest = [0u8; 1024];
+                let drain = async {
+                    let mut left = 16 * rest.len();
+                    while left > 0 {
+                        match stream.read(&mut rest).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => left = left.saturating_sub(n),
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+                return;
+            }
             Err(Some(e)) => self.refuse(&mut stream, e).await,
             Err(None) => tracing::debug!(%peer, "stream dropped"),
         }
@@ -199,17 +219,31 @@ impl Service {
         shard: ShardId,
         range: Option<ByteRange>,
     ) -> Result<(), Option<ShardError>> {
-        let (mut file, range) = self.open_range(shard, range).await?;
+        let (file, range) = self.open_range(shard, range).await?;
+        let file = Arc::new(file.into_std().await);
         self.respond(stream, Response::Data { len: range.len }).await?;
-        let mut left = range.len;
-        let mut buf = vec![0u8; CHUNK.min(range.len as usize)];
-        while left > 0 {
-            let n = (left as usize).min(buf.len());
+        // One `pread` per chunk on the blocking pool, the next one started
+        // before the current chunk is sent: the disk and the network overlap.
+        let read = |offset: u64, len: usize| {
+            let file = Arc::clone(&file);
+            tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; len];
+                std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, offset).map(|()| buf)
+            })
+        };
+        let end = range.offset + range.len;
+        let chunk = |at: u64| (end - at).min(GET_CHUNK as u64) as usize;
+        let mut next = (range.offset < end).then(|| read(range.offset, chunk(range.offset)));
+        let mut at = range.offset;
+        while let Some(pending) = next.take() {
             // The header is sent: a failure now can only drop the stream.
-            file.read_exact(&mut buf[..n]).await.map_err(|_| None)?;
-            self.timed(stream.write_all(&buf[..n])).await?;
-            left -= n as u64;
-            self.metrics.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+            let buf = pending.await.map_err(|_| None)?.map_err(|_| None)?;
+            at += buf.len() as u64;
+            if at < end {
+                next = Some(read(at, chunk(at)));
+            }
+            self.timed(stream.write_all(&buf)).await?;
+            self.metrics.bytes_out.fetch_add(buf.len() as u64, Ordering::Relaxed);
         }
         self.metrics.gets.fetch_add(1, Ordering::Relaxed);
         Ok(())
