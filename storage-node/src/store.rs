@@ -175,13 +175,7 @@ impl ShardStore {
         let mut used = 0u64;
         let mut shards = 0u64;
         let mut batch = WriteBatch::default();
-        for item in self.db.iterator(IteratorMode::From(&[SHARD_PREFIX], Direction::Forward)) {
-            let (k, v) = item?;
-            if k.first() != Some(&SHARD_PREFIX) {
-                break;
-            }
-            let Some(id) = k.get(1..).and_then(|b| <[u8; 32]>::try_from(b).ok()).map(ShardId) else { continue };
-            let meta = ShardMeta::from_bytes(&v)?;
+        self.for_each_shard(|id, meta| {
             let on_disk = fs::metadata(self.path(&id)).map(|m| m.len()).ok();
             if on_disk == Some(meta.len) {
                 used += meta.len;
@@ -192,7 +186,8 @@ impl ShardStore {
                 let _ = fs::remove_file(self.path(&id));
                 r.lost_shards += 1;
             }
-        }
+            Ok(())
+        })?;
         self.db.write(batch)?;
         let records = self
             .db
@@ -205,6 +200,20 @@ impl ShardStore {
             a.shards = shards;
         }
         Ok(r)
+    }
+
+    /// Calls `f` with every stored shard's id and metadata, in id order.
+    fn for_each_shard(&self, mut f: impl FnMut(ShardId, ShardMeta) -> Result<(), Error>) -> Result<(), Error> {
+        for item in self.db.iterator(IteratorMode::From(&[SHARD_PREFIX], Direction::Forward)) {
+            let (k, v) = item?;
+            if k.first() != Some(&SHARD_PREFIX) {
+                break;
+            }
+            let Some(id) = k.get(1..).and_then(|b| <[u8; 32]>::try_from(b).ok()).map(ShardId) else { continue };
+            let meta = ShardMeta::from_bytes(&v)?;
+            f(id, meta)?;
+        }
+        Ok(())
     }
 
     /// Where the shard's file lives.
@@ -389,13 +398,7 @@ impl ShardStore {
     /// everything.
     pub fn check(&self) -> Result<CheckReport, Error> {
         let mut report = CheckReport::default();
-        for item in self.db.iterator(IteratorMode::From(&[SHARD_PREFIX], Direction::Forward)) {
-            let (k, v) = item?;
-            if k.first() != Some(&SHARD_PREFIX) {
-                break;
-            }
-            let Some(id) = k.get(1..).and_then(|b| <[u8; 32]>::try_from(b).ok()).map(ShardId) else { continue };
-            let meta = ShardMeta::from_bytes(&v)?;
+        self.for_each_shard(|id, meta| {
             report.bytes += meta.len;
             let path = self.path(&id);
             let ok = fs::File::open(&path)
@@ -411,7 +414,8 @@ impl ShardStore {
             } else {
                 report.bad.push(id);
             }
-        }
+            Ok(())
+        })?;
         Ok(report)
     }
 
