@@ -270,7 +270,12 @@ impl Service {
         };
         let temp = self.store.temp_path();
         let guard = TempGuard(Some(temp.clone()));
-        let mut file = tokio::fs::File::create(&temp).await.map_err(|_| Some(ShardError::Internal))?;
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .await
+            .map_err(|_| Some(ShardError::Internal))?;
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; CHUNK.min(len as usize).max(1)];
         let mut left = len;

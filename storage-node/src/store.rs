@@ -222,15 +222,13 @@ impl ShardStore {
         self.shards_dir.join(&hex[..2]).join(hex)
     }
 
-    /// A fresh path for a put in progress.
+    /// A fresh path for a put in progress: unique within this process (a
+    /// counter) and across restarts (`tmp/` is emptied at start). Callers
+    /// open it with `create_new`, so two puts can never share a file.
     pub fn temp_path(&self) -> PathBuf {
-        let mut n = [0u8; 12];
-        n.copy_from_slice(
-            &blake3::hash(format!("{:?}{:?}", std::time::SystemTime::now(), std::thread::current().id()).as_bytes())
-                .as_bytes()[..12],
-        );
-        let name: String = n.iter().map(|b| format!("{b:02x}")).collect();
-        self.tmp_dir.join(name)
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        self.tmp_dir.join(format!("{}-{n}", std::process::id()))
     }
 
     /// The largest shard accepted.
