@@ -184,9 +184,6 @@ impl RecordSigner {
     }
 }
 
-/// Length of what [`SymmetricKey::seal`] adds: nonce and tag.
-pub const SEAL_OVERHEAD: usize = 24 + 16;
-
 impl SymmetricKey {
     /// A fresh random key.
     pub fn generate() -> Self {

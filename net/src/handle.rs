@@ -94,13 +94,13 @@ impl NetHandle {
     }
 
     /// Stores a signed head record on the peers closest to its id.
-    pub async fn put_record(&self, record: HeadRecord) -> Result<usize, Error> {
+    pub async fn put_record(&self, record: HeadRecord) -> Result<(), Error> {
         self.ask(|reply| Command::PutRecord { record, reply }).await?
     }
 
     /// Stores a head record on exactly `peers`, without keeping it locally
     /// (re-publishing to chosen holders; fault injection in tests).
-    pub async fn put_record_to(&self, record: HeadRecord, peers: Vec<PeerId>) -> Result<usize, Error> {
+    pub async fn put_record_to(&self, record: HeadRecord, peers: Vec<PeerId>) -> Result<(), Error> {
         self.ask(|reply| Command::PutRecordTo { record, peers, reply }).await?
     }
 

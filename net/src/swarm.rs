@@ -87,8 +87,8 @@ pub(crate) enum Command {
     Dial { addr: Multiaddr, reply: oneshot::Sender<Result<(), Error>> },
     Bootstrap { reply: oneshot::Sender<Result<(), Error>> },
     ClosestPeers { key: Vec<u8>, reply: PeersReply },
-    PutRecord { record: HeadRecord, reply: oneshot::Sender<Result<usize, Error>> },
-    PutRecordTo { record: HeadRecord, peers: Vec<PeerId>, reply: oneshot::Sender<Result<usize, Error>> },
+    PutRecord { record: HeadRecord, reply: oneshot::Sender<Result<(), Error>> },
+    PutRecordTo { record: HeadRecord, peers: Vec<PeerId>, reply: oneshot::Sender<Result<(), Error>> },
     GetRecord { record: cairn_proto::RecordId, reply: oneshot::Sender<Result<Vec<HeadRecord>, Error>> },
     Shutdown,
 }
@@ -97,7 +97,7 @@ pub(crate) enum Command {
 enum Pending {
     Bootstrap(oneshot::Sender<Result<(), Error>>),
     Closest(PeersReply),
-    Put(oneshot::Sender<Result<usize, Error>>),
+    Put(oneshot::Sender<Result<(), Error>>),
     Get(oneshot::Sender<Result<Vec<HeadRecord>, Error>>, Vec<HeadRecord>),
 }
 
@@ -336,7 +336,7 @@ impl EventLoop {
             QueryResult::PutRecord(r) => {
                 if let Some(Pending::Put(reply)) = self.pending.remove(&id) {
                     let _ = reply.send(match r {
-                        Ok(PutRecordOk { .. }) => Ok(1),
+                        Ok(PutRecordOk { .. }) => Ok(()),
                         Err(e) => Err(Error::PutRecord(e.to_string())),
                     });
                 }
