@@ -231,8 +231,16 @@ pub fn open(path: &Path, passphrase: Option<&str>) -> Result<RootSecret, Error> 
 
 /// Whether the key file at `path` is sealed with a passphrase.
 pub fn is_sealed(path: &Path) -> Result<bool, Error> {
-    let bytes = fs::read(path).map_err(io_err(path))?;
-    Ok(bytes.get(9) == Some(&KIND_SEALED))
+    use std::io::Read;
+    let mut header = [0u8; HEADER_LEN];
+    let mut f = fs::File::open(path).map_err(io_err(path))?;
+    match f.read_exact(&mut header) {
+        Ok(()) => Ok(header[9] == KIND_SEALED),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(Error::CorruptKeyFile { path: path.to_owned(), reason: "too short" })
+        }
+        Err(e) => Err(io_err(path)(e)),
+    }
 }
 
 /// Replaces the passphrase (or adds or removes one) without changing the
