@@ -2,7 +2,7 @@
 //! 4 MiB shard puts and gets, next to the same bytes over bare quinn
 //! streams in the same run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,17 +31,8 @@ impl Drop for NodeChild {
     }
 }
 
-fn node_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let bin = exe.with_file_name("cairn-node");
-    if !bin.exists() {
-        bail!("{} not found; build it with `cargo build --release -p cairn-storage-node`", bin.display());
-    }
-    Ok(bin)
-}
-
 fn start_node(dir: &Path) -> anyhow::Result<(NodeChild, Multiaddr)> {
-    let bin = node_binary()?;
+    let bin = crate::devnet::node_binary()?;
     let init = Command::new(&bin)
         .args(["init", "--data-dir"])
         .arg(dir)

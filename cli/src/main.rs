@@ -3,8 +3,12 @@
 //! Argument parsing and printing only; the work lives in library crates.
 
 mod bench_node;
+mod commands;
+mod config;
+mod devnet;
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cairn_client::bench::PipelineBench;
@@ -15,12 +19,92 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "cairn", version, about)]
 struct Cli {
+    /// Config file (default: $CAIRN_CONFIG, else ~/.config/cairn/config.toml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a new key and a config. The key is the only way to your data:
+    /// keep a copy of the key file somewhere safe.
+    Init {
+        /// Store the key unprotected (anyone who can read the file can read your data).
+        #[arg(long)]
+        no_passphrase: bool,
+        /// A storage node to join through (repeat for several).
+        #[arg(long)]
+        bootstrap: Vec<String>,
+    },
+    /// Create a bucket.
+    Mb {
+        /// Its name: 3-63 characters of a-z, 0-9, '.', '-'.
+        bucket: String,
+        /// Shards needed to read (default from the config).
+        #[arg(long)]
+        k: Option<u16>,
+        /// Shards stored (default from the config).
+        #[arg(long)]
+        n: Option<u16>,
+    },
+    /// Remove an empty bucket.
+    Rb {
+        /// Its name.
+        bucket: String,
+    },
+    /// List your buckets.
+    Buckets,
+    /// Store a file (`-`: standard input) as BUCKET/KEY.
+    Put {
+        /// Local file or `-`.
+        local: PathBuf,
+        /// BUCKET/KEY.
+        target: String,
+        /// Content type to record.
+        #[arg(long)]
+        content_type: Option<String>,
+    },
+    /// Fetch BUCKET/KEY into a file (`-`: standard output).
+    Get {
+        /// BUCKET/KEY.
+        source: String,
+        /// Local file or `-`.
+        local: PathBuf,
+    },
+    /// List objects in BUCKET or under BUCKET/PREFIX.
+    Ls {
+        /// BUCKET or BUCKET/PREFIX.
+        path: String,
+        /// Everything below the prefix, not one level.
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Remove BUCKET/KEY.
+    Rm {
+        /// BUCKET/KEY.
+        path: String,
+    },
+    /// Show an object's size, segments, code and the health of each segment.
+    Stat {
+        /// BUCKET/KEY.
+        path: String,
+    },
+    /// Show the storage nodes known and whether they answer.
+    Status,
+    /// Run a local network of storage nodes on 127.0.0.1 until Ctrl-C.
+    Devnet {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 8)]
+        nodes: usize,
+        /// Directory for node data and the client config.
+        #[arg(long, default_value = "devnet")]
+        dir: PathBuf,
+        /// Capacity of each node.
+        #[arg(long, default_value = "10GiB")]
+        capacity: String,
+    },
     /// Measure Cairn's speed on this machine.
     #[command(subcommand)]
     Bench(Bench),
@@ -65,8 +149,81 @@ enum Bench {
     },
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Connects, runs `f`, and leaves the network cleanly whatever `f` returned.
+fn with_client<F>(config: Option<PathBuf>, f: F) -> anyhow::Result<()>
+where
+    F: for<'a> FnOnce(&'a cairn_client::Client) -> futures::future::BoxFuture<'a, anyhow::Result<()>>,
+{
+    let path = config::config_path(config);
+    runtime()?.block_on(async {
+        let client = commands::connect(&path).await?;
+        let result = f(&client).await;
+        client.shutdown().await;
+        result
+    })
+}
+
+fn init(config: Option<PathBuf>, no_passphrase: bool, bootstrap: Vec<String>) -> anyhow::Result<()> {
+    let path = config::config_path(config);
+    if path.exists() {
+        anyhow::bail!("{} exists already; pass --config to write another", path.display());
+    }
+    let cfg = config::ConfigFile {
+        key_file: "key".into(),
+        cache_dir: "cache".into(),
+        bootstrap,
+        defaults: config::Defaults::default(),
+    };
+    let key = cfg.key_path(&path);
+    config::create_key(&key, no_passphrase, cairn_crypto::KdfParams::default())?;
+    cfg.save(&path)?;
+    println!("wrote {} and the key {}", path.display(), key.display());
+    println!("Your key is the only way to your data: copy {} somewhere safe now.", key.display());
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    use futures::FutureExt;
+    let config = cli.config;
     match cli.command {
+        Command::Init { no_passphrase, bootstrap } => init(config, no_passphrase, bootstrap)?,
+        Command::Mb { bucket, k, n } => with_client(config, |c| {
+            async move {
+                let mut s = c.bucket_defaults();
+                s.k = k.unwrap_or(s.k);
+                s.n = n.unwrap_or(s.n);
+                c.create_bucket(&bucket, Some(s)).await?;
+                println!("created bucket {bucket}");
+                Ok(())
+            }
+            .boxed()
+        })?,
+        Command::Rb { bucket } => with_client(config, |c| {
+            async move {
+                c.delete_bucket(&bucket).await?;
+                println!("removed bucket {bucket}");
+                Ok(())
+            }
+            .boxed()
+        })?,
+        Command::Buckets => with_client(config, |c| commands::buckets(c).boxed())?,
+        Command::Put { local, target, content_type } => {
+            with_client(config, |c| async move { commands::put(c, &local, &target, content_type).await }.boxed())?
+        }
+        Command::Get { source, local } => {
+            with_client(config, |c| async move { commands::get(c, &source, &local).await }.boxed())?
+        }
+        Command::Ls { path, recursive } => {
+            with_client(config, |c| async move { commands::ls(c, &path, recursive).await }.boxed())?
+        }
+        Command::Rm { path } => with_client(config, |c| async move { commands::rm(c, &path).await }.boxed())?,
+        Command::Stat { path } => with_client(config, |c| async move { commands::stat(c, &path).await }.boxed())?,
+        Command::Status => with_client(config, |c| commands::status(c).boxed())?,
+        Command::Devnet { nodes, dir, capacity } => runtime()?.block_on(devnet::run(&dir, nodes, &capacity))?,
         Command::Bench(Bench::Pipeline { size, k, n, threads, segment, runs }) => {
             let segment_size =
                 u32::try_from(segment).map_err(|_| anyhow::anyhow!("segment size {segment} is too large"))?;
@@ -81,7 +238,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out.flush()?;
         }
         Command::Bench(Bench::Node { concurrency, shard_size, runs }) => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = runtime()?;
             let shard_size = usize::try_from(shard_size)?;
             rt.block_on(bench_node::NodeBench { concurrency, shard_size, runs }.run())?;
         }
@@ -90,6 +247,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,libp2p=error"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

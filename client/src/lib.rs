@@ -2,23 +2,40 @@
 //!
 //! The client side of Cairn: everything that sees plaintext and keys.
 //!
-//! Today this is the data pipeline, with no network: an object's bytes are
-//! cut into segments ([`pipeline`]), each segment's 64 KiB blocks sealed
-//! with XChaCha20-Poly1305 and the ciphertext erasure-coded into `k` data
-//! and `n - k` parity shards, each named by its BLAKE3 hash ([`segment`]);
-//! and back, from any `k` verified shards, or for a byte range from only
-//! the shards and blocks that hold it ([`range`]).
+//! - The data pipeline: an object's bytes are cut into segments
+//!   ([`pipeline`]), each segment's 64 KiB blocks sealed with
+//!   XChaCha20-Poly1305 and the ciphertext erasure-coded into `k` data and
+//!   `n - k` parity shards, each named by its BLAKE3 hash ([`segment`]);
+//!   and back, from any `k` verified shards, or for a byte range from only
+//!   the shards and blocks that hold it ([`range`]).
+//! - The network side: which nodes get which shards ([`placement`]),
+//!   uploads with long-tail cancellation and verified downloads
+//!   ([`transfer`]).
+//! - Metadata: each bucket is a tree of sealed index pages ([`index`],
+//!   [`pages`]) whose root a signed head record in the DHT names, written
+//!   with group commit and compare-and-swap ([`tree`]); objects live in
+//!   buckets ([`bucket`]), buckets in the account's list ([`client`]).
+//! - A local RocksDB cache of pages and nodes ([`cache`]).
 //!
-//! Placement, transfer, the bucket index and repair come with the network
-//! issues. This crate must not depend on FUSE or HTTP.
+//! Repair comes later. This crate must not depend on FUSE or HTTP.
 
 pub mod bench;
+pub mod bucket;
+pub mod cache;
+pub mod client;
 pub mod error;
+pub mod index;
+pub mod pages;
 pub mod pipeline;
+pub mod placement;
 pub mod pool;
 pub mod range;
 pub mod segment;
+pub mod transfer;
+pub mod tree;
 
+pub use bucket::{Bucket, BucketSettings, Listing, ObjectInfo, PutOptions, SegmentHealth};
+pub use client::{BucketInfo, Client, ClientConfig, NodeStatus};
 pub use error::Error;
 pub use pipeline::{EncodeSummary, Parallelism, decode_object, encode_object};
 pub use range::{ShardSource, read_object_range, read_segment_range};

@@ -27,6 +27,17 @@ const BUCKET_SIGNING_CONTEXT: &str = "cairn 2026 bucket signing key v1";
 const LIST_INDEX_CONTEXT: &str = "cairn 2026 bucket list index key v1";
 const LIST_SIGNING_CONTEXT: &str = "cairn 2026 bucket list signing key v1";
 const IDENTITY_CONTEXT: &str = "cairn 2026 x25519 identity v1";
+const DELETE_TOKEN_CONTEXT: &str = "cairn 2026 shard delete token v1";
+
+/// The token that deletes `shard` from the node holding it, derived from a
+/// key only its owner has (an object's data key, a bucket's index key), so
+/// nothing per shard needs to be stored. Nodes keep only its BLAKE3 hash.
+pub fn delete_token(owner_key: &[u8; 32], shard: &[u8; 32]) -> [u8; 32] {
+    let mut material = Zeroizing::new([0u8; 64]);
+    material[..32].copy_from_slice(owner_key);
+    material[32..].copy_from_slice(shard);
+    blake3::derive_key(DELETE_TOKEN_CONTEXT, &material[..])
+}
 
 /// Fills `buf` from the operating system's CSPRNG.
 pub fn random_bytes(buf: &mut [u8]) {

@@ -17,6 +17,6 @@ pub mod stream;
 
 pub use error::{DecryptError, Error};
 pub use keyfile::KdfParams;
-pub use keys::{AccountKeys, BucketKeys, RecordSigner, RootSecret, SymmetricKey};
+pub use keys::{AccountKeys, BucketKeys, RecordSigner, RootSecret, SymmetricKey, delete_token};
 pub use share::{Access, Grant, Identity, Recipient};
 pub use stream::{BlockPosition, DataKey, ObjectCipher, TAG_LEN};

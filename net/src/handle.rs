@@ -98,10 +98,13 @@ impl NetHandle {
         self.ask(|reply| Command::PutRecord { record, reply }).await?
     }
 
-    /// Stores a head record on exactly `peers`, without keeping it locally
-    /// (re-publishing to chosen holders; fault injection in tests).
-    pub async fn put_record_to(&self, record: HeadRecord, peers: Vec<PeerId>) -> Result<(), Error> {
-        self.ask(|reply| Command::PutRecordTo { record, peers, reply }).await?
+    /// Stores a head record on exactly `peers`, without keeping it locally,
+    /// and succeeds once `quorum` of them (at least one) accepted it. A
+    /// writer that asks for a majority of a record's closest peers gets
+    /// compare-and-swap: of two records with one sequence number, at most
+    /// one can win a majority.
+    pub async fn put_record_to(&self, record: HeadRecord, peers: Vec<PeerId>, quorum: usize) -> Result<(), Error> {
+        self.ask(|reply| Command::PutRecordTo { record, peers, quorum, reply }).await?
     }
 
     /// Every valid head record found under `id` (callers pick the highest

@@ -88,7 +88,7 @@ pub(crate) enum Command {
     Bootstrap { reply: oneshot::Sender<Result<(), Error>> },
     ClosestPeers { key: Vec<u8>, reply: PeersReply },
     PutRecord { record: HeadRecord, reply: oneshot::Sender<Result<(), Error>> },
-    PutRecordTo { record: HeadRecord, peers: Vec<PeerId>, reply: oneshot::Sender<Result<(), Error>> },
+    PutRecordTo { record: HeadRecord, peers: Vec<PeerId>, quorum: usize, reply: oneshot::Sender<Result<(), Error>> },
     GetRecord { record: cairn_proto::RecordId, reply: oneshot::Sender<Result<Vec<HeadRecord>, Error>> },
     Shutdown,
 }
@@ -264,10 +264,11 @@ impl EventLoop {
                     }
                 }
             }
-            Command::PutRecordTo { record, peers, reply } => {
+            Command::PutRecordTo { record, peers, quorum, reply } => {
                 let key = kad::RecordKey::new(&record.record_id().0);
                 let rec = kad::Record::new(key, record.to_bytes());
-                let q = kad.put_record_to(rec, peers.into_iter(), Quorum::One);
+                let quorum = std::num::NonZeroUsize::new(quorum).map_or(Quorum::One, Quorum::N);
+                let q = kad.put_record_to(rec, peers.into_iter(), quorum);
                 self.pending.insert(q, Pending::Put(reply));
             }
             Command::GetRecord { record, reply } => {

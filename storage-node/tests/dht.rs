@@ -85,7 +85,7 @@ async fn eight_nodes_share_head_records_and_refuse_bad_ones() {
         let h = hostile.handle.clone();
         futures::future::join_all(peers.iter().map(move |p| {
             let (h, r, p) = (h.clone(), r.clone(), p.clone());
-            async move { h.put_record_to(r, p).await }
+            async move { h.put_record_to(r, p, 1).await }
         }))
     };
     for (i, ok) in put_each(r2.clone()).await.into_iter().enumerate() {

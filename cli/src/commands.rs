@@ -1,0 +1,216 @@
+//! The object and bucket commands: connect, do one thing, print, leave.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use cairn_client::{Bucket, Client, PutOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::{ConfigFile, open_key};
+
+/// `BUCKET/KEY` (or `BUCKET`, `BUCKET/PREFIX`) split in two.
+pub fn split_path(path: &str) -> (&str, &str) {
+    match path.split_once('/') {
+        Some((b, k)) => (b, k),
+        None => (path, ""),
+    }
+}
+
+fn need_key(path: &str) -> anyhow::Result<(&str, &str)> {
+    let (b, k) = split_path(path);
+    if k.is_empty() {
+        bail!("{path:?} names no object: write BUCKET/KEY");
+    }
+    Ok((b, k))
+}
+
+/// Connects with the config at `path`.
+pub async fn connect(path: &Path) -> anyhow::Result<Client> {
+    let file = ConfigFile::load(path)?;
+    let root = open_key(&file.key_path(path))?;
+    let cfg = file.client_config(path)?;
+    Client::connect(&root, cfg).await.context("cannot join the network")
+}
+
+fn bar(len: Option<u64>, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let pb = match len {
+        Some(l) => ProgressBar::new(l).with_style(style),
+        None => ProgressBar::new_spinner(),
+    };
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// `cairn put LOCAL BUCKET/KEY` (`-` = stdin).
+pub async fn put(client: &Client, local: &Path, target: &str, content_type: Option<String>) -> anyhow::Result<()> {
+    let (b, key) = need_key(target)?;
+    let bucket = client.bucket(b).await?;
+    let opts = PutOptions { content_type, meta: Vec::new() };
+    let info = if local == Path::new("-") {
+        bucket.put(key, std::io::stdin(), opts).await?
+    } else {
+        let file = std::fs::File::open(local).with_context(|| format!("cannot open {}", local.display()))?;
+        let len = file.metadata().map(|m| m.len()).ok();
+        let pb = bar(len, key);
+        let info = bucket.put(key, pb.wrap_read(file), opts).await;
+        pb.finish_and_clear();
+        info?
+    };
+    println!("stored {b}/{} ({} bytes)", info.key, info.size);
+    Ok(())
+}
+
+/// `cairn get BUCKET/KEY LOCAL` (`-` = stdout).
+pub async fn get(client: &Client, source: &str, local: &Path) -> anyhow::Result<()> {
+    let (b, key) = need_key(source)?;
+    let bucket = client.bucket(b).await?;
+    if local == Path::new("-") {
+        let mut out = tokio::io::stdout();
+        bucket.get(key, None, &mut out).await?;
+        return Ok(());
+    }
+    let info = bucket.head(key).await?;
+    // Write next to the target and rename, so a failed get never leaves a
+    // half-written file under the real name.
+    let tmp = tmp_name(local);
+    let file = tokio::fs::File::create(&tmp).await.with_context(|| format!("cannot create {}", tmp.display()))?;
+    let sync = file.try_clone().await?;
+    let pb = bar(Some(info.size), key);
+    let mut out = pb.wrap_async_write(file);
+    let result = bucket.get(key, None, &mut out).await;
+    pb.finish_and_clear();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.into());
+    }
+    drop(out);
+    sync.sync_all().await?;
+    std::fs::rename(&tmp, local).with_context(|| format!("cannot write {}", local.display()))?;
+    eprintln!("fetched {b}/{key} ({} bytes) to {}", info.size, local.display());
+    Ok(())
+}
+
+fn tmp_name(local: &Path) -> PathBuf {
+    let name = local.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    local.with_file_name(format!(".{name}.cairn-{:08x}", rand::random::<u32>()))
+}
+
+fn date(ms: u64) -> String {
+    // UTC, without a date crate: days since the epoch to a civil date.
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86400, secs % 86400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// `cairn ls BUCKET[/PREFIX] [-r]`.
+pub async fn ls(client: &Client, path: &str, recursive: bool) -> anyhow::Result<()> {
+    let (b, prefix) = split_path(path);
+    let bucket = client.bucket(b).await?;
+    let delimiter = if recursive { None } else { Some('/') };
+    let mut after = String::new();
+    loop {
+        let page = bucket.list(prefix, delimiter, &after, 1000).await?;
+        for p in &page.prefixes {
+            println!("{:>19} {:>12}  {p}", "", "DIR");
+        }
+        for o in &page.objects {
+            println!("{} {:>12}  {}", date(o.modified_ms), o.size, o.key);
+        }
+        match page.next_after {
+            Some(a) => after = a,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// `cairn rm BUCKET/KEY`.
+pub async fn rm(client: &Client, path: &str) -> anyhow::Result<()> {
+    let (b, key) = need_key(path)?;
+    client.bucket(b).await?.delete(key).await?;
+    println!("removed {b}/{key}");
+    Ok(())
+}
+
+/// `cairn stat BUCKET/KEY`.
+pub async fn stat(client: &Client, path: &str) -> anyhow::Result<()> {
+    let (b, key) = need_key(path)?;
+    let bucket: Bucket = client.bucket(b).await?;
+    let (info, health) = bucket.stat(key).await?;
+    println!("object:   {b}/{}", info.key);
+    println!("size:     {} bytes", info.size);
+    println!("modified: {} UTC", date(info.modified_ms));
+    if let Some(ct) = &info.content_type {
+        println!("type:     {ct}");
+    }
+    match info.layout {
+        None => println!("stored:   inside the bucket index (objects under 32 KiB)"),
+        Some(l) => {
+            let s = bucket.settings();
+            println!("segments: {} of up to {} bytes", info.segments, l.segment_size);
+            println!(
+                "code:     any {} of {} shards read a segment ({} stored, {} extra tried)",
+                l.k, s.n, s.n, s.extra
+            );
+            for h in health {
+                let state = match h.healthy {
+                    x if x < h.k => "UNREADABLE",
+                    x if x < h.k + 2 => "degraded",
+                    _ => "healthy",
+                };
+                println!(
+                    "  segment {:>5}: {}/{} holders answer, {} needed: {state}",
+                    h.index, h.healthy, h.stored, h.k
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `cairn buckets`.
+pub async fn buckets(client: &Client) -> anyhow::Result<()> {
+    for b in client.buckets().await? {
+        let s = b.settings;
+        println!("{}  {}  k={} n={} extra={}", date(b.created_ms), b.name, s.k, s.n, s.extra);
+    }
+    Ok(())
+}
+
+/// `cairn status`.
+pub async fn status(client: &Client) -> anyhow::Result<()> {
+    let nodes = client.status().await;
+    let up = nodes.iter().filter(|n| n.stats.is_ok()).count();
+    println!("{} storage nodes known, {up} reachable", nodes.len());
+    for n in nodes {
+        match &n.stats {
+            Ok(s) => println!(
+                "  {}  up    {:>6.1} ms  {} shards, {} of {} bytes used",
+                n.node.peer,
+                n.rtt.as_secs_f64() * 1000.0,
+                s.shards,
+                s.used,
+                s.capacity
+            ),
+            Err(e) => println!("  {}  DOWN  {e}", n.node.peer),
+        }
+    }
+    if up == 0 {
+        bail!("no storage node answers: check that they run and the bootstrap addresses in your config");
+    }
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! `cairn devnet`: a local network of `cairn-node` processes on 127.0.0.1
+//! and a client config to use it, until Ctrl-C.
+//!
+//! Ports are chosen on the first run and kept in each node's config, so a
+//! devnet restarted on the same directory comes back with its data and the
+//! same addresses.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use cairn_crypto::KdfParams;
+
+use crate::config::{ConfigFile, Defaults, create_key};
+
+/// How long a node may take to start.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a node gets to stop after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `cairn-node` next to this executable.
+pub fn node_binary() -> anyhow::Result<PathBuf> {
+    let bin = std::env::current_exe()?.with_file_name("cairn-node");
+    if !bin.exists() {
+        bail!("{} not found; build it with `cargo build --release -p cairn-storage-node`", bin.display());
+    }
+    Ok(bin)
+}
+
+/// A running node process; stopped (SIGTERM, then SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct NodeProcess {
+    /// Its data directory.
+    pub dir: PathBuf,
+    child: Child,
+}
+
+impl NodeProcess {
+    /// The node's peer addresses (each ending in `/p2p/<id>`).
+    pub fn addrs(&self) -> Vec<String> {
+        read_addrs(&self.dir)
+    }
+
+    /// The admin listener, `ip:port`.
+    pub fn admin(&self) -> String {
+        std::fs::read_to_string(self.dir.join("admin.addr")).unwrap_or_default().trim().to_string()
+    }
+
+    /// Whether it has exited, and how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// SIGTERM, wait, then SIGKILL.
+    pub fn stop(&mut self) {
+        if self.exited().is_some() {
+            return;
+        }
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let start = Instant::now();
+        while start.elapsed() < STOP_TIMEOUT {
+            if self.exited().is_some() {
+                let _ = std::fs::remove_file(self.dir.join("pid"));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.dir.join("pid"));
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn read_addrs(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("node.addrs"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn free_port(udp: bool) -> anyhow::Result<u16> {
+    Ok(if udp {
+        std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port()
+    } else {
+        std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()
+    })
+}
+
+/// Starts the node in `dir`, initializing it first if it has no config.
+pub fn start_node(bin: &Path, dir: &Path, bootstrap: Option<&str>, capacity: &str) -> anyhow::Result<NodeProcess> {
+    if !dir.join("config.toml").exists() {
+        let quic = format!("/ip4/127.0.0.1/udp/{}/quic-v1", free_port(true)?);
+        let tcp = format!("/ip4/127.0.0.1/tcp/{}", free_port(false)?);
+        let mut cmd = Command::new(bin);
+        cmd.args(["init", "--data-dir"]).arg(dir);
+        cmd.args(["--listen", &quic, "--listen", &tcp, "--admin", "127.0.0.1:0", "--capacity", capacity]);
+        if let Some(b) = bootstrap {
+            cmd.args(["--bootstrap", b]);
+        }
+        let out = cmd.output().context("cannot run cairn-node init")?;
+        if !out.status.success() {
+            bail!("cairn-node init failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+    }
+    let _ = std::fs::remove_file(dir.join("node.addrs"));
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("node.log"))?;
+    let child = Command::new(bin)
+        .args(["run", "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,libp2p_kad=error".into()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("cannot start cairn-node")?;
+    std::fs::write(dir.join("pid"), format!("{}\n", child.id()))?;
+    let mut node = NodeProcess { dir: dir.to_path_buf(), child };
+    let start = Instant::now();
+    while node.addrs().is_empty() {
+        if let Some(status) = node.exited() {
+            bail!("cairn-node in {} exited ({status}); see {}/node.log", dir.display(), dir.display());
+        }
+        if start.elapsed() > START_TIMEOUT {
+            bail!("cairn-node in {} did not start within 30 s; see its node.log", dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Ok(node)
+}
+
+/// Starts `count` nodes under `dir/nodes/<i>`, node 0 first and the others
+/// bootstrapping from it.
+pub fn start_nodes(dir: &Path, count: usize, capacity: &str) -> anyhow::Result<Vec<NodeProcess>> {
+    if count == 0 {
+        bail!("a devnet needs at least one node");
+    }
+    let bin = node_binary()?;
+    let first = start_node(&bin, &dir.join("nodes").join("0"), None, capacity)?;
+    let boot = first.addrs().into_iter().next().context("node 0 reported no address")?;
+    let mut nodes = vec![first];
+    for i in 1..count {
+        nodes.push(start_node(&bin, &dir.join("nodes").join(i.to_string()), Some(&boot), capacity)?);
+    }
+    Ok(nodes)
+}
+
+/// Writes `dir/client.toml` and a key without a passphrase, unless they exist.
+pub fn write_client_config(dir: &Path, nodes: &[NodeProcess], kdf: KdfParams) -> anyhow::Result<PathBuf> {
+    let path = dir.join("client.toml");
+    let bootstrap: Vec<String> = nodes.iter().filter_map(|n| n.addrs().into_iter().next()).collect();
+    let cfg = match ConfigFile::load(&path) {
+        Ok(mut c) => {
+            c.bootstrap = bootstrap;
+            c
+        }
+        Err(_) => ConfigFile {
+            key_file: "client.key".into(),
+            cache_dir: "client-cache".into(),
+            bootstrap,
+            defaults: Defaults::default(),
+        },
+    };
+    let key = cfg.key_path(&path);
+    if !key.exists() {
+        create_key(&key, true, kdf)?;
+    }
+    cfg.save(&path)?;
+    Ok(path)
+}
+
+/// `cairn devnet`: runs until Ctrl-C or SIGTERM.
+pub async fn run(dir: &Path, count: usize, capacity: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let (d, c) = (dir.clone(), capacity.to_string());
+    let mut nodes = tokio::task::spawn_blocking(move || start_nodes(&d, count, &c)).await??;
+    let config = write_client_config(&dir, &nodes, KdfParams::default())?;
+    println!("Cairn devnet: {count} storage nodes on 127.0.0.1, data in {}/nodes", dir.display());
+    for (i, n) in nodes.iter().enumerate() {
+        println!("  node {i}: {}  (dashboard http://{})", n.addrs().first().map_or("", String::as_str), n.admin());
+    }
+    println!();
+    println!("Use it from another terminal:");
+    println!("  export CAIRN_CONFIG={}", config.display());
+    println!("  cairn mb photos");
+    println!("  cairn put ./some-file photos/some-file");
+    println!("  cairn ls photos");
+    println!("  cairn get photos/some-file ./copy");
+    println!("  cairn status");
+    println!();
+    println!("Ctrl-C stops the nodes; run the same command again to resume with the same data.");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = tick.tick() => {
+                for (i, n) in nodes.iter_mut().enumerate() {
+                    if let Some(status) = n.exited() {
+                        eprintln!("node {i} exited ({status}); see {}/node.log", n.dir.display());
+                    }
+                }
+                nodes.retain_mut(|n| n.exited().is_none());
+                if nodes.is_empty() {
+                    bail!("every node has exited");
+                }
+            }
+        }
+    }
+    println!("stopping {} nodes", nodes.len());
+    tokio::task::spawn_blocking(move || {
+        for n in &mut nodes {
+            n.stop();
+        }
+    })
+    .await?;
+    Ok(())
+}

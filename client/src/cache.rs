@@ -1,0 +1,106 @@
+//! The client's local cache in RocksDB: sealed index pages (by id, so they
+//! never go stale) and the storage nodes seen lately, so that `ls` and
+//! `stat` are quick and a client can find nodes when its bootstrap
+//! addresses are gone. The network copy is always the truth.
+//!
+//! Keys: `'p' ‖ page id → sealed page`, `'n' ‖ peer id → postcard(addresses)`.
+//! Pages stay sealed on disk: the cache holds nothing a node does not.
+
+use std::path::Path;
+
+use cairn_proto::ShardId;
+use rocksdb::{DB, Direction, IteratorMode, Options};
+
+/// Pages above this size are not cached.
+const MAX_CACHED_PAGE: usize = 4 * 1024 * 1024;
+
+/// An open cache. Reads and writes are small; callers may use it from async
+/// code (RocksDB point operations on a local SSD take microseconds).
+pub struct Cache {
+    db: DB,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("path", &self.db.path()).finish()
+    }
+}
+
+fn page_key(id: &ShardId) -> [u8; 33] {
+    let mut k = [b'p'; 33];
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
+impl Cache {
+    /// Opens (or creates) the cache in `dir`. Fails if another process has
+    /// it open; callers then go on without a cache.
+    pub fn open(dir: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_max_open_files(64);
+        opts.set_keep_log_file_num(2);
+        let db = DB::open(&opts, dir).map_err(|e| e.to_string())?;
+        Ok(Self { db })
+    }
+
+    /// A sealed page, if cached and still matching its id.
+    pub fn page(&self, id: &ShardId) -> Option<Vec<u8>> {
+        let bytes = self.db.get(page_key(id)).ok().flatten()?;
+        id.matches(&bytes).then_some(bytes)
+    }
+
+    /// Keeps a sealed page.
+    pub fn put_page(&self, id: &ShardId, sealed: &[u8]) {
+        if sealed.len() <= MAX_CACHED_PAGE
+            && let Err(e) = self.db.put(page_key(id), sealed)
+        {
+            tracing::debug!(error = %e, "cache write failed");
+        }
+    }
+
+    /// Remembers the addresses of a storage node.
+    pub fn put_node(&self, peer: &[u8], addrs: &[String]) {
+        let mut k = Vec::with_capacity(1 + peer.len());
+        k.push(b'n');
+        k.extend_from_slice(peer);
+        let _ = self.db.put(k, cairn_proto::codec::to_bytes(&addrs));
+    }
+
+    /// The storage nodes remembered: `(peer id bytes, addresses)`.
+    pub fn nodes(&self) -> Vec<(Vec<u8>, Vec<String>)> {
+        self.db
+            .iterator(IteratorMode::From(b"n", Direction::Forward))
+            .map_while(Result::ok)
+            .take_while(|(k, _)| k.first() == Some(&b'n'))
+            .filter_map(|(k, v)| {
+                let addrs: Vec<String> = cairn_proto::codec::from_bytes("node addresses", &v, 64 * 1024).ok()?;
+                Some((k[1..].to_vec(), addrs))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_are_checked_against_their_id_and_nodes_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(dir.path()).expect("open");
+        let page = b"sealed page".to_vec();
+        let id = ShardId::of(&page);
+        cache.put_page(&id, &page);
+        assert_eq!(cache.page(&id), Some(page));
+        // A page stored under the wrong id is never returned.
+        let other = ShardId([9; 32]);
+        cache.put_page(&other, b"not it");
+        assert_eq!(cache.page(&other), None);
+        cache.put_node(b"peer-a", &["/ip4/127.0.0.1/udp/1/quic-v1".into()]);
+        assert_eq!(cache.nodes(), vec![(b"peer-a".to_vec(), vec!["/ip4/127.0.0.1/udp/1/quic-v1".to_string()])]);
+        // A second open of the same directory is refused, not corrupted.
+        assert!(Cache::open(dir.path()).is_err());
+    }
+}

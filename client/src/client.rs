@@ -1,0 +1,265 @@
+//! A client: a network peer holding an account's keys, its buckets and the
+//! account's bucket list.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cairn_crypto::{AccountKeys, RootSecret};
+use cairn_net::store::MemoryBackend;
+use cairn_net::{Multiaddr, NetConfig, Network, PeerId};
+use cairn_proto::codec;
+use cairn_proto::shard::NodeStats;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::bucket::{Bucket, BucketSettings, now_ms};
+use crate::cache::Cache;
+use crate::error::Error;
+use crate::index::{Op, Value};
+use crate::pages::Pages;
+use crate::pipeline::Parallelism;
+use crate::placement::{NodeReport, Nodes};
+use crate::transfer::Transfer;
+use crate::tree::Tree;
+
+/// Version marker of a bucket-list entry.
+const BUCKET_V1: u8 = 1;
+/// How long `connect` waits for the first storage node.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a client connects and stores.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Storage nodes to join through (each ending in `/p2p/<peer id>`).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Where the local cache lives (`None`: no cache).
+    pub cache_dir: Option<PathBuf>,
+    /// Settings of buckets this client creates.
+    pub defaults: BucketSettings,
+    /// Lease asked for new shards, in seconds.
+    pub lease_secs: u64,
+    /// CPU parallelism of encoding.
+    pub parallelism: Parallelism,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap: Vec::new(),
+            cache_dir: None,
+            defaults: BucketSettings::default(),
+            lease_secs: 365 * 24 * 3600,
+            parallelism: Parallelism::default(),
+        }
+    }
+}
+
+/// A bucket as listed in the account's bucket list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketInfo {
+    /// Its name.
+    #[serde(skip)]
+    pub name: String,
+    /// Created, milliseconds since the epoch.
+    pub created_ms: u64,
+    /// How it stores objects.
+    pub settings: BucketSettings,
+}
+
+/// One storage node as `cairn status` shows it.
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    /// What the client knows of it.
+    pub node: NodeReport,
+    /// Its answer to a stats request, or why there was none.
+    pub stats: Result<NodeStats, String>,
+    /// Round trip of that request.
+    pub rtt: Duration,
+}
+
+/// Checks a bucket name: 3–63 characters of `a-z 0-9 . -`, starting and
+/// ending with a letter or digit (S3's rules, so the gateway can serve it).
+pub fn check_bucket_name(name: &str) -> Result<(), Error> {
+    let bad = |reason| Err(Error::BadName { name: name.chars().take(80).collect(), reason });
+    if !(3..=63).contains(&name.len()) {
+        return bad("a bucket name has 3 to 63 characters");
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-') {
+        return bad("a bucket name uses only a-z, 0-9, '.' and '-'");
+    }
+    let edge = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if !edge(name.as_bytes()[0]) || !edge(name.as_bytes()[name.len() - 1]) {
+        return bad("a bucket name starts and ends with a letter or digit");
+    }
+    Ok(())
+}
+
+/// A connected client.
+pub struct Client {
+    network: Option<Network>,
+    account: AccountKeys,
+    transfer: Arc<Transfer>,
+    cache: Option<Arc<Cache>>,
+    list: Tree,
+    buckets: Mutex<HashMap<String, Bucket>>,
+    cfg: ClientConfig,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("peer", &self.transfer.net().local_peer_id()).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Joins the network through `cfg.bootstrap` (and nodes remembered in
+    /// the cache) and waits until at least one storage node answers.
+    pub async fn connect(root: &RootSecret, cfg: ClientConfig) -> Result<Self, Error> {
+        let cache = cfg.cache_dir.as_ref().and_then(|dir| match Cache::open(dir) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                tracing::info!(error = %e, "going on without the local cache");
+                None
+            }
+        });
+        let mut bootstrap = cfg.bootstrap.clone();
+        let remembered: Vec<(PeerId, Vec<Multiaddr>)> = cache
+            .as_ref()
+            .map(|c| c.nodes())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(p, a)| {
+                Some((PeerId::from_bytes(&p).ok()?, a.iter().filter_map(|s| s.parse().ok()).collect()))
+            })
+            .collect();
+        if bootstrap.is_empty() {
+            bootstrap.extend(remembered.iter().flat_map(|(_, a)| a.iter().take(1).cloned()));
+        }
+        if bootstrap.is_empty() {
+            return Err(Error::NoNodes);
+        }
+        let network = Network::start(NetConfig::client(bootstrap), Arc::new(MemoryBackend::new(1024)))?;
+        let net = network.handle.clone();
+        let nodes = Arc::new(Nodes::new(net.clone()));
+        nodes.add(remembered);
+        let started = Instant::now();
+        while net.connected_peers().await?.is_empty() {
+            if started.elapsed() > CONNECT_TIMEOUT {
+                network.shutdown().await;
+                return Err(Error::NoNodes);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Err(e) = net.bootstrap().await {
+            tracing::debug!(error = %e, "bootstrap query");
+        }
+        nodes.discover(rand::random()).await?;
+        let transfer = Arc::new(Transfer::new(net.clone(), nodes, cfg.lease_secs));
+        let account = root.account();
+        let signer = account.bucket_list_signer();
+        let key = account.bucket_list_key();
+        let pages = Pages::new(key.clone(), signer.public_key(), Arc::clone(&transfer), cache.clone());
+        let list = Tree::new(net, signer, key, pages);
+        Ok(Self { network: Some(network), account, transfer, cache, list, buckets: Mutex::new(HashMap::new()), cfg })
+    }
+
+    /// Remembers the nodes seen, leaves the network.
+    pub async fn shutdown(mut self) {
+        if let Some(c) = &self.cache {
+            for n in self.transfer.nodes().report_all() {
+                let addrs: Vec<String> = n.addrs.iter().map(ToString::to_string).collect();
+                c.put_node(&n.peer.to_bytes(), &addrs);
+            }
+        }
+        if let Some(n) = self.network.take() {
+            n.shutdown().await;
+        }
+    }
+
+    /// Settings of buckets created without explicit ones.
+    pub fn bucket_defaults(&self) -> BucketSettings {
+        self.cfg.defaults
+    }
+
+    /// The storage nodes known, each asked for its stats.
+    pub async fn status(&self) -> Vec<NodeStatus> {
+        let nodes = self.transfer.nodes();
+        let _ = nodes.discover(rand::random()).await;
+        stream_all(nodes.report_all(), |node| async move {
+            let t = Instant::now();
+            let stats = self.transfer.client(node.peer).stats().await.map_err(|e| e.to_string());
+            NodeStatus { node, stats, rtt: t.elapsed() }
+        })
+        .await
+    }
+
+    /// All buckets, by name.
+    pub async fn buckets(&self) -> Result<Vec<BucketInfo>, Error> {
+        let snap = self.list.snapshot(Duration::ZERO).await?;
+        self.list.list(&snap, "", "", usize::MAX).await?.into_iter().map(|(name, v)| decode_bucket(name, &v)).collect()
+    }
+
+    /// Creates a bucket with the default settings (or `settings`).
+    pub async fn create_bucket(&self, name: &str, settings: Option<BucketSettings>) -> Result<BucketInfo, Error> {
+        check_bucket_name(name)?;
+        let settings = settings.unwrap_or(self.cfg.defaults);
+        settings.layout()?;
+        let snap = self.list.snapshot(Duration::ZERO).await?;
+        if self.list.get(&snap, name).await?.is_some() {
+            return Err(Error::BucketExists(name.into()));
+        }
+        let created_ms = now_ms();
+        let info = BucketInfo { name: name.into(), created_ms, settings };
+        let value = Value { stamp: (created_ms, rand::random()), data: codec::to_versioned(BUCKET_V1, &info) };
+        self.list.commit(vec![Op::Put(name.into(), value)]).await?;
+        Ok(info)
+    }
+
+    /// Removes an empty bucket.
+    pub async fn delete_bucket(&self, name: &str) -> Result<(), Error> {
+        let bucket = self.bucket(name).await?;
+        if bucket.tree().snapshot(Duration::ZERO).await?.root.count() > 0 {
+            return Err(Error::BucketNotEmpty(name.into()));
+        }
+        match self.list.commit(vec![Op::Delete(name.into())]).await?.pop().flatten() {
+            Some(_) => {
+                self.buckets.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+                Ok(())
+            }
+            None => Err(Error::NoSuchBucket(name.into())),
+        }
+    }
+
+    /// Opens a bucket (handles are shared, so their writes commit together).
+    pub async fn bucket(&self, name: &str) -> Result<Bucket, Error> {
+        check_bucket_name(name)?;
+        if let Some(b) = self.buckets.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
+            return Ok(b.clone());
+        }
+        let snap = self.list.snapshot(Duration::from_secs(2)).await?;
+        let info = match self.list.get(&snap, name).await? {
+            Some(v) => decode_bucket(name.into(), &v)?,
+            None => return Err(Error::NoSuchBucket(name.into())),
+        };
+        let keys = self.account.bucket(name);
+        let pages =
+            Pages::new(keys.index.clone(), keys.signer.public_key(), Arc::clone(&self.transfer), self.cache.clone());
+        let tree = Tree::new(self.transfer.net().clone(), keys.signer.clone(), keys.index.clone(), pages);
+        let bucket =
+            Bucket::new(name.into(), keys, info.settings, tree, Arc::clone(&self.transfer), self.cfg.parallelism);
+        let mut open = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(open.entry(name.into()).or_insert(bucket).clone())
+    }
+}
+
+fn decode_bucket(name: String, v: &Value) -> Result<BucketInfo, Error> {
+    let info: BucketInfo =
+        codec::from_versioned("bucket entry", BUCKET_V1, &v.data, 4096).map_err(|e| Error::Index(e.to_string()))?;
+    Ok(BucketInfo { name, ..info })
+}
+
+async fn stream_all<T, O, F: std::future::Future<Output = O>>(items: Vec<T>, f: impl Fn(T) -> F) -> Vec<O> {
+    futures::stream::iter(items).map(f).buffered(16).collect().await
+}

@@ -1,0 +1,169 @@
+//! Which storage nodes get which shards.
+//!
+//! Candidates come from the DHT (the peers closest to a placement key) and
+//! from a local list of nodes seen lately. Nodes that failed a request are
+//! set aside for a while and tried only when nothing else is left. Among
+//! healthy nodes, a segment's candidates are ranked by XOR distance between
+//! BLAKE3(peer id) and the placement key, so different segments spread
+//! over different nodes.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use cairn_net::{Multiaddr, NetHandle, PeerId};
+
+use crate::error::Error;
+
+/// How long a node that failed is passed over.
+const PENALTY: Duration = Duration::from_secs(30);
+/// How often the list of known nodes is refreshed from the DHT.
+const REFRESH: Duration = Duration::from_secs(120);
+
+#[derive(Clone, Debug)]
+struct NodeInfo {
+    addrs: Vec<Multiaddr>,
+    hash: [u8; 32],
+    down_until: Option<Instant>,
+    ok: u64,
+    failed: u64,
+}
+
+/// What the client knows about one storage node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeReport {
+    /// The node.
+    pub peer: PeerId,
+    /// Its addresses.
+    pub addrs: Vec<Multiaddr>,
+    /// Requests that succeeded.
+    pub ok: u64,
+    /// Requests that failed.
+    pub failed: u64,
+    /// Passed over for now after a failure.
+    pub penalized: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    known: HashMap<PeerId, NodeInfo>,
+    refreshed: Option<Instant>,
+}
+
+/// The client's view of the storage nodes.
+#[derive(Debug)]
+pub struct Nodes {
+    net: NetHandle,
+    state: Mutex<State>,
+}
+
+fn distance(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
+    std::array::from_fn(|i| a[i] ^ b[i])
+}
+
+impl Nodes {
+    /// An empty view over `net`.
+    pub fn new(net: NetHandle) -> Self {
+        Self { net, state: Mutex::new(State::default()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds nodes (from the DHT or the cache).
+    pub fn add(&self, peers: impl IntoIterator<Item = (PeerId, Vec<Multiaddr>)>) {
+        let mut st = self.lock();
+        for (peer, addrs) in peers {
+            if peer == self.net.local_peer_id() {
+                continue;
+            }
+            let e = st.known.entry(peer).or_insert_with(|| NodeInfo {
+                addrs: Vec::new(),
+                hash: *blake3::hash(&peer.to_bytes()).as_bytes(),
+                down_until: None,
+                ok: 0,
+                failed: 0,
+            });
+            for a in addrs {
+                if !e.addrs.contains(&a) {
+                    e.addrs.push(a);
+                }
+            }
+        }
+    }
+
+    /// Asks the DHT for the nodes closest to `key` and remembers them.
+    pub async fn discover(&self, key: [u8; 32]) -> Result<usize, Error> {
+        let found = self.net.closest_peers(key.to_vec()).await?;
+        let n = found.len();
+        self.add(found);
+        Ok(n)
+    }
+
+    /// Refreshes from the DHT if the list is old or shorter than `want`.
+    async fn refresh_if_needed(&self, key: [u8; 32], want: usize) -> Result<(), Error> {
+        let (stale, healthy) = {
+            let st = self.lock();
+            let now = Instant::now();
+            let healthy = st.known.values().filter(|n| n.down_until.is_none_or(|t| t <= now)).count();
+            (st.refreshed.is_none_or(|t| t.elapsed() > REFRESH), healthy)
+        };
+        if stale || healthy < want {
+            self.discover(key).await?;
+            self.lock().refreshed = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Up to `count` distinct nodes for `key`: healthy ones nearest first,
+    /// then penalized ones as a last resort.
+    pub async fn candidates(&self, key: [u8; 32], count: usize) -> Result<Vec<PeerId>, Error> {
+        self.refresh_if_needed(key, count).await?;
+        let st = self.lock();
+        let now = Instant::now();
+        let mut all: Vec<(bool, [u8; 32], PeerId)> = st
+            .known
+            .iter()
+            .map(|(p, n)| (n.down_until.is_some_and(|t| t > now), distance(&n.hash, &key), *p))
+            .collect();
+        all.sort_unstable();
+        if all.is_empty() {
+            return Err(Error::NoNodes);
+        }
+        Ok(all.into_iter().take(count).map(|(_, _, p)| p).collect())
+    }
+
+    /// Records the outcome of a request to `peer`.
+    pub fn report(&self, peer: PeerId, ok: bool) {
+        let mut st = self.lock();
+        if let Some(n) = st.known.get_mut(&peer) {
+            if ok {
+                n.ok += 1;
+                n.down_until = None;
+            } else {
+                n.failed += 1;
+                n.down_until = Some(Instant::now() + PENALTY);
+            }
+        }
+    }
+
+    /// Everything known, for `cairn status` and the cache.
+    pub fn report_all(&self) -> Vec<NodeReport> {
+        let st = self.lock();
+        let now = Instant::now();
+        let mut v: Vec<NodeReport> = st
+            .known
+            .iter()
+            .map(|(p, n)| NodeReport {
+                peer: *p,
+                addrs: n.addrs.clone(),
+                ok: n.ok,
+                failed: n.failed,
+                penalized: n.down_until.is_some_and(|t| t > now),
+            })
+            .collect();
+        v.sort_by_key(|r| r.peer.to_string());
+        v
+    }
+}
