@@ -32,7 +32,7 @@ impl Drop for NodeChild {
 }
 
 fn start_node(dir: &Path) -> anyhow::Result<(NodeChild, Multiaddr)> {
-    let bin = crate::devnet::node_binary()?;
+    let bin = cairn_cli::devnet::node_binary()?;
     let init = Command::new(&bin)
         .args(["init", "--data-dir"])
         .arg(dir)

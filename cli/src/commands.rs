@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use cairn_client::{Bucket, Client, PutOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::{ConfigFile, open_key};
+use cairn_cli::config::{ConfigFile, open_key};
 
 /// `BUCKET/KEY` (or `BUCKET`, `BUCKET/PREFIX`) split in two.
 pub fn split_path(path: &str) -> (&str, &str) {

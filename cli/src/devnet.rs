@@ -52,6 +52,12 @@ impl NodeProcess {
         self.child.try_wait().ok().flatten()
     }
 
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, wait, then SIGKILL.
     pub fn stop(&mut self) {
         if self.exited().is_some() {

@@ -4,8 +4,8 @@
 
 mod bench_node;
 mod commands;
-mod config;
-mod devnet;
+
+use cairn_cli::{config, devnet};
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -422,6 +422,17 @@ impl Bucket {
         Ok((i, decoded.plaintext))
     }
 
+    /// The node recorded for each shard of each segment of `key` (empty
+    /// for an object stored inside the index).
+    pub async fn holders(&self, key: &str) -> Result<Vec<Vec<Option<cairn_net::PeerId>>>, Error> {
+        let entry = self.entry(key).await?;
+        let Body::Stored(m) = &entry.body else { return Ok(Vec::new()) };
+        Ok(m.segments
+            .iter()
+            .map(|s| s.shards.iter().map(|p| p.holder.as_ref().and_then(crate::transfer::peer_of)).collect())
+            .collect())
+    }
+
     /// What is known about `key`.
     pub async fn head(&self, key: &str) -> Result<ObjectInfo, Error> {
         Ok(self.entry(key).await?.info(key.to_string()))

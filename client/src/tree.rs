@@ -114,6 +114,15 @@ impl Tree {
         rx.await.map_err(|_| Error::Commit("the committer stopped".into()))?.map_err(Error::Commit)
     }
 
+    /// The nodes holding the pages of `snap`: for each page, its holders.
+    pub fn page_holders(&self, snap: &Snapshot) -> Vec<Vec<PeerId>> {
+        snap.root_ptr
+            .iter()
+            .chain(snap.root.leaves.iter().map(|l| &l.page))
+            .map(|p| p.holders.iter().filter_map(crate::transfer::peer_of).collect())
+            .collect()
+    }
+
     /// The value under `key` in `snap`.
     pub async fn get(&self, snap: &Snapshot, key: &str) -> Result<Option<Value>, Error> {
         let Some(i) = snap.root.leaf_for(key) else { return Ok(None) };

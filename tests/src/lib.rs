@@ -1,6 +1,150 @@
 //! # cairn-tests
 //!
-//! End-to-end tests of Cairn and the workspace's invariants. `TestCluster`
-//! (N real nodes on loopback with fault helpers) lands with the network
-//! issues; today this crate holds the dependency-graph checks in
-//! `tests/invariants.rs`. No other crate may depend on this one.
+//! End-to-end tests of Cairn and the workspace's invariants. [`TestCluster`]
+//! runs N real `cairn-node` processes on loopback, each in its own temp
+//! dir, with helpers to kill (SIGKILL), restart and corrupt them; every
+//! node is killed when the cluster drops, so a failing test leaves nothing
+//! running. No other crate may depend on this one.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cairn_cli::devnet::{NodeProcess, start_node};
+use cairn_client::{BucketSettings, Client, ClientConfig};
+use cairn_crypto::RootSecret;
+
+/// Deadline for anything a test waits for.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A built binary of this workspace (`cairn`, `cairn-node`), found next to
+/// the test executable's `deps/` directory.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join(name);
+    assert!(bin.exists(), "{} not built: run the suite with `cargo test --workspace`", bin.display());
+    bin
+}
+
+/// N storage nodes on 127.0.0.1. Ports are fixed at init, so restarted
+/// nodes keep their addresses.
+pub struct TestCluster {
+    dir: tempfile::TempDir,
+    nodes: Vec<Option<NodeProcess>>,
+    bootstrap: String,
+}
+
+impl std::fmt::Debug for TestCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestCluster").field("dir", &self.dir.path()).field("nodes", &self.nodes.len()).finish()
+    }
+}
+
+impl TestCluster {
+    /// Starts `n` nodes; node 0 first, the others bootstrapping from it.
+    pub fn start(n: usize) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = binary("cairn-node");
+        let first = start_node(&bin, &dir.path().join("nodes/0"), None, "4GiB").expect("start node 0");
+        let bootstrap = first.addrs().into_iter().next().expect("node 0 address");
+        let mut nodes = vec![Some(first)];
+        for i in 1..n {
+            let d = dir.path().join(format!("nodes/{i}"));
+            nodes.push(Some(start_node(&bin, &d, Some(&bootstrap), "4GiB").expect("start node")));
+        }
+        Self { dir, nodes, bootstrap }
+    }
+
+    /// Number of nodes (running or not).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the cluster has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Node `i`'s data dir.
+    pub fn node_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("nodes/{i}"))
+    }
+
+    /// The temp dir holding everything (clients may keep caches here).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Node `i`'s peer id, from its address file.
+    pub fn peer_id(&self, i: usize) -> String {
+        let addrs = std::fs::read_to_string(self.node_dir(i).join("node.addrs")).unwrap_or_default();
+        addrs.lines().next().and_then(|l| l.rsplit('/').next()).unwrap_or_default().to_string()
+    }
+
+    /// The index of the node with this peer id.
+    pub fn index_of(&self, peer: &str) -> Option<usize> {
+        (0..self.len()).find(|&i| self.peer_id(i) == peer)
+    }
+
+    /// Bootstrap addresses: node 0's first address.
+    pub fn bootstrap(&self) -> Vec<String> {
+        vec![self.bootstrap.clone()]
+    }
+
+    /// Kills node `i` with SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut n) = self.nodes[i].take() {
+            n.kill();
+        }
+    }
+
+    /// Starts node `i` again (after [`Self::kill`] or [`Self::stop`]).
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        let boot = (i != 0).then(|| self.bootstrap.clone());
+        let n = start_node(&binary("cairn-node"), &self.node_dir(i), boot.as_deref(), "4GiB").expect("restart");
+        self.nodes[i] = Some(n);
+    }
+
+    /// Stops node `i` with SIGTERM.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut n) = self.nodes[i].take() {
+            n.stop();
+        }
+    }
+
+    /// A client config for this cluster, with its cache in `cache`.
+    pub fn client_config(&self, cache: Option<PathBuf>) -> ClientConfig {
+        ClientConfig {
+            bootstrap: self.bootstrap().iter().map(|a| a.parse().expect("address")).collect(),
+            cache_dir: cache,
+            defaults: BucketSettings::default(),
+            ..ClientConfig::default()
+        }
+    }
+
+    /// A connected client for `root` with a fresh cache.
+    pub async fn client(&self, root: &RootSecret) -> Client {
+        let cache = self.dir.path().join(format!("client-cache-{:08x}", rand::random::<u32>()));
+        Client::connect(root, self.client_config(Some(cache))).await.expect("client connects")
+    }
+
+    /// Every file under every node's data dir.
+    pub fn node_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack: Vec<PathBuf> = (0..self.len()).map(|i| self.node_dir(i)).collect();
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() { stack.push(p) } else { out.push(p) }
+            }
+        }
+        out
+    }
+
+    /// The path of shard `id` (hex) on node `i`.
+    pub fn shard_path(&self, i: usize, id_hex: &str) -> PathBuf {
+        self.node_dir(i).join("shards").join(&id_hex[..2]).join(id_hex)
+    }
+}

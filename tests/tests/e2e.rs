@@ -1,0 +1,272 @@
+//! End to end: real `cairn-node` processes on loopback and real clients.
+
+use std::time::Duration;
+
+use cairn_client::bucket::{get_bytes, put_bytes};
+use cairn_client::{Client, Error};
+use cairn_crypto::RootSecret;
+use cairn_tests::TestCluster;
+use futures::StreamExt;
+use rand::{RngCore, SeedableRng};
+
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
+async fn keys(client: &Client, bucket: &str) -> Vec<String> {
+    let b = client.bucket(bucket).await.expect("bucket");
+    b.list("", None, "", usize::MAX).await.expect("list").objects.into_iter().map(|o| o.key).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_round_trip_at_every_edge_size() {
+    let cluster = TestCluster::start(8);
+    let root = RootSecret::generate();
+    let client = cluster.client(&root).await;
+    client.create_bucket("sizes", None).await.expect("mb");
+    let b = client.bucket("sizes").await.expect("bucket");
+    const MIB: usize = 1 << 20;
+    let sizes = [0, 1, 32 * 1024 - 1, 32 * 1024, 16 * MIB - 1, 16 * MIB + 1, 100 * MIB];
+    for (i, &size) in sizes.iter().enumerate() {
+        let bytes = data(size, i as u64);
+        let key = format!("obj/{size}");
+        let info = put_bytes(&b, &key, bytes.clone()).await.expect("put");
+        assert_eq!(info.size, size as u64);
+        assert_eq!(info.segments == 0, size < 32 * 1024, "inlined exactly below 32 KiB ({size})");
+        assert!(get_bytes(&b, &key).await.expect("get") == bytes, "bytes differ at size {size}");
+    }
+    // A range inside the last segment of the largest object.
+    let big = data(100 * MIB, 6);
+    let mut part = Vec::new();
+    b.get("obj/104857600", Some(40 * MIB as u64 + 5..90 * MIB as u64), &mut part).await.expect("range");
+    assert!(part == big[40 * MIB + 5..90 * MIB], "range differs");
+    let listing = b.list("obj/", None, "", 100).await.expect("ls");
+    let mut listed: Vec<u64> = listing.objects.iter().map(|o| o.size).collect();
+    listed.sort_unstable();
+    assert_eq!(listed, sizes.iter().map(|&s| s as u64).collect::<Vec<_>>());
+    // One level with a delimiter.
+    let top = b.list("", Some('/'), "", 100).await.expect("ls /");
+    assert_eq!(top.prefixes, vec!["obj/".to_string()]);
+    assert!(top.objects.is_empty());
+    // Overwrite, then remove everything.
+    put_bytes(&b, "obj/1", b"new".to_vec()).await.expect("overwrite");
+    assert_eq!(get_bytes(&b, "obj/1").await.expect("get"), b"new");
+    for &size in &sizes {
+        b.delete(&format!("obj/{size}")).await.expect("rm");
+    }
+    assert!(keys(&client, "sizes").await.is_empty());
+    assert!(matches!(get_bytes(&b, "obj/1").await, Err(Error::NoSuchKey { .. })));
+    assert!(matches!(b.delete("obj/1").await, Err(Error::NoSuchKey { .. })));
+    // Shards of removed objects are deleted from the nodes.
+    let mut used = 0;
+    for s in client.status().await {
+        used += s.stats.expect("stats").used;
+    }
+    assert!(used < 4 * MIB as u64, "{used} bytes still stored after every object was removed");
+    client.delete_bucket("sizes").await.expect("rb");
+    assert!(client.buckets().await.expect("buckets").is_empty());
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_survive_two_dead_holders_and_name_the_segment_when_three_die() {
+    let mut cluster = TestCluster::start(8);
+    let root = RootSecret::generate();
+    let client = cluster.client(&root).await;
+    client.create_bucket("durable", None).await.expect("mb");
+    let b = client.bucket("durable").await.expect("bucket");
+    let objects: Vec<(String, Vec<u8>)> =
+        (0..3).map(|i| (format!("o{i}"), data(20 << 20, 100 + i))).chain([("tiny".into(), b"tiny".to_vec())]).collect();
+    for (k, v) in &objects {
+        put_bytes(&b, k, v.clone()).await.expect("put");
+    }
+    let holders = b.holders("o0").await.expect("holders");
+    let seg0: Vec<usize> =
+        holders[0].iter().flatten().filter_map(|p| cluster.index_of(&p.to_string())).collect::<Vec<_>>();
+    assert_eq!(seg0.len(), 6, "6 shards stored");
+    let snap = b.tree().snapshot(Duration::ZERO).await.expect("snapshot");
+    let pages: Vec<Vec<usize>> = b
+        .tree()
+        .page_holders(&snap)
+        .into_iter()
+        .map(|h| h.iter().filter_map(|p| cluster.index_of(&p.to_string())).collect())
+        .collect();
+    // Three holders of segment 0 such that every index page keeps a copy.
+    let mut victims = Vec::new();
+    'outer: for a in 0..6 {
+        for c in a + 1..6 {
+            for d in c + 1..6 {
+                let v = [seg0[a], seg0[c], seg0[d]];
+                if pages.iter().all(|p| p.iter().any(|h| !v.contains(h))) {
+                    victims = v.to_vec();
+                    break 'outer;
+                }
+            }
+        }
+    }
+    assert_eq!(victims.len(), 3, "no three holders leave every page readable: {pages:?}");
+    cluster.kill(victims[0]);
+    cluster.kill(victims[1]);
+    let reader = cluster.client(&root).await;
+    let rb = reader.bucket("durable").await.expect("bucket");
+    for (k, v) in &objects {
+        let got = tokio::time::timeout(Duration::from_secs(120), get_bytes(&rb, k)).await.expect("no hang");
+        assert!(got.expect("read with two holders dead") == *v, "{k} differs");
+    }
+    cluster.kill(victims[2]);
+    let err = tokio::time::timeout(Duration::from_secs(120), get_bytes(&rb, "o0"))
+        .await
+        .expect("no hang")
+        .expect_err("three of six shards gone");
+    assert!(matches!(err, Error::SegmentUnavailable { segment: 0, needed: 4, .. }), "{err}");
+    assert!(err.to_string().contains("segment 0"), "{err}");
+    reader.shutdown().await;
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_cluster_keeps_everything_for_a_fresh_client() {
+    let mut cluster = TestCluster::start(8);
+    let root = RootSecret::generate();
+    let client = cluster.client(&root).await;
+    for bucket in ["alpha", "beta"] {
+        client.create_bucket(bucket, None).await.expect("mb");
+        let b = client.bucket(bucket).await.expect("bucket");
+        put_bytes(&b, "small", format!("hello {bucket}").into_bytes()).await.expect("put");
+        put_bytes(&b, "dir/large", data(3 << 20, 7)).await.expect("put");
+    }
+    client.shutdown().await;
+    for i in 0..cluster.len() {
+        cluster.stop(i);
+    }
+    for i in 0..cluster.len() {
+        cluster.restart(i);
+    }
+    // Only the key and a bootstrap address: no cache.
+    let fresh = Client::connect(&root, cluster.client_config(None)).await.expect("connect");
+    let names: Vec<String> = fresh.buckets().await.expect("buckets").into_iter().map(|b| b.name).collect();
+    assert_eq!(names, ["alpha", "beta"]);
+    for bucket in ["alpha", "beta"] {
+        assert_eq!(keys(&fresh, bucket).await, ["dir/large", "small"]);
+        let b = fresh.bucket(bucket).await.expect("bucket");
+        assert_eq!(get_bytes(&b, "small").await.expect("get"), format!("hello {bucket}").into_bytes());
+        assert!(get_bytes(&b, "dir/large").await.expect("get") == data(3 << 20, 7));
+    }
+    // Another account sees none of it.
+    let stranger = cluster.client(&RootSecret::generate()).await;
+    assert!(stranger.buckets().await.expect("buckets").is_empty());
+    assert!(matches!(stranger.bucket("alpha").await, Err(Error::NoSuchBucket(_))));
+    fresh.shutdown().await;
+    stranger.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_on_one_bucket_lose_nothing() {
+    let cluster = TestCluster::start(8);
+    let root = RootSecret::generate();
+    let a = cluster.client(&root).await;
+    a.create_bucket("shared", None).await.expect("mb");
+    let b = cluster.client(&root).await;
+    tokio::join!(write_many(&a, "a"), write_many(&b, "b"));
+    for client in [&a, &b] {
+        let listed = keys(client, "shared").await;
+        assert_eq!(listed.len(), 400, "missing: {:?}", missing(&listed));
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+async fn write_many(client: &Client, who: &'static str) {
+    let bucket = client.bucket("shared").await.expect("bucket");
+    futures::stream::iter(0..200)
+        .map(|i| {
+            let bucket = bucket.clone();
+            async move { put_bytes(&bucket, &format!("{who}/{i:03}"), vec![i as u8; 100]).await }
+        })
+        .buffer_unordered(32)
+        .for_each(|r| async move {
+            r.expect("put");
+        })
+        .await;
+}
+
+fn missing(listed: &[String]) -> Vec<String> {
+    ["a", "b"]
+        .iter()
+        .flat_map(|w| (0..200).map(move |i| format!("{w}/{i:03}")))
+        .filter(|k| !listed.contains(k))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serving_corrupt_bytes_is_caught_and_the_read_succeeds() {
+    let cluster = TestCluster::start(8);
+    let root = RootSecret::generate();
+    let client = cluster.client(&root).await;
+    client.create_bucket("corrupt", None).await.expect("mb");
+    let b = client.bucket("corrupt").await.expect("bucket");
+    let bytes = data(1 << 20, 9);
+    put_bytes(&b, "victim", bytes.clone()).await.expect("put");
+    // Flip bytes in the file of data shard 0 on its holder.
+    let holder = b.holders("victim").await.expect("holders")[0][0].expect("holder of shard 0");
+    let node = cluster.index_of(&holder.to_string()).expect("node");
+    let files: Vec<_> = cluster
+        .node_files()
+        .into_iter()
+        .filter(|p| p.starts_with(cluster.node_dir(node).join("shards")))
+        .collect();
+    let mut corrupted = 0;
+    for f in files {
+        let mut v = std::fs::read(&f).expect("read shard");
+        if v.len() > 1000 {
+            v[100] ^= 0xff;
+            std::fs::write(&f, v).expect("write shard");
+            corrupted += 1;
+        }
+    }
+    assert!(corrupted > 0, "no shard files on the holder");
+    let reader = cluster.client(&root).await;
+    let rb = reader.bucket("corrupt").await.expect("bucket");
+    assert!(get_bytes(&rb, "victim").await.expect("read despite a corrupt shard") == bytes);
+    reader.shutdown().await;
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_learn_no_plaintext_and_no_names() {
+    let cluster = TestCluster::start(8);
+    let root = RootSecret::generate();
+    let client = cluster.client(&root).await;
+    let bucket_name = "zero-knowledge-bucket-name";
+    let names = ["secret-object-name-one.txt", "another/secret/object-name-two.bin"];
+    client.create_bucket(bucket_name, None).await.expect("mb");
+    let b = client.bucket(bucket_name).await.expect("bucket");
+    let plain_big = data(300 * 1024, 11);
+    let plain_small = data(2000, 12);
+    put_bytes(&b, names[0], plain_big.clone()).await.expect("put");
+    put_bytes(&b, names[1], plain_small.clone()).await.expect("put");
+    client.shutdown().await;
+    // Every 32-byte window of the plaintext, keyed by its first 8 bytes.
+    let mut windows = std::collections::HashMap::new();
+    for p in [&plain_big, &plain_small] {
+        for w in p.windows(32) {
+            windows.insert(u64::from_le_bytes(w[..8].try_into().expect("8 bytes")), w.to_vec());
+        }
+    }
+    let files = cluster.node_files();
+    assert!(files.len() > 8, "node dirs hold files");
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        for w in bytes.windows(32) {
+            let head = u64::from_le_bytes(w[..8].try_into().expect("8 bytes"));
+            if let Some(p) = windows.get(&head) {
+                assert!(p.as_slice() != w, "{} holds plaintext", f.display());
+            }
+        }
+        for name in names.iter().chain([&bucket_name]) {
+            assert!(!bytes.windows(name.len()).any(|w| w == name.as_bytes()), "{} holds the name {name}", f.display());
+        }
+    }
+}
