@@ -84,14 +84,17 @@ impl Drop for NodeProcess {
     }
 }
 
+/// The addresses in a node's `node.addrs`, QUIC first (clients dial the first).
 fn read_addrs(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("node.addrs"))
+    let mut v: Vec<String> = std::fs::read_to_string(dir.join("node.addrs"))
         .unwrap_or_default()
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .map(String::from)
-        .collect()
+        .collect();
+    v.sort_by_key(|a| !a.contains("/quic-v1/"));
+    v
 }
 
 fn free_port(udp: bool) -> anyhow::Result<u16> {

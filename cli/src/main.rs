@@ -2,6 +2,7 @@
 //!
 //! Argument parsing and printing only; the work lives in library crates.
 
+mod bench_e2e;
 mod bench_node;
 mod commands;
 
@@ -112,6 +113,20 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
+    /// Object put/get, small objects and listing on a local devnet of real
+    /// nodes, next to the pipeline without network. Needs `cairn-node`
+    /// next to `cairn`.
+    E2e {
+        /// Storage nodes.
+        #[arg(long, default_value_t = 8)]
+        nodes: usize,
+        /// Keys in the listing test.
+        #[arg(long, default_value_t = 10_000)]
+        list_keys: usize,
+        /// 4 KiB objects put and got.
+        #[arg(long, default_value_t = 2_000)]
+        small: usize,
+    },
     /// Encrypt + erasure-code + hash random data and back, against the
     /// primitives alone. Build with --release for meaningful figures.
     Pipeline {
@@ -236,6 +251,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut out = std::io::stdout().lock();
             PipelineBench { size, layout, threads, runs }.run(&mut out)?;
             out.flush()?;
+        }
+        Command::Bench(Bench::E2e { nodes, list_keys, small }) => {
+            runtime()?.block_on(bench_e2e::E2eBench { nodes, list_keys, small }.run())?;
         }
         Command::Bench(Bench::Node { concurrency, shard_size, runs }) => {
             let rt = runtime()?;

@@ -212,11 +212,8 @@ async fn a_node_serving_corrupt_bytes_is_caught_and_the_read_succeeds() {
     // Flip bytes in the file of data shard 0 on its holder.
     let holder = b.holders("victim").await.expect("holders")[0][0].expect("holder of shard 0");
     let node = cluster.index_of(&holder.to_string()).expect("node");
-    let files: Vec<_> = cluster
-        .node_files()
-        .into_iter()
-        .filter(|p| p.starts_with(cluster.node_dir(node).join("shards")))
-        .collect();
+    let files: Vec<_> =
+        cluster.node_files().into_iter().filter(|p| p.starts_with(cluster.node_dir(node).join("shards"))).collect();
     let mut corrupted = 0;
     for f in files {
         let mut v = std::fs::read(&f).expect("read shard");

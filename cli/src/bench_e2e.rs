@@ -1,0 +1,183 @@
+//! `cairn bench e2e`: a devnet of real `cairn-node` processes on loopback
+//! and an in-process client. Measures object put/get throughput, small
+//! puts and gets per second, and listing a large bucket, next to the
+//! client's own encode/decode pipeline (no network) in the same run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use cairn_cli::config::Defaults;
+use cairn_cli::devnet::start_nodes;
+use cairn_client::bucket::put_bytes;
+use cairn_client::{Bucket, BucketSettings, Client, ClientConfig, Parallelism, PutOptions};
+use cairn_crypto::{DataKey, ObjectCipher, RootSecret};
+use cairn_proto::layout::Layout;
+use futures::StreamExt;
+use rand::RngCore;
+
+/// What to measure.
+#[derive(Debug, Clone, Copy)]
+pub struct E2eBench {
+    /// Storage nodes.
+    pub nodes: usize,
+    /// Keys in the listing test.
+    pub list_keys: usize,
+    /// Small objects put and got.
+    pub small: usize,
+}
+
+const MIB: usize = 1 << 20;
+
+fn mbps(bytes: usize, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e6
+}
+
+async fn put_get(bucket: &Bucket, size: usize) -> anyhow::Result<(f64, f64)> {
+    let mut data = vec![0u8; size];
+    rand::thread_rng().fill_bytes(&mut data);
+    let data = bytes::Bytes::from(data);
+    let key = format!("bench/{size}");
+    let t = Instant::now();
+    bucket.put(&key, std::io::Cursor::new(data.clone()), PutOptions::default()).await?;
+    let put = t.elapsed();
+    let mut sink = tokio::io::sink();
+    let t = Instant::now();
+    bucket.get(&key, None, &mut sink).await?;
+    let get = t.elapsed();
+    bucket.delete(&key).await?;
+    Ok((mbps(size, put), mbps(size, get)))
+}
+
+/// Encode and decode of the same bytes without a network: the client's ceiling.
+fn pipeline_baseline(size: usize, layout: Layout) -> anyhow::Result<(f64, f64)> {
+    let mut data = vec![0u8; size];
+    rand::thread_rng().fill_bytes(&mut data);
+    let cipher = ObjectCipher::new(&DataKey::generate(), [1; 16]);
+    let par = Parallelism::default();
+    let mut segs = Vec::new();
+    let t = Instant::now();
+    cairn_client::encode_object(&data[..], &cipher, layout, par, |s| {
+        segs.push((s.shards.into_iter().map(Some).collect::<Vec<_>>(), s.ids));
+        Ok(())
+    })?;
+    let enc = t.elapsed();
+    let ids: Vec<_> = segs.iter().map(|(_, ids)| ids.clone()).collect();
+    let t = Instant::now();
+    let mut out = std::io::sink();
+    cairn_client::decode_object(&cipher, layout, size as u64, &ids, |i| Ok(segs[i as usize].0.clone()), par, &mut out)?;
+    let dec = t.elapsed();
+    Ok((mbps(size, enc), mbps(size, dec)))
+}
+
+impl E2eBench {
+    /// Runs everything and prints a line per figure.
+    pub async fn run(&self) -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (d, n) = (dir.path().to_path_buf(), self.nodes);
+        let nodes = tokio::task::spawn_blocking(move || start_nodes(&d, n, "64GiB")).await??;
+        let bootstrap = nodes
+            .iter()
+            .filter_map(|n| n.addrs().into_iter().next())
+            .map(|a| a.parse())
+            .collect::<Result<Vec<_>, _>>()?;
+        let d = Defaults::default();
+        let settings = BucketSettings { k: d.k, n: d.n, extra: d.extra, ..BucketSettings::default() };
+        let cfg = ClientConfig {
+            bootstrap,
+            cache_dir: Some(dir.path().join("cache")),
+            defaults: settings,
+            ..ClientConfig::default()
+        };
+        let root = RootSecret::generate();
+        let client = Client::connect(&root, cfg.clone()).await.context("connect")?;
+        client.create_bucket("bench", None).await?;
+        let bucket = client.bucket("bench").await?;
+        println!(
+            "devnet: {} nodes on 127.0.0.1, code {}-of-{} (+{} extra), one client",
+            self.nodes, settings.k, settings.n, settings.extra
+        );
+        if cfg!(debug_assertions) {
+            println!("note: this is a debug build; build with --release for real figures");
+        }
+        let (enc, dec) = pipeline_baseline(256 * MIB, settings.layout()?)?;
+        println!("baseline (no network) 256 MiB: encode {enc:.0} MB/s, decode {dec:.0} MB/s");
+        let mut last = (0.0, 0.0);
+        for size in [MIB, 64 * MIB, 256 * MIB] {
+            let (p, g) = put_get(&bucket, size).await?;
+            println!("object {:>4} MiB: put {p:7.1} MB/s  get {g:7.1} MB/s", size / MIB);
+            last = (p, g);
+        }
+        println!("e2e-ratio: put/encode {:.2}  get/decode {:.2}", last.0 / enc, last.1 / dec);
+        // Small objects: many writers at once, committed in groups.
+        let payload = bytes::Bytes::from(vec![7u8; 4096]);
+        let t = Instant::now();
+        let bucket = Arc::new(bucket);
+        futures::stream::iter(0..self.small)
+            .map(|i| {
+                let (b, p) = (Arc::clone(&bucket), payload.clone());
+                async move { put_bytes(&b, &format!("small/{i:06}"), p).await }
+            })
+            .buffer_unordered(256)
+            .for_each(|r| async move {
+                if let Err(e) = r {
+                    eprintln!("small put failed: {e}");
+                }
+            })
+            .await;
+        let puts = self.small as f64 / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        futures::stream::iter(0..self.small)
+            .map(|i| {
+                let b = Arc::clone(&bucket);
+                async move {
+                    let mut out = Vec::new();
+                    b.get(&format!("small/{i:06}"), None, &mut out).await.map(|_| out.len())
+                }
+            })
+            .buffer_unordered(64)
+            .for_each(|r| async move {
+                if let Err(e) = r {
+                    eprintln!("small get failed: {e}");
+                }
+            })
+            .await;
+        let gets = self.small as f64 / t.elapsed().as_secs_f64();
+        println!("4 KiB objects ({}): {puts:.0} puts/s  {gets:.0} gets/s", self.small);
+        // Listing: fill a bucket, then list it from a fresh client with no cache.
+        client.create_bucket("listing", None).await?;
+        let lb = Arc::new(client.bucket("listing").await?);
+        let t = Instant::now();
+        futures::stream::iter(0..self.list_keys)
+            .map(|i| {
+                let b = Arc::clone(&lb);
+                async move { put_bytes(&b, &format!("dir{}/key-{i:06}", i % 10), vec![1u8; 100]).await }
+            })
+            .buffer_unordered(512)
+            .for_each(|r| async move {
+                if let Err(e) = r {
+                    eprintln!("listing put failed: {e}");
+                }
+            })
+            .await;
+        let fill = t.elapsed();
+        let fresh = Client::connect(&root, ClientConfig { cache_dir: None, ..cfg }).await?;
+        let fb = fresh.bucket("listing").await?;
+        let t = Instant::now();
+        let listed = fb.list("", None, "", usize::MAX).await?.objects.len();
+        let cold = t.elapsed();
+        let t = Instant::now();
+        let again = lb.list("", None, "", usize::MAX).await?.objects.len();
+        let warm = t.elapsed();
+        println!(
+            "list {listed} keys: {:.0} ms from a fresh client, {:.0} ms with a warm cache ({again} keys; filled in {:.1} s)",
+            cold.as_secs_f64() * 1000.0,
+            warm.as_secs_f64() * 1000.0,
+            fill.as_secs_f64()
+        );
+        fresh.shutdown().await;
+        client.shutdown().await;
+        drop(nodes);
+        Ok(())
+    }
+}
