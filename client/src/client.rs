@@ -167,6 +167,7 @@ impl Client {
 
     /// Remembers the nodes seen, leaves the network.
     pub async fn shutdown(mut self) {
+        self.transfer.finish().await;
         if let Some(c) = &self.cache {
             for n in self.transfer.nodes().report_all() {
                 let addrs: Vec<String> = n.addrs.iter().map(ToString::to_string).collect();
@@ -176,6 +177,12 @@ impl Client {
         if let Some(n) = self.network.take() {
             n.shutdown().await;
         }
+    }
+
+    /// Waits until uploads left running by earlier puts (the slow tail)
+    /// have finished and their extra shards are deleted.
+    pub async fn settle(&self) {
+        self.transfer.finish().await;
     }
 
     /// Settings of buckets created without explicit ones.

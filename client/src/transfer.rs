@@ -14,12 +14,15 @@ use cairn_net::{NetHandle, PeerId, ShardClient, Timeouts};
 use cairn_proto::{NodeId, ShardId};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use tokio_util::task::TaskTracker;
 
 use crate::error::Error;
 use crate::placement::Nodes;
 
 /// Spare candidate nodes asked for beyond one per shard, for retries.
 const SPARE_NODES: usize = 4;
+/// How long [`Transfer::finish`] waits for tail uploads to be cleaned up.
+const TAIL_WAIT: Duration = Duration::from_secs(30);
 
 /// Shard transfers over the network.
 #[derive(Debug)]
@@ -28,6 +31,7 @@ pub struct Transfer {
     nodes: Arc<Nodes>,
     timeouts: Timeouts,
     lease_secs: u64,
+    tails: TaskTracker,
 }
 
 /// A shard to upload.
@@ -67,7 +71,17 @@ impl Transfer {
     /// Transfers over `net`, placing on `nodes`; shards are leased for `lease_secs`.
     pub fn new(net: NetHandle, nodes: Arc<Nodes>, lease_secs: u64) -> Self {
         let timeouts = Timeouts { open: Duration::from_secs(5), request: Duration::from_secs(60) };
-        Self { net, nodes, timeouts, lease_secs }
+        Self { net, nodes, timeouts, lease_secs, tails: TaskTracker::new() }
+    }
+
+    /// Waits (a bounded time) for uploads left running after their put
+    /// returned, so that their shards are deleted before the process ends.
+    pub async fn finish(&self) {
+        self.tails.close();
+        if tokio::time::timeout(TAIL_WAIT, self.tails.wait()).await.is_err() {
+            tracing::warn!("tail uploads still running at shutdown; their shards expire with their lease");
+        }
+        self.tails.reopen();
     }
 
     /// The node view.
@@ -87,9 +101,11 @@ impl Transfer {
 
     /// Uploads `shards`, each to a different node near `key`, and returns
     /// once `want` are stored: the holder of each shard, `None` for those
-    /// not stored (cancelled or failed everywhere). Uploads still running
-    /// then are cancelled, and deleted in case they completed meanwhile, so
-    /// that only the recorded shards take space.
+    /// not stored (failed everywhere, or still running). Uploads still
+    /// running then are no longer waited for: a background task deletes
+    /// each one that completes, so that only recorded shards take space.
+    /// (Dropping them instead would race: a node may commit a body it has
+    /// fully received after the client gave up, and after its delete.)
     pub async fn put_shards(
         &self,
         key: [u8; 32],
@@ -99,41 +115,39 @@ impl Transfer {
         let mut candidates = self.nodes.candidates(key, shards.len() + SPARE_NODES).await?.into_iter();
         let mut holders: Vec<Option<NodeId>> = vec![None; shards.len()];
         let mut running = FuturesUnordered::new();
-        let hashes: Vec<[u8; 32]> = shards.iter().map(|s| *blake3::hash(&s.token).as_bytes()).collect();
+        let lease = self.lease_secs;
         let start = |i: usize, peer: PeerId| {
             let client = self.client(peer);
-            let s = &shards[i];
-            let hash = hashes[i];
-            async move { (i, peer, client.put(s.id, &s.bytes, hash, self.lease_secs).await) }
+            let s = shards[i].clone();
+            let hash = *blake3::hash(&s.token).as_bytes();
+            async move { (i, peer, client.put(s.id, &s.bytes, hash, lease).await) }
         };
-        let mut in_flight: Vec<(usize, PeerId)> = Vec::new();
         for i in 0..shards.len() {
             match candidates.next() {
-                Some(peer) => {
-                    in_flight.push((i, peer));
-                    running.push(start(i, peer));
-                }
+                Some(peer) => running.push(start(i, peer)),
                 None => break,
             }
         }
         let mut stored = 0;
         let mut last_error = None;
         while let Some((i, peer, result)) = running.next().await {
-            in_flight.retain(|&(j, p)| (j, p) != (i, peer));
             match result {
                 Ok(()) => {
                     self.nodes.report(peer, true);
                     holders[i] = Some(node_of(&peer));
                     stored += 1;
                     if stored >= want {
-                        // Dropping the rest cancels the slow tail.
-                        drop(running);
-                        let tail = in_flight
-                            .into_iter()
-                            .map(|(j, p)| (shards[j].id, node_of(&p), shards[j].token))
-                            .collect::<Vec<_>>();
-                        if !tail.is_empty() {
-                            self.delete_shards(tail).await;
+                        if !running.is_empty() {
+                            let (net, timeouts) = (self.net.clone(), self.timeouts);
+                            let meta: Vec<(ShardId, [u8; 32])> = shards.iter().map(|s| (s.id, s.token)).collect();
+                            self.tails.spawn(async move {
+                                while let Some((j, p, r)) = running.next().await {
+                                    if r.is_ok() {
+                                        let (id, token) = meta[j];
+                                        let _ = ShardClient::new(net.clone(), p, timeouts).delete(id, token).await;
+                                    }
+                                }
+                            });
                         }
                         return Ok(holders);
                     }
@@ -143,7 +157,6 @@ impl Transfer {
                     self.nodes.report(peer, false);
                     last_error = Some(e.to_string());
                     if let Some(next) = candidates.next() {
-                        in_flight.push((i, next));
                         running.push(start(i, next));
                     }
                 }

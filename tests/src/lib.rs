@@ -86,9 +86,17 @@ impl TestCluster {
         (0..self.len()).find(|&i| self.peer_id(i) == peer)
     }
 
-    /// Bootstrap addresses: node 0's first address.
+    /// Bootstrap addresses: every node's first (QUIC) address, so that a
+    /// client can join while some nodes are down.
     pub fn bootstrap(&self) -> Vec<String> {
-        vec![self.bootstrap.clone()]
+        (0..self.len())
+            .filter_map(|i| {
+                let addrs = std::fs::read_to_string(self.node_dir(i).join("node.addrs")).ok()?;
+                let mut v: Vec<&str> = addrs.lines().filter(|l| !l.trim().is_empty()).collect();
+                v.sort_by_key(|a| !a.contains("/quic-v1/"));
+                v.first().map(|a| a.to_string())
+            })
+            .collect()
     }
 
     /// Kills node `i` with SIGKILL.

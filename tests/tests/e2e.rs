@@ -59,7 +59,9 @@ async fn objects_round_trip_at_every_edge_size() {
     assert!(keys(&client, "sizes").await.is_empty());
     assert!(matches!(get_bytes(&b, "obj/1").await, Err(Error::NoSuchKey { .. })));
     assert!(matches!(b.delete("obj/1").await, Err(Error::NoSuchKey { .. })));
-    // Shards of removed objects are deleted from the nodes.
+    // Shards of removed objects are deleted from the nodes, and so are the
+    // extra shards of every put (once the slow tail has finished).
+    client.settle().await;
     let mut used = 0;
     for s in client.status().await {
         used += s.stats.expect("stats").used;
