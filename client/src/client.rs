@@ -152,9 +152,13 @@ impl Client {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if let Err(e) = net.bootstrap().await {
-            tracing::debug!(error = %e, "bootstrap query");
-        }
+        // Filling the routing table can wait on dead peers; nothing needs it done.
+        let boot = net.clone();
+        tokio::spawn(async move {
+            if let Err(e) = boot.bootstrap().await {
+                tracing::debug!(error = %e, "bootstrap query");
+            }
+        });
         nodes.discover(rand::random()).await?;
         let transfer = Arc::new(Transfer::new(net.clone(), nodes, cfg.lease_secs));
         let account = root.account();

@@ -134,6 +134,12 @@ impl Nodes {
         Ok(all.into_iter().take(count).map(|(_, _, p)| p).collect())
     }
 
+    /// Whether `peer` failed lately and is being passed over.
+    pub fn penalized(&self, peer: &PeerId) -> bool {
+        let now = Instant::now();
+        self.lock().known.get(peer).is_some_and(|n| n.down_until.is_some_and(|t| t > now))
+    }
+
     /// Records the outcome of a request to `peer`.
     pub fn report(&self, peer: PeerId, ok: bool) {
         let mut st = self.lock();

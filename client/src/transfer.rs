@@ -21,6 +21,8 @@ use crate::placement::Nodes;
 
 /// Spare candidate nodes asked for beyond one per shard, for retries.
 const SPARE_NODES: usize = 4;
+/// How long a shard fetch may go unanswered before another holder is asked too.
+const HEDGE: Duration = Duration::from_secs(2);
 /// How long [`Transfer::finish`] waits for tail uploads to be cleaned up.
 const TAIL_WAIT: Duration = Duration::from_secs(30);
 
@@ -177,7 +179,17 @@ impl Transfer {
     ) -> Result<(Vec<Option<Bytes>>, Vec<u16>), Error> {
         let mut out: Vec<Option<Bytes>> = vec![None; shards.len()];
         let mut bad = Vec::new();
-        let mut order = shards.iter().enumerate().filter_map(|(i, s)| Some((i, peer_of(s.holder.as_ref()?)?)));
+        // Data shards first (no decoding needed), holders that failed lately last.
+        let mut ranked: Vec<(bool, usize, PeerId)> = shards
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let peer = peer_of(s.holder.as_ref()?)?;
+                Some((self.nodes.penalized(&peer), i, peer))
+            })
+            .collect();
+        ranked.sort_by_key(|&(penalized, i, _)| (penalized, i));
+        let mut order = ranked.into_iter().map(|(_, i, p)| (i, p));
         let mut running = FuturesUnordered::new();
         let start = |i: usize, peer: PeerId| {
             let client = self.client(peer);
@@ -189,7 +201,20 @@ impl Transfer {
         }
         let mut good = 0;
         let mut last_error = String::from("no holders recorded");
-        while let Some((i, peer, result)) = running.next().await {
+        loop {
+            // A holder that does not answer in HEDGE gets company: one more
+            // request goes out, so a dead node costs seconds, not a timeout.
+            let next = match tokio::time::timeout(HEDGE, running.next()).await {
+                Ok(Some(done)) => done,
+                Ok(None) => break,
+                Err(_) => {
+                    if let Some((j, p)) = order.next() {
+                        running.push(start(j, p));
+                    }
+                    continue;
+                }
+            };
+            let (i, peer, result) = next;
             match result {
                 Ok(bytes) if bytes.len() as u64 == shards[i].len && shards[i].id.matches(&bytes) => {
                     self.nodes.report(peer, true);

@@ -28,6 +28,14 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/kad/1");
 pub const IDENTIFY_PROTOCOL: &str = "/cairn/id/1";
 /// Commands waiting for the event loop.
 const COMMAND_QUEUE: usize = 64;
+/// A record lookup ends this long after its first record arrived: live
+/// peers answer within round trips, and a dead one would hold the query
+/// for Kademlia's 10 s peer timeout.
+const GET_GRACE: Duration = Duration::from_millis(1000);
+/// A closest-peers lookup returns what it has after this long.
+const CLOSEST_SOFT_DEADLINE: Duration = Duration::from_secs(3);
+/// How often running queries are checked against those deadlines.
+const QUERY_TICK: Duration = Duration::from_millis(100);
 
 /// The behaviours of a Cairn peer.
 #[derive(NetworkBehaviour)]
@@ -106,6 +114,8 @@ pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     pending: HashMap<QueryId, Pending>,
+    /// When each pending query started, and when it first found something.
+    started: HashMap<QueryId, (std::time::Instant, Option<std::time::Instant>)>,
     listen_addrs: Vec<Multiaddr>,
     addr_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
     /// Listeners that have reported at least one address.
@@ -193,6 +203,7 @@ pub(crate) fn build(
         swarm,
         commands: rx,
         pending: HashMap::new(),
+        started: HashMap::new(),
         listen_addrs: Vec::new(),
         addr_waiters: Vec::new(),
         listeners_up: HashSet::new(),
@@ -204,6 +215,8 @@ pub(crate) fn build(
 impl EventLoop {
     /// Runs until a `Shutdown` command or until every handle is dropped.
     pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(QUERY_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -212,9 +225,29 @@ impl EventLoop {
                     Some(cmd) => self.on_command(cmd),
                 },
                 event = self.swarm.select_next_some() => self.on_event(event),
+                _ = tick.tick() => self.finish_slow_queries(),
             }
         }
         tracing::debug!("network event loop stopped");
+    }
+
+    /// Ends record lookups [`GET_GRACE`] after their first record and
+    /// closest-peer lookups at [`CLOSEST_SOFT_DEADLINE`]; they then report
+    /// what they found.
+    fn finish_slow_queries(&mut self) {
+        for id in self.pending.keys().copied().collect::<Vec<_>>() {
+            // Track queries that started since the last tick.
+            let (started, first) = *self.started.entry(id).or_insert((std::time::Instant::now(), None));
+            let done = match self.pending.get(&id) {
+                Some(Pending::Get(_, found)) => !found.is_empty() && first.is_some_and(|t| t.elapsed() > GET_GRACE),
+                Some(Pending::Closest(_)) => started.elapsed() > CLOSEST_SOFT_DEADLINE,
+                _ => false,
+            };
+            if done && let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                q.finish();
+            }
+        }
+        self.started.retain(|id, _| self.pending.contains_key(id));
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -351,6 +384,8 @@ impl EventLoop {
                             && crate::store::record_id(&record.key) == Some(h.record_id())
                         {
                             found.push(h);
+                            let e = self.started.entry(id).or_insert((std::time::Instant::now(), None));
+                            e.1.get_or_insert_with(std::time::Instant::now);
                         }
                         last
                     }
