@@ -300,26 +300,34 @@ impl Bucket {
             })
         });
         let segments = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|s| (s, rx)) });
-        let uploaded: Result<Vec<SegmentManifest>, Error> = segments
-            .map(|seg| self.upload_segment(&data_key, version, seg))
-            .buffered(SEGMENTS_IN_FLIGHT)
-            .try_collect()
-            .await;
+        // Keep the segments stored before a failure, so they can be deleted.
+        let mut uploads =
+            Box::pin(segments.map(|seg| self.upload_segment(&data_key, version, seg)).buffered(SEGMENTS_IN_FLIGHT));
+        let mut stored = Vec::new();
+        let mut failed = None;
+        while let Some(r) = uploads.next().await {
+            match r {
+                Ok(s) => stored.push(s),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(uploads);
         // If an upload failed, the receiver is gone and the encoder stops.
         let summary = encoder.await.map_err(|_| Error::WorkerPanicked)?;
-        let manifest_of =
-            |segments| ObjectManifest { version, size: 0, layout, data_key: *data_key.as_bytes(), segments };
-        let segments = match (uploaded, summary) {
-            (Ok(s), Ok(sum)) => {
-                let m = ObjectManifest { size: sum.size, ..manifest_of(s) };
+        let manifest = ObjectManifest { version, size: 0, layout, data_key: *data_key.as_bytes(), segments: stored };
+        let error = match (failed, summary) {
+            (None, Ok(sum)) => {
+                let m = ObjectManifest { size: sum.size, ..manifest };
                 m.validate()?;
                 return Ok(m);
             }
-            (Ok(s), Err(e)) => (s, e),
-            (Err(e), _) => (Vec::new(), e),
+            (Some(e), _) | (None, Err(e)) => e,
         };
-        self.delete_manifest(&manifest_of(segments.0)).await;
-        Err(segments.1)
+        self.delete_manifest(&manifest).await;
+        Err(error)
     }
 
     fn segment_id(&self, version: ObjectVersionId, index: u64) -> SegmentId {
