@@ -1,6 +1,7 @@
 //! Serving `/cairn/shard/1` streams: admission, bounded decoding, streaming
 //! bodies to and from the shard store.
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -10,7 +11,7 @@ use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, Request, Response, ShardEr
 use cairn_proto::{ShardId, shard};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt, AsyncWriteExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,10 @@ use crate::store::ShardStore;
 
 /// Bytes moved per read or write of a shard body.
 const CHUNK: usize = 256 * 1024;
+/// Bytes per disk write while a put streams in; two buffers per stream.
+const PUT_CHUNK: usize = 512 * 1024;
+/// A put's file, its running hash and the buffer just written.
+type Written = (std::fs::File, blake3::Hasher, Vec<u8>);
 /// Bytes per disk read when serving a get; two are in flight per stream,
 /// so 256 streams hold at most 256 MiB.
 const GET_CHUNK: usize = 512 * 1024;
@@ -67,6 +72,11 @@ pub async fn run(
         tracing::warn!(left = tasks.len(), "aborting streams still open at shutdown");
         tasks.shutdown().await;
     }
+}
+
+/// Maps any failure of our own side to [`ShardError::Internal`].
+fn internal<E>(_: E) -> Option<ShardError> {
+    Some(ShardError::Internal)
 }
 
 fn now_secs() -> u64 {
@@ -223,27 +233,30 @@ impl Service {
         let file = Arc::new(file.into_std().await);
         self.respond(stream, Response::Data { len: range.len }).await?;
         // One `pread` per chunk on the blocking pool, the next one started
-        // before the current chunk is sent: the disk and the network overlap.
-        let read = |offset: u64, len: usize| {
+        // before the current chunk is sent: the disk and the network
+        // overlap. The two buffers take turns.
+        let read = |offset: u64, len: usize, mut buf: Vec<u8>| {
             let file = Arc::clone(&file);
             tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; len];
+                buf.resize(len, 0);
                 std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, offset).map(|()| buf)
             })
         };
         let end = range.offset + range.len;
         let chunk = |at: u64| (end - at).min(GET_CHUNK as u64) as usize;
-        let mut next = (range.offset < end).then(|| read(range.offset, chunk(range.offset)));
+        let mut next = (range.offset < end).then(|| read(range.offset, chunk(range.offset), Vec::new()));
+        let mut spare = Vec::new();
         let mut at = range.offset;
         while let Some(pending) = next.take() {
             // The header is sent: a failure now can only drop the stream.
             let buf = pending.await.map_err(|_| None)?.map_err(|_| None)?;
             at += buf.len() as u64;
             if at < end {
-                next = Some(read(at, chunk(at)));
+                next = Some(read(at, chunk(at), std::mem::take(&mut spare)));
             }
             self.timed(stream.write_all(&buf)).await?;
             self.metrics.bytes_out.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            spare = buf;
         }
         self.metrics.gets.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -270,31 +283,55 @@ impl Service {
         };
         let temp = self.store.temp_path();
         let guard = TempGuard(Some(temp.clone()));
-        let mut file = tokio::fs::OpenOptions::new()
+        let file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&temp)
             .await
-            .map_err(|_| Some(ShardError::Internal))?;
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; CHUNK.min(len as usize).max(1)];
+            .map_err(|_| Some(ShardError::Internal))?
+            .into_std()
+            .await;
+        // Two buffers: one fills from the network while the blocking pool
+        // hashes and writes the other.
+        let mut idle = Some((file, blake3::Hasher::new()));
+        let mut writing: Option<tokio::task::JoinHandle<std::io::Result<Written>>> = None;
+        let mut spare = Vec::new();
         let mut left = len;
         while left > 0 {
-            let n = (left as usize).min(buf.len());
-            let got = self.timed(stream.read(&mut buf[..n])).await?;
-            if got == 0 {
-                return Err(None); // the peer hung up mid-body
+            let n = (left as usize).min(PUT_CHUNK);
+            let mut buf = std::mem::take(&mut spare);
+            buf.resize(n, 0);
+            let mut filled = 0;
+            while filled < n {
+                let got = self.timed(stream.read(&mut buf[filled..])).await?;
+                if got == 0 {
+                    return Err(None); // the peer hung up mid-body
+                }
+                filled += got;
+                self.metrics.bytes_in.fetch_add(got as u64, Ordering::Relaxed);
             }
-            hasher.update(&buf[..got]);
-            file.write_all(&buf[..got]).await.map_err(|_| Some(ShardError::Internal))?;
-            left -= got as u64;
-            self.metrics.bytes_in.fetch_add(got as u64, Ordering::Relaxed);
+            left -= n as u64;
+            if let Some(w) = writing.take() {
+                let (file, hasher, old) = w.await.map_err(internal)?.map_err(internal)?;
+                idle = Some((file, hasher));
+                spare = old;
+            }
+            let (mut file, mut hasher) = idle.take().ok_or(Some(ShardError::Internal))?;
+            writing = Some(tokio::task::spawn_blocking(move || {
+                hasher.update(&buf);
+                file.write_all(&buf)?;
+                Ok((file, hasher, buf))
+            }));
         }
+        if let Some(w) = writing.take() {
+            let (file, hasher, _) = w.await.map_err(internal)?.map_err(internal)?;
+            idle = Some((file, hasher));
+        }
+        let (file, hasher) = idle.ok_or(Some(ShardError::Internal))?;
         if hasher.finalize().as_bytes() != &shard.0 {
             return Err(Some(ShardError::HashMismatch(shard)));
         }
-        file.sync_all().await.map_err(|_| Some(ShardError::Internal))?;
-        drop(file);
+        tokio::task::spawn_blocking(move || file.sync_data()).await.map_err(internal)?.map_err(internal)?;
         let expires_at = now_secs().saturating_add(lease_secs);
         let store = Arc::clone(&self.store);
         let mut guard = guard;

@@ -112,8 +112,15 @@ pub struct ShardStore {
     capacity: u64,
     max_shard: u64,
     accounting: Arc<Mutex<Accounting>>,
+    /// Serialises commits and deletes of one shard (striped by id), so that
+    /// commits of different shards reach RocksDB together and share one
+    /// synced WAL write (its group commit).
+    stripes: Box<[Mutex<()>]>,
     records: AtomicUsize,
 }
+
+/// Lock stripes for [`ShardStore::stripes`].
+const STRIPES: usize = 64;
 
 impl std::fmt::Debug for ShardStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -142,6 +149,7 @@ impl ShardStore {
             capacity,
             max_shard,
             accounting: Arc::default(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             records: AtomicUsize::new(0),
         };
         let recovery = store.recover()?;
@@ -279,10 +287,8 @@ impl ShardStore {
         expires_at: u64,
         reservation: Reservation,
     ) -> Result<(), Error> {
-        let mut a = self
-            .accounting
-            .lock()
-            .map_err(|_| Error::Io { path: temp.into(), source: std::io::Error::other("poisoned") })?;
+        let _stripe =
+            self.stripe(id).map_err(|()| Error::Io { path: temp.into(), source: std::io::Error::other("poisoned") })?;
         let mut batch = WriteBatch::default();
         let fresh = match self.meta(id)? {
             Some(mut meta) => {
@@ -314,10 +320,13 @@ impl ShardStore {
         wo.set_sync(true);
         self.db.write_opt(batch, &wo)?;
         if fresh {
+            let mut a = self
+                .accounting
+                .lock()
+                .map_err(|_| Error::Io { path: temp.into(), source: std::io::Error::other("poisoned") })?;
             a.used += len;
             a.shards += 1;
         }
-        drop(a);
         drop(reservation);
         Ok(())
     }
@@ -326,7 +335,7 @@ impl ShardStore {
     /// left. Blocking.
     pub fn delete(&self, id: &ShardId, token: &[u8; 32]) -> Result<(), ShardError> {
         let owner = *blake3::hash(token).as_bytes();
-        let mut a = self.accounting.lock().map_err(|_| ShardError::Internal)?;
+        let _stripe = self.stripe(id).map_err(|()| ShardError::Internal)?;
         let mut meta = self.meta(id).map_err(|_| ShardError::Internal)?.ok_or(ShardError::NotFound(*id))?;
         let Some(i) = meta.owners.iter().position(|o| *o == owner) else {
             return Err(ShardError::BadToken(*id));
@@ -344,6 +353,7 @@ impl ShardStore {
         wo.set_sync(true);
         self.db.write_opt(batch, &wo).map_err(|_| ShardError::Internal)?;
         if gone {
+            let mut a = self.accounting.lock().map_err(|_| ShardError::Internal)?;
             a.used = a.used.saturating_sub(meta.len);
             a.shards = a.shards.saturating_sub(1);
             drop(a);
@@ -371,15 +381,14 @@ impl ShardStore {
         }
         let mut n = 0;
         for (at, id) in expired {
-            let mut a = self
-                .accounting
-                .lock()
-                .map_err(|_| Error::Io { path: self.shards_dir.clone(), source: std::io::Error::other("poisoned") })?;
+            let poisoned = || Error::Io { path: self.shards_dir.clone(), source: std::io::Error::other("poisoned") };
+            let _stripe = self.stripe(&id).map_err(|()| poisoned())?;
             let mut batch = WriteBatch::default();
             batch.delete(lease_key(at, &id));
             if let Some(meta) = self.meta(&id)?.filter(|m| m.expires_at == at) {
                 batch.delete(shard_key(&id));
                 self.db.write(batch)?;
+                let mut a = self.accounting.lock().map_err(|_| poisoned())?;
                 a.used = a.used.saturating_sub(meta.len);
                 a.shards = a.shards.saturating_sub(1);
                 drop(a);
@@ -415,6 +424,11 @@ impl ShardStore {
             Ok(())
         })?;
         Ok(report)
+    }
+
+    /// Locks the stripe of `id`.
+    fn stripe(&self, id: &ShardId) -> Result<std::sync::MutexGuard<'_, ()>, ()> {
+        self.stripes[usize::from(id.0[0]) % STRIPES].lock().map_err(|_| ())
     }
 
     /// Flushes memtables and the WAL; called at shutdown.
@@ -508,6 +522,51 @@ mod tests {
         store.delete(&a, &other).expect("last owner");
         assert_eq!(store.stats().used, 0);
         assert!(!store.path(&a).exists());
+    }
+
+    #[test]
+    fn concurrent_commits_of_one_shard_count_it_once_and_keep_every_owner() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (store, _) = ShardStore::open(dir.path(), 10_000, 100).expect("open");
+        let store = Arc::new(store);
+        let bytes = [3u8; 100];
+        let id = ShardId::of(&bytes);
+        // Reserve before any commit, as racing puts do: each sees no shard
+        // yet and reserves its bytes.
+        let puts: Vec<_> = (0..8u8)
+            .map(|i| {
+                let r = store.reserve(&id, 100).expect("space");
+                let tmp = store.temp_path();
+                fs::write(&tmp, bytes).expect("write");
+                (i, r, tmp)
+            })
+            .collect();
+        let other = put(&store, &[4u8; 50], [9; 32]);
+        std::thread::scope(|s| {
+            for (i, r, tmp) in puts {
+                let store = Arc::clone(&store);
+                let owner = *blake3::hash(&[i; 32]).as_bytes();
+                s.spawn(move || store.commit(&id, &tmp, 100, owner, u64::MAX, r).expect("commit"));
+            }
+        });
+        let meta = store.meta(&id).expect("meta").expect("stored");
+        assert_eq!(meta.owners.len(), 8);
+        let stats = store.stats();
+        assert_eq!((stats.used, stats.shards), (150, 2));
+        assert!(fs::read_dir(&store.tmp_dir).expect("tmp dir").next().is_none(), "temp files left");
+        drop(store);
+        let (store, rec) = ShardStore::open(dir.path(), 10_000, 100).expect("reopen");
+        assert_eq!(rec, Recovery::default());
+        assert_eq!(store.stats().used, 150);
+        // Every owner but the last leaves the bytes in place.
+        for i in 0..7u8 {
+            store.delete(&id, &[i; 32]).expect("an owner's token");
+            assert_eq!(store.stats().used, 150);
+        }
+        store.delete(&other, &[0; 32]).expect_err("not its token");
+        store.delete(&id, &[7; 32]).expect("the last owner");
+        assert_eq!(store.stats().used, 50);
+        assert!(!store.path(&id).exists());
     }
 
     #[test]
