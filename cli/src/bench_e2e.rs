@@ -10,7 +10,7 @@ use anyhow::Context;
 use cairn_cli::config::Defaults;
 use cairn_cli::devnet::start_nodes;
 use cairn_client::bucket::put_bytes;
-use cairn_client::{Bucket, BucketSettings, Client, ClientConfig, Parallelism, PutOptions};
+use cairn_client::{Bucket, BucketSettings, Client, ClientConfig, Hedging, Parallelism, PutOptions};
 use cairn_crypto::{DataKey, ObjectCipher, RootSecret};
 use cairn_proto::layout::Layout;
 use futures::StreamExt;
@@ -25,6 +25,8 @@ pub struct E2eBench {
     pub list_keys: usize,
     /// Small objects put and got.
     pub small: usize,
+    /// When spare shard transfers start.
+    pub hedging: Hedging,
 }
 
 const MIB: usize = 1 << 20;
@@ -87,6 +89,7 @@ impl E2eBench {
             bootstrap,
             cache_dir: Some(dir.path().join("cache")),
             defaults: settings,
+            hedging: self.hedging,
             ..ClientConfig::default()
         };
         let root = RootSecret::generate();
@@ -94,8 +97,8 @@ impl E2eBench {
         client.create_bucket("bench", None).await?;
         let bucket = client.bucket("bench").await?;
         println!(
-            "devnet: {} nodes on 127.0.0.1, code {}-of-{} (+{} extra), one client",
-            self.nodes, settings.k, settings.n, settings.extra
+            "devnet: {} nodes on 127.0.0.1, code {}-of-{} (+{} extra), spares {:?}, one client",
+            self.nodes, settings.k, settings.n, settings.extra, self.hedging
         );
         if cfg!(debug_assertions) {
             println!("note: this is a debug build; build with --release for real figures");

@@ -52,6 +52,11 @@ impl NodeProcess {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Sends `signal` (a name such as `STOP` or `CONT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -63,7 +68,7 @@ impl NodeProcess {
         if self.exited().is_some() {
             return;
         }
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.signal("TERM");
         let start = Instant::now();
         while start.elapsed() < STOP_TIMEOUT {
             if self.exited().is_some() {

@@ -126,6 +126,10 @@ enum Bench {
         /// 4 KiB objects put and got.
         #[arg(long, default_value_t = 2_000)]
         small: usize,
+        /// Start spare uploads and downloads with the others instead of
+        /// when the others are late.
+        #[arg(long)]
+        eager: bool,
     },
     /// Encrypt + erasure-code + hash random data and back, against the
     /// primitives alone. Build with --release for meaningful figures.
@@ -252,8 +256,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             PipelineBench { size, layout, threads, runs }.run(&mut out)?;
             out.flush()?;
         }
-        Command::Bench(Bench::E2e { nodes, list_keys, small }) => {
-            runtime()?.block_on(bench_e2e::E2eBench { nodes, list_keys, small }.run())?;
+        Command::Bench(Bench::E2e { nodes, list_keys, small, eager }) => {
+            let hedging = if eager { cairn_client::Hedging::Eager } else { cairn_client::Hedging::Adaptive };
+            runtime()?.block_on(bench_e2e::E2eBench { nodes, list_keys, small, hedging }.run())?;
         }
         Command::Bench(Bench::Node { concurrency, shard_size, runs }) => {
             let rt = runtime()?;

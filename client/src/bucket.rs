@@ -272,14 +272,14 @@ impl Bucket {
         match replaced {
             Ok(mut r) => {
                 if let Some(Some(old)) = r.pop() {
-                    self.delete_body(&old).await;
+                    self.delete_body(&old);
                 }
                 Ok(info)
             }
             Err(e) => {
                 // Not in the index: nothing points at the shards.
                 if let Body::Stored(m) = &entry.body {
-                    self.delete_manifest(m).await;
+                    self.delete_manifest(m);
                 }
                 Err(e)
             }
@@ -326,7 +326,7 @@ impl Bucket {
             }
             (Some(e), _) | (None, Err(e)) => e,
         };
-        self.delete_manifest(&manifest).await;
+        self.delete_manifest(&manifest);
         Err(error)
     }
 
@@ -521,27 +521,28 @@ impl Bucket {
         let mut replaced = self.tree.commit(vec![Op::Delete(key.to_string())]).await?;
         match replaced.pop().flatten() {
             Some(old) => {
-                self.delete_body(&old).await;
+                self.delete_body(&old);
                 Ok(())
             }
             None => Err(Error::NoSuchKey { bucket: self.name.clone(), key: key.into() }),
         }
     }
 
-    async fn delete_body(&self, old: &Value) {
+    /// Deletes the segments of a replaced or removed entry (in the background).
+    fn delete_body(&self, old: &Value) {
         if let Ok(Entry { body: Body::Stored(m), .. }) = Entry::decode(old) {
-            self.delete_manifest(&m).await;
+            self.delete_manifest(&m);
         }
     }
 
-    async fn delete_manifest(&self, m: &ObjectManifest) {
+    fn delete_manifest(&self, m: &ObjectManifest) {
         let shards: Vec<_> = m
             .segments
             .iter()
             .flat_map(|s| s.shards.iter())
             .filter_map(|s| Some((s.id, s.holder.clone()?, delete_token(&m.data_key, &s.id.0))))
             .collect();
-        self.transfer.delete_shards(shards).await;
+        self.transfer.delete_shards(shards);
     }
 }
 

@@ -21,7 +21,7 @@ use crate::index::{Op, Value};
 use crate::pages::Pages;
 use crate::pipeline::Parallelism;
 use crate::placement::{NodeReport, Nodes};
-use crate::transfer::Transfer;
+use crate::transfer::{Hedging, Transfer};
 use crate::tree::Tree;
 
 /// Version marker of a bucket-list entry.
@@ -42,6 +42,8 @@ pub struct ClientConfig {
     pub lease_secs: u64,
     /// CPU parallelism of encoding.
     pub parallelism: Parallelism,
+    /// When spare shard transfers start.
+    pub hedging: Hedging,
 }
 
 impl Default for ClientConfig {
@@ -52,6 +54,7 @@ impl Default for ClientConfig {
             defaults: BucketSettings::default(),
             lease_secs: 365 * 24 * 3600,
             parallelism: Parallelism::default(),
+            hedging: Hedging::default(),
         }
     }
 }
@@ -160,7 +163,7 @@ impl Client {
             }
         });
         nodes.discover(rand::random()).await?;
-        let transfer = Arc::new(Transfer::new(net.clone(), nodes, cfg.lease_secs));
+        let transfer = Arc::new(Transfer::new(net.clone(), nodes, cfg.lease_secs, cfg.hedging));
         let account = root.account();
         let signer = account.bucket_list_signer();
         let key = account.bucket_list_key();

@@ -40,3 +40,4 @@ pub use error::Error;
 pub use pipeline::{EncodeSummary, Parallelism, decode_object, encode_object};
 pub use range::{ShardSource, read_object_range, read_segment_range};
 pub use segment::{DecodedSegment, EncodedSegment, SegmentPos};
+pub use transfer::Hedging;

@@ -103,9 +103,9 @@ impl Pages {
     }
 
     /// Deletes a page's copies (best effort).
-    pub async fn delete(&self, ptr: &PagePtr) {
+    pub fn delete(&self, ptr: &PagePtr) {
         let token = self.token(&ptr.id);
         let shards = ptr.holders.iter().map(|h| (ptr.id, h.clone(), token)).collect();
-        self.transfer.delete_shards(shards).await;
+        self.transfer.delete_shards(shards);
     }
 }

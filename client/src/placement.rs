@@ -8,7 +8,7 @@
 //! over different nodes.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_net::{Multiaddr, NetHandle, PeerId};
@@ -102,24 +102,46 @@ impl Nodes {
     }
 
     /// Refreshes from the DHT if the list is old or shorter than `want`.
-    async fn refresh_if_needed(&self, key: [u8; 32], want: usize) -> Result<(), Error> {
+    /// Asks the network for nodes again: first waiting, when fewer than
+    /// `needed` healthy nodes are known; in the background, when what is
+    /// known is older than [`REFRESH`]. (A lookup that meets a hung node
+    /// takes seconds; a put should not wait for it when it has enough.)
+    async fn refresh_if_needed(self: &Arc<Self>, key: [u8; 32], needed: usize) -> Result<(), Error> {
         let (stale, healthy) = {
-            let st = self.lock();
+            let mut st = self.lock();
             let now = Instant::now();
             let healthy = st.known.values().filter(|n| n.down_until.is_none_or(|t| t <= now)).count();
-            (st.refreshed.is_none_or(|t| t.elapsed() > REFRESH), healthy)
+            let stale = st.refreshed.is_none_or(|t| t.elapsed() > REFRESH);
+            if stale && healthy >= needed {
+                // One background lookup per period.
+                st.refreshed = Some(now);
+            }
+            (stale, healthy)
         };
-        if stale || healthy < want {
+        if healthy < needed {
             self.discover(key).await?;
             self.lock().refreshed = Some(Instant::now());
+        } else if stale {
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                if let Err(e) = me.discover(key).await {
+                    tracing::debug!(error = %e, "background node lookup failed");
+                }
+            });
         }
         Ok(())
     }
 
     /// Up to `count` distinct nodes for `key`: healthy ones nearest first,
-    /// then penalized ones as a last resort.
-    pub async fn candidates(&self, key: [u8; 32], count: usize) -> Result<Vec<PeerId>, Error> {
-        self.refresh_if_needed(key, count).await?;
+    /// then penalized ones as a last resort. The network is asked first
+    /// when fewer than `needed` healthy nodes are known.
+    pub async fn candidates(
+        self: &Arc<Self>,
+        key: [u8; 32],
+        count: usize,
+        needed: usize,
+    ) -> Result<Vec<PeerId>, Error> {
+        self.refresh_if_needed(key, needed).await?;
         let st = self.lock();
         let now = Instant::now();
         let mut all: Vec<(bool, [u8; 32], PeerId)> = st

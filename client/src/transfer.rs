@@ -1,13 +1,25 @@
 //! Moving shards between the client and storage nodes.
 //!
-//! Uploads start every shard at once, each on its own node, keep the first
-//! `want` that are stored and cancel the rest (the slow tail); a failed
-//! upload moves to the next candidate node. Downloads ask for the data
-//! shards first plus one spare, verify each shard against its id as it
-//! arrives, and ask other holders when one fails or lies.
+//! Uploads start `want` shards at once, each on its own node, and keep the
+//! first `want` that are stored; the shards beyond `want` (the bucket's
+//! `extra`) are hedges against a slow tail. A failed upload moves to the
+//! next candidate node. Downloads ask for the data shards first, verify each
+//! shard against its id as it arrives, and ask other holders when one fails
+//! or lies.
+//!
+//! When the spare requests start is a [`Hedging`] choice: `Eager` starts
+//! them with the others (the first `want` win; the rest are cancelled),
+//! `Adaptive` (the default) starts them only when the first requests show
+//! the others are late: at twice the time the first one took, at least
+//! [`HEDGE_MIN`], or [`HEDGE`] if none has finished. Eager costs `extra/n`
+//! more upload traffic and one more shard per segment read on every
+//! transfer, healthy or not (docs/BENCHMARKS.md).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use cairn_net::{NetHandle, PeerId, ShardClient, Timeouts};
@@ -21,8 +33,26 @@ use crate::placement::Nodes;
 
 /// Spare candidate nodes asked for beyond one per shard, for retries.
 const SPARE_NODES: usize = 4;
-/// How long a shard fetch may go unanswered before another holder is asked too.
+/// How long transfers may go without any finishing before spares start.
 const HEDGE: Duration = Duration::from_secs(2);
+/// Spares never start sooner than this after the first requests.
+const HEDGE_MIN: Duration = Duration::from_millis(200);
+
+/// When spare uploads and downloads start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Hedging {
+    /// With the others.
+    Eager,
+    /// When the others are late (see the module docs).
+    #[default]
+    Adaptive,
+}
+
+/// When the spares of a transfer that started at `start` are due, given
+/// how long its first finished request took.
+fn hedge_at(start: Instant, first_done: Option<Duration>) -> Instant {
+    start + first_done.map_or(HEDGE, |t| (t * 2).max(HEDGE_MIN))
+}
 /// How long [`Transfer::finish`] waits for tail uploads to be cleaned up.
 const TAIL_WAIT: Duration = Duration::from_secs(30);
 
@@ -33,6 +63,7 @@ pub struct Transfer {
     nodes: Arc<Nodes>,
     timeouts: Timeouts,
     lease_secs: u64,
+    hedging: Hedging,
     tails: TaskTracker,
 }
 
@@ -71,9 +102,9 @@ pub fn node_of(peer: &PeerId) -> NodeId {
 
 impl Transfer {
     /// Transfers over `net`, placing on `nodes`; shards are leased for `lease_secs`.
-    pub fn new(net: NetHandle, nodes: Arc<Nodes>, lease_secs: u64) -> Self {
+    pub fn new(net: NetHandle, nodes: Arc<Nodes>, lease_secs: u64, hedging: Hedging) -> Self {
         let timeouts = Timeouts { open: Duration::from_secs(5), request: Duration::from_secs(60) };
-        Self { net, nodes, timeouts, lease_secs, tails: TaskTracker::new() }
+        Self { net, nodes, timeouts, lease_secs, hedging, tails: TaskTracker::new() }
     }
 
     /// Waits (a bounded time) for uploads left running after their put
@@ -103,19 +134,27 @@ impl Transfer {
 
     /// Uploads `shards`, each to a different node near `key`, and returns
     /// once `want` are stored: the holder of each shard, `None` for those
-    /// not stored (failed everywhere, or still running). Uploads still
-    /// running then are no longer waited for: a background task deletes
-    /// each one that completes, so that only recorded shards take space.
-    /// (Dropping them instead would race: a node may commit a body it has
-    /// fully received after the client gave up, and after its delete.)
+    /// not stored (failed everywhere, never started, or still running).
+    ///
+    /// Uploads that are late (see [`Hedging`]) get company: a shard not
+    /// started yet, or, when none is left, the late shard again on another
+    /// node; whichever copy is stored first is the one recorded. Uploads
+    /// still running at the end are no longer waited for: a background task
+    /// deletes each one that completes, as it deletes surplus copies, so
+    /// that only recorded shards take space. (Dropping them instead would
+    /// race: a node may commit a body it has fully received after the
+    /// client gave up, and after its delete.)
     pub async fn put_shards(
         &self,
         key: [u8; 32],
         shards: &[Outgoing],
         want: usize,
     ) -> Result<Vec<Option<NodeId>>, Error> {
-        let mut candidates = self.nodes.candidates(key, shards.len() + SPARE_NODES).await?.into_iter();
+        let mut candidates: VecDeque<PeerId> =
+            self.nodes.candidates(key, shards.len() + SPARE_NODES, want).await?.into();
         let mut holders: Vec<Option<NodeId>> = vec![None; shards.len()];
+        // Uploads running per shard.
+        let mut flying = vec![0usize; shards.len()];
         let mut running = FuturesUnordered::new();
         let lease = self.lease_secs;
         let start = |i: usize, peer: PeerId| {
@@ -124,18 +163,60 @@ impl Transfer {
             let hash = *blake3::hash(&s.token).as_bytes();
             async move { (i, peer, client.put(s.id, &s.bytes, hash, lease).await) }
         };
-        for i in 0..shards.len() {
-            match candidates.next() {
-                Some(peer) => running.push(start(i, peer)),
-                None => break,
-            }
+        let first = match self.hedging {
+            Hedging::Eager => shards.len(),
+            Hedging::Adaptive => want.min(shards.len()),
+        };
+        let mut unstarted = first..shards.len();
+        for (i, n) in flying.iter_mut().enumerate().take(first) {
+            let Some(peer) = candidates.pop_front() else { break };
+            *n += 1;
+            running.push(start(i, peer));
         }
+        let began = Instant::now();
+        let mut first_done = None;
+        let mut next_hedge = None;
         let mut stored = 0;
         let mut last_error = None;
-        while let Some((i, peer, result)) = running.next().await {
+        loop {
+            let due = next_hedge.unwrap_or_else(|| hedge_at(began, first_done));
+            let can_hedge = !candidates.is_empty() && stored < want;
+            let next = tokio::select! {
+                next = running.next() => next,
+                () = tokio::time::sleep_until(due), if can_hedge => {
+                    // One more upload per late shard that is still needed.
+                    let late: Vec<usize> = (0..shards.len()).filter(|&i| flying[i] > 0 && holders[i].is_none()).collect();
+                    for j in late.into_iter().take(want - stored) {
+                        let Some(peer) = candidates.pop_front() else { break };
+                        let i = unstarted.next().unwrap_or(j);
+                        flying[i] += 1;
+                        running.push(start(i, peer));
+                    }
+                    next_hedge = Some(Instant::now() + first_done.map_or(HEDGE, |t: Duration| (t * 2).max(HEDGE_MIN)));
+                    continue;
+                }
+            };
+            let Some((i, peer, result)) = next else {
+                // Everything started has ended; unstarted shards are the last resort.
+                match (unstarted.next(), candidates.pop_front()) {
+                    (Some(i), Some(peer)) => {
+                        flying[i] += 1;
+                        running.push(start(i, peer));
+                        continue;
+                    }
+                    _ => break,
+                }
+            };
+            flying[i] -= 1;
             match result {
+                Ok(()) if holders[i].is_some() => {
+                    // A second copy of a stored shard: not recorded, so not kept.
+                    self.nodes.report(peer, true);
+                    self.delete_shards(vec![(shards[i].id, node_of(&peer), shards[i].token)]);
+                }
                 Ok(()) => {
                     self.nodes.report(peer, true);
+                    first_done.get_or_insert_with(|| began.elapsed());
                     holders[i] = Some(node_of(&peer));
                     stored += 1;
                     if stored >= want {
@@ -158,7 +239,11 @@ impl Transfer {
                     tracing::debug!(%peer, error = %e, "shard upload failed");
                     self.nodes.report(peer, false);
                     last_error = Some(e.to_string());
-                    if let Some(next) = candidates.next() {
+                    if holders[i].is_none()
+                        && flying[i] == 0
+                        && let Some(next) = candidates.pop_front()
+                    {
+                        flying[i] += 1;
                         running.push(start(i, next));
                     }
                 }
@@ -168,7 +253,8 @@ impl Transfer {
     }
 
     /// Fetches `k` verified shards of a segment, data shards (the first `k`)
-    /// first plus one spare, others when one fails. Returns all `n` slots
+    /// first, a spare when they are late (see [`Hedging`]), others when one
+    /// fails. Returns all `n` slots
     /// (`None` = not fetched) and the indexes of shards that did not match
     /// their id.
     pub async fn get_shards(
@@ -196,18 +282,30 @@ impl Transfer {
             let w = &shards[i];
             async move { (i, peer, client.get(w.id, w.len).await) }
         };
-        for (i, peer) in order.by_ref().take(k + 1) {
+        let spare = match self.hedging {
+            Hedging::Eager => 1,
+            Hedging::Adaptive => 0,
+        };
+        for (i, peer) in order.by_ref().take(k + spare) {
             running.push(start(i, peer));
         }
+        let began = Instant::now();
+        let mut first_done = None;
+        let mut hedged = spare;
         let mut good = 0;
         let mut last_error = String::from("no holders recorded");
         loop {
-            // A holder that does not answer in HEDGE gets company: one more
-            // request goes out, so a dead node costs seconds, not a timeout.
-            let next = match tokio::time::timeout(HEDGE, running.next()).await {
-                Ok(Some(done)) => done,
-                Ok(None) => break,
-                Err(_) => {
+            // Requests that are late get company: one spare once the first
+            // answers show they are late, then one more per HEDGE of
+            // silence, so a dead node costs seconds, not a timeout.
+            let due = if hedged == 0 { hedge_at(began, first_done) } else { Instant::now() + HEDGE };
+            let next = tokio::select! {
+                next = running.next() => match next {
+                    Some(done) => done,
+                    None => break,
+                },
+                () = tokio::time::sleep_until(due) => {
+                    hedged += 1;
                     if let Some((j, p)) = order.next() {
                         running.push(start(j, p));
                     }
@@ -218,6 +316,7 @@ impl Transfer {
             match result {
                 Ok(bytes) if bytes.len() as u64 == shards[i].len && shards[i].id.matches(&bytes) => {
                     self.nodes.report(peer, true);
+                    first_done.get_or_insert_with(|| began.elapsed());
                     out[i] = Some(Bytes::from(bytes));
                     good += 1;
                     if good == k {
@@ -243,22 +342,26 @@ impl Transfer {
         Err(Error::SegmentUnavailable { segment, usable: good, needed: k, reason: last_error })
     }
 
-    /// Deletes shards (best effort; returns how many were deleted).
-    pub async fn delete_shards(&self, shards: Vec<(ShardId, NodeId, [u8; 32])>) -> usize {
-        let mut running: FuturesUnordered<_> = shards
-            .into_iter()
-            .filter_map(|(id, node, token)| {
-                let client = self.client(peer_of(&node)?);
-                Some(async move { client.delete(id, token).await })
-            })
-            .collect();
-        let mut n = 0;
-        while let Some(r) = running.next().await {
-            match r {
-                Ok(()) => n += 1,
-                Err(e) => tracing::debug!(error = %e, "shard delete failed"),
-            }
+    /// Deletes shards in the background (best effort): the caller does not
+    /// wait for holders that are slow or hung; [`Self::finish`] does.
+    pub fn delete_shards(&self, shards: Vec<(ShardId, NodeId, [u8; 32])>) {
+        if shards.is_empty() {
+            return;
         }
-        n
+        let (net, timeouts) = (self.net.clone(), self.timeouts);
+        self.tails.spawn(async move {
+            let mut running: FuturesUnordered<_> = shards
+                .into_iter()
+                .filter_map(|(id, node, token)| {
+                    let client = ShardClient::new(net.clone(), peer_of(&node)?, timeouts);
+                    Some(async move { client.delete(id, token).await })
+                })
+                .collect();
+            while let Some(r) = running.next().await {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "shard delete failed");
+                }
+            }
+        });
     }
 }

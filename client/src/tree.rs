@@ -333,7 +333,7 @@ impl Inner {
             match self.try_commit(ops.clone(), attempt).await {
                 Ok((_, replaced, garbage)) => {
                     for page in garbage {
-                        self.pages.delete(&page).await;
+                        self.pages.delete(&page);
                     }
                     return Ok(replaced);
                 }

@@ -28,10 +28,54 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/kad/1");
 pub const IDENTIFY_PROTOCOL: &str = "/cairn/id/1";
 /// Commands waiting for the event loop.
 const COMMAND_QUEUE: usize = 64;
-/// A record lookup ends this long after its first record arrived: live
-/// peers answer within round trips, and a dead one would hold the query
-/// for Kademlia's 10 s peer timeout.
-const GET_GRACE: Duration = Duration::from_millis(1000);
+/// Lookups end a grace after they have what they can get (see
+/// `EventLoop::finish_slow_queries`): live peers answer within round trips,
+/// and a dead or hung one would hold the query for the substream timeout.
+/// The grace is twice the time the first answer took, within these bounds.
+const GRACE_MIN: Duration = Duration::from_millis(200);
+/// See [`GRACE_MIN`].
+const GRACE_MAX: Duration = Duration::from_millis(1000);
+/// Answers a lookup needs before silence may end it.
+const MIN_ANSWERS: u32 = 3;
+
+/// How a lookup is going.
+#[derive(Clone, Copy, Debug)]
+struct QueryClock {
+    started: std::time::Instant,
+    first_answer: Option<std::time::Instant>,
+    first_record: Option<std::time::Instant>,
+    answers: u32,
+    last_answer: std::time::Instant,
+}
+
+impl QueryClock {
+    fn new(now: std::time::Instant) -> Self {
+        Self { started: now, first_answer: None, first_record: None, answers: 0, last_answer: now }
+    }
+
+    /// Notes the lookup's count of answers so far.
+    fn answered(&mut self, answers: u32, now: std::time::Instant) {
+        if answers > self.answers {
+            self.answers = answers;
+            self.last_answer = now;
+            self.first_answer.get_or_insert(now);
+        }
+    }
+
+    /// Twice the time the first answer (or record) took, bounded.
+    fn grace(&self) -> Duration {
+        let first = match (self.first_answer, self.first_record) {
+            (Some(a), Some(r)) => a.min(r),
+            (a, r) => a.or(r).unwrap_or(self.started),
+        };
+        (first.saturating_duration_since(self.started) * 2).clamp(GRACE_MIN, GRACE_MAX)
+    }
+
+    /// Enough peers answered, and none for a grace since.
+    fn stalled(&self, now: std::time::Instant) -> bool {
+        self.answers >= MIN_ANSWERS && now > self.last_answer + self.grace()
+    }
+}
 /// A closest-peers lookup returns what it has after this long.
 const CLOSEST_SOFT_DEADLINE: Duration = Duration::from_secs(3);
 /// How often running queries are checked against those deadlines.
@@ -114,8 +158,8 @@ pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     pending: HashMap<QueryId, Pending>,
-    /// When each pending query started, and when it first found something.
-    started: HashMap<QueryId, (std::time::Instant, Option<std::time::Instant>)>,
+    /// How each pending lookup is going, for ending it early.
+    clocks: HashMap<QueryId, QueryClock>,
     listen_addrs: Vec<Multiaddr>,
     addr_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
     /// Listeners that have reported at least one address.
@@ -203,7 +247,7 @@ pub(crate) fn build(
         swarm,
         commands: rx,
         pending: HashMap::new(),
-        started: HashMap::new(),
+        clocks: HashMap::new(),
         listen_addrs: Vec::new(),
         addr_waiters: Vec::new(),
         listeners_up: HashSet::new(),
@@ -231,23 +275,35 @@ impl EventLoop {
         tracing::debug!("network event loop stopped");
     }
 
-    /// Ends record lookups [`GET_GRACE`] after their first record and
-    /// closest-peer lookups at [`CLOSEST_SOFT_DEADLINE`]; they then report
+    /// Ends lookups that have what they can get: a record lookup a grace
+    /// after its first record; any lookup that has heard from
+    /// [`MIN_ANSWERS`] peers and then a grace long without another answer
+    /// (the peers it still waits for are dead or hung, and would hold it
+    /// for the substream timeout); a closest-peer lookup at
+    /// [`CLOSEST_SOFT_DEADLINE`]. The grace is twice the time the first
+    /// answer took, within [`GRACE_MIN`]..[`GRACE_MAX`]. They then report
     /// what they found.
     fn finish_slow_queries(&mut self) {
+        let now = std::time::Instant::now();
         for id in self.pending.keys().copied().collect::<Vec<_>>() {
-            // Track queries that started since the last tick.
-            let (started, first) = *self.started.entry(id).or_insert((std::time::Instant::now(), None));
+            let kad = &mut self.swarm.behaviour_mut().kad;
+            let answers = kad.query(&id).map_or(0, |q| q.stats().num_successes());
+            let clock = self.clocks.entry(id).or_insert_with(|| QueryClock::new(now));
+            clock.answered(answers, now);
+            let stalled = clock.stalled(now);
             let done = match self.pending.get(&id) {
-                Some(Pending::Get(_, found)) => !found.is_empty() && first.is_some_and(|t| t.elapsed() > GET_GRACE),
-                Some(Pending::Closest(_)) => started.elapsed() > CLOSEST_SOFT_DEADLINE,
+                Some(Pending::Get(_, found)) if !found.is_empty() => {
+                    clock.first_record.is_some_and(|t| now > t + clock.grace())
+                }
+                Some(Pending::Get(..)) => stalled,
+                Some(Pending::Closest(_)) => stalled || now > clock.started + CLOSEST_SOFT_DEADLINE,
                 _ => false,
             };
-            if done && let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+            if done && let Some(mut q) = kad.query_mut(&id) {
                 q.finish();
             }
         }
-        self.started.retain(|id, _| self.pending.contains_key(id));
+        self.clocks.retain(|id, _| self.pending.contains_key(id));
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -284,6 +340,7 @@ impl EventLoop {
             Command::ClosestPeers { key, reply } => {
                 let q = kad.get_closest_peers(key);
                 self.pending.insert(q, Pending::Closest(reply));
+                self.clocks.insert(q, QueryClock::new(std::time::Instant::now()));
             }
             Command::PutRecord { record, reply } => {
                 let key = kad::RecordKey::new(&record.record_id().0);
@@ -307,6 +364,7 @@ impl EventLoop {
             Command::GetRecord { record, reply } => {
                 let q = kad.get_record(kad::RecordKey::new(&record.0));
                 self.pending.insert(q, Pending::Get(reply, Vec::new()));
+                self.clocks.insert(q, QueryClock::new(std::time::Instant::now()));
             }
             Command::Shutdown => {}
         }
@@ -384,8 +442,9 @@ impl EventLoop {
                             && crate::store::record_id(&record.key) == Some(h.record_id())
                         {
                             found.push(h);
-                            let e = self.started.entry(id).or_insert((std::time::Instant::now(), None));
-                            e.1.get_or_insert_with(std::time::Instant::now);
+                            let now = std::time::Instant::now();
+                            let clock = self.clocks.entry(id).or_insert_with(|| QueryClock::new(now));
+                            clock.first_record.get_or_insert(now);
                         }
                         last
                     }

@@ -114,6 +114,21 @@ impl TestCluster {
         self.nodes[i] = Some(n);
     }
 
+    /// Freezes node `i` (SIGSTOP): its sockets stay open and nothing
+    /// answers, as with a hung or overloaded machine.
+    pub fn freeze(&self, i: usize) {
+        if let Some(n) = &self.nodes[i] {
+            n.signal("STOP");
+        }
+    }
+
+    /// Lets a frozen node run again (SIGCONT).
+    pub fn thaw(&self, i: usize) {
+        if let Some(n) = &self.nodes[i] {
+            n.signal("CONT");
+        }
+    }
+
     /// Stops node `i` with SIGTERM.
     pub fn stop(&mut self, i: usize) {
         if let Some(mut n) = self.nodes[i].take() {

@@ -129,6 +129,38 @@ async fn reads_survive_two_dead_holders_and_name_the_segment_when_three_die() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_go_around_hung_nodes() {
+    let cluster = TestCluster::start(8);
+    let root = RootSecret::generate();
+    let client = cluster.client(&root).await;
+    client.create_bucket("hung", None).await.expect("mb");
+    let b = client.bucket("hung").await.expect("bucket");
+    // Two nodes stop answering without closing anything: uploads to them
+    // stall rather than fail, so only the spare uploads can finish the put.
+    let frozen = [3, 6];
+    for i in frozen {
+        cluster.freeze(i);
+    }
+    let v = data(20 << 20, 7);
+    let put = tokio::time::timeout(Duration::from_secs(120), put_bytes(&b, "big", v.clone())).await;
+    let holders = b.holders("big").await;
+    let got = tokio::time::timeout(Duration::from_secs(120), get_bytes(&b, "big")).await;
+    // Let the stalled uploads finish before judging, so that the client's
+    // shutdown (which deletes them) does not wait on frozen nodes.
+    for i in frozen {
+        cluster.thaw(i);
+    }
+    put.expect("put does not hang").expect("put around two hung nodes");
+    for (s, seg) in holders.expect("holders").iter().enumerate() {
+        let on: Vec<usize> = seg.iter().flatten().filter_map(|p| cluster.index_of(&p.to_string())).collect();
+        assert_eq!(on.len(), 6, "segment {s}: 6 shards recorded");
+        assert!(on.iter().all(|i| !frozen.contains(i)), "segment {s} recorded on a hung node: {on:?}");
+    }
+    assert!(got.expect("get does not hang").expect("get") == v, "bytes differ");
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_cluster_keeps_everything_for_a_fresh_client() {
     let mut cluster = TestCluster::start(8);
     let root = RootSecret::generate();
