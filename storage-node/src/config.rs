@@ -31,6 +31,11 @@ pub struct NodeConfig {
     /// loopback unless a firewall protects it.
     #[serde(default = "default_admin")]
     pub admin_listen: String,
+    /// Write shard bodies with direct I/O (`O_DIRECT`) where the file
+    /// system supports it: no copy through the page cache, which keeps
+    /// memory for other work and measured faster (docs/BENCHMARKS.md).
+    #[serde(default = "default_direct_io")]
+    pub direct_io: bool,
     /// Per-peer and global limits.
     #[serde(default)]
     pub limits: Limits,
@@ -67,6 +72,9 @@ fn default_capacity() -> String {
 fn default_max_shard() -> String {
     "64MiB".into()
 }
+fn default_direct_io() -> bool {
+    true
+}
 fn default_admin() -> String {
     "127.0.0.1:9101".into()
 }
@@ -81,6 +89,7 @@ impl NodeConfig {
             capacity: default_capacity(),
             max_shard_size: default_max_shard(),
             admin_listen: default_admin(),
+            direct_io: default_direct_io(),
             limits: Limits::default(),
         }
     }
@@ -155,6 +164,9 @@ max_shard_size = "{max_shard}"
 # Admin HTTP: /health, /metrics (Prometheus) and a dashboard at /. Keep it on loopback.
 admin_listen = "{admin}"
 
+# Write shard bodies with direct I/O (O_DIRECT) where the file system allows it.
+direct_io = {direct_io}
+
 [limits]
 # Streams one peer may have open at once, and all peers together.
 max_streams_per_peer = {per_peer}
@@ -170,6 +182,7 @@ idle_timeout_secs = {idle}
             capacity = self.capacity,
             max_shard = self.max_shard_size,
             admin = self.admin_listen,
+            direct_io = self.direct_io,
             per_peer = l.max_streams_per_peer,
             streams = l.max_streams,
             rps = l.requests_per_second_per_peer,

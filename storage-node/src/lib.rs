@@ -20,6 +20,7 @@ pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod service;
+pub mod shard_file;
 pub mod store;
 
 pub use config::NodeConfig;

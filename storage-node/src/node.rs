@@ -98,6 +98,7 @@ impl Node {
             limiter: Limiter::new(cfg.limits),
             streams: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_streams)),
             idle: Duration::from_secs(cfg.limits.idle_timeout_secs.max(1)),
+            direct_io: cfg.direct_io,
         });
         let incoming = net.handle.accept_shard_streams()?;
         tasks.push(tokio::spawn(service::run(svc, incoming, cancel.clone(), SHUTDOWN_GRACE)));

@@ -1,7 +1,6 @@
 //! Serving `/cairn/shard/1` streams: admission, bounded decoding, streaming
 //! bodies to and from the shard store.
 
-use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,14 +17,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::limits::{Limiter, Refusal};
 use crate::metrics::Metrics;
+use crate::shard_file::{ChunkBuf, ShardWriter};
 use crate::store::ShardStore;
 
 /// Bytes moved per read or write of a shard body.
 const CHUNK: usize = 256 * 1024;
 /// Bytes per disk write while a put streams in; two buffers per stream.
 const PUT_CHUNK: usize = 512 * 1024;
-/// A put's file, its running hash and the buffer just written.
-type Written = (std::fs::File, blake3::Hasher, Vec<u8>);
+/// A put's writer and the buffer it just wrote.
+type Written = (ShardWriter, ChunkBuf);
 /// Bytes per disk read when serving a get; two are in flight per stream,
 /// so 256 streams hold at most 256 MiB.
 const GET_CHUNK: usize = 512 * 1024;
@@ -43,6 +43,8 @@ pub struct Service {
     pub streams: Arc<Semaphore>,
     /// How long a peer may stay silent mid-request.
     pub idle: Duration,
+    /// Write shard bodies with direct I/O where possible.
+    pub direct_io: bool,
 }
 
 /// Accepts streams until `cancel`, then waits up to `grace` for the ones in
@@ -283,27 +285,25 @@ impl Service {
         };
         let temp = self.store.temp_path();
         let guard = TempGuard(Some(temp.clone()));
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
+        let direct = self.direct_io;
+        let path = temp.clone();
+        let writer = tokio::task::spawn_blocking(move || ShardWriter::create(&path, direct))
             .await
-            .map_err(|_| Some(ShardError::Internal))?
-            .into_std()
-            .await;
+            .map_err(internal)?
+            .map_err(internal)?;
         // Two buffers: one fills from the network while the blocking pool
         // hashes and writes the other.
-        let mut idle = Some((file, blake3::Hasher::new()));
+        let mut idle = Some(writer);
         let mut writing: Option<tokio::task::JoinHandle<std::io::Result<Written>>> = None;
-        let mut spare = Vec::new();
+        let mut spare = None;
         let mut left = len;
         while left > 0 {
             let n = (left as usize).min(PUT_CHUNK);
-            let mut buf = std::mem::take(&mut spare);
-            buf.resize(n, 0);
+            let mut buf = spare.take().unwrap_or_else(|| ChunkBuf::new(PUT_CHUNK.min(len as usize)));
+            let bytes = buf.fill(n);
             let mut filled = 0;
             while filled < n {
-                let got = self.timed(stream.read(&mut buf[filled..])).await?;
+                let got = self.timed(stream.read(&mut bytes[filled..])).await?;
                 if got == 0 {
                     return Err(None); // the peer hung up mid-body
                 }
@@ -312,26 +312,25 @@ impl Service {
             }
             left -= n as u64;
             if let Some(w) = writing.take() {
-                let (file, hasher, old) = w.await.map_err(internal)?.map_err(internal)?;
-                idle = Some((file, hasher));
-                spare = old;
+                let (writer, old) = w.await.map_err(internal)?.map_err(internal)?;
+                idle = Some(writer);
+                spare = Some(old);
             }
-            let (mut file, mut hasher) = idle.take().ok_or(Some(ShardError::Internal))?;
+            let mut writer = idle.take().ok_or(Some(ShardError::Internal))?;
             writing = Some(tokio::task::spawn_blocking(move || {
-                hasher.update(&buf);
-                file.write_all(&buf)?;
-                Ok((file, hasher, buf))
+                writer.write(&buf)?;
+                Ok((writer, buf))
             }));
         }
         if let Some(w) = writing.take() {
-            let (file, hasher, _) = w.await.map_err(internal)?.map_err(internal)?;
-            idle = Some((file, hasher));
+            let (writer, _) = w.await.map_err(internal)?.map_err(internal)?;
+            idle = Some(writer);
         }
-        let (file, hasher) = idle.ok_or(Some(ShardError::Internal))?;
-        if hasher.finalize().as_bytes() != &shard.0 {
+        let writer = idle.ok_or(Some(ShardError::Internal))?;
+        if writer.hash() != shard.0 {
             return Err(Some(ShardError::HashMismatch(shard)));
         }
-        tokio::task::spawn_blocking(move || file.sync_data()).await.map_err(internal)?.map_err(internal)?;
+        tokio::task::spawn_blocking(move || writer.sync()).await.map_err(internal)?.map_err(internal)?;
         let expires_at = now_secs().saturating_add(lease_secs);
         let store = Arc::clone(&self.store);
         let mut guard = guard;
