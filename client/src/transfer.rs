@@ -192,7 +192,7 @@ impl Transfer {
                         flying[i] += 1;
                         running.push(start(i, peer));
                     }
-                    next_hedge = Some(Instant::now() + first_done.map_or(HEDGE, |t: Duration| (t * 2).max(HEDGE_MIN)));
+                    next_hedge = Some(hedge_at(Instant::now(), first_done));
                     continue;
                 }
             };
