@@ -459,3 +459,33 @@ impl EventLoop {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lookup_stalls_only_after_enough_answers_and_a_grace_of_silence() {
+        let t0 = std::time::Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut c = QueryClock::new(t0);
+        assert!(!c.stalled(ms(5_000)), "no answers: keep waiting (the substream timeout ends it)");
+        c.answered(2, ms(10));
+        assert!(!c.stalled(ms(5_000)), "two answers are not enough");
+        c.answered(3, ms(300));
+        // First answer after 10 ms: the grace is at its floor.
+        assert_eq!(c.grace(), GRACE_MIN);
+        assert!(!c.stalled(ms(300) + GRACE_MIN));
+        assert!(c.stalled(ms(301) + GRACE_MIN));
+        // A new answer restarts the silence.
+        c.answered(4, ms(600));
+        assert!(!c.stalled(ms(700)));
+        // Slow first answers stretch the grace, up to its ceiling.
+        let mut slow = QueryClock::new(t0);
+        slow.answered(3, ms(400));
+        assert_eq!(slow.grace(), Duration::from_millis(800));
+        let mut slower = QueryClock::new(t0);
+        slower.first_record = Some(ms(2_000));
+        assert_eq!(slower.grace(), GRACE_MAX);
+    }
+}
