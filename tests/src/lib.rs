@@ -18,12 +18,57 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A built binary of this workspace (`cairn`, `cairn-node`), found next to
 /// the test executable's `deps/` directory.
+///
+/// `cargo test` builds a package's binaries only for that package's own
+/// integration tests, so `scripts/test.sh` builds them first. A binary left
+/// by an older build would test code other than the code under test, so
+/// one older than any source file it was built from is refused: cargo's
+/// dep-info file beside it (`<name>.d`) lists those files.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join(name);
-    assert!(bin.exists(), "{} not built: run the suite with `cargo test --workspace`", bin.display());
+    let rebuild = "build the binaries first: `cargo build --workspace --bins` (scripts/test.sh does)";
+    assert!(bin.exists(), "{} not built: {rebuild}", bin.display());
+    if let Some(stale) = stale_source(&bin) {
+        panic!("{} is older than {}, which it is built from: {rebuild}", bin.display(), stale.display());
+    }
     bin
+}
+
+/// A source file listed in `bin`'s dep-info that changed after `bin` was
+/// built, if any. No dep-info (a binary not built by cargo): nothing to check.
+pub fn stale_source(bin: &Path) -> Option<PathBuf> {
+    let built = std::fs::metadata(bin).and_then(|m| m.modified()).ok()?;
+    let info = std::fs::read_to_string(bin.with_extension("d")).ok()?;
+    dep_info_sources(&info).into_iter().find(|src| {
+        std::fs::metadata(src).and_then(|m| m.modified()).is_ok_and(|changed| changed > built)
+    })
+}
+
+/// The prerequisites of a Makefile-style dep-info line `target: a b\ c`
+/// (a backslash escapes a space in a path).
+pub fn dep_info_sources(info: &str) -> Vec<PathBuf> {
+    let Some(line) = info.lines().next() else { return Vec::new() };
+    let Some((_, deps)) = line.split_once(": ") else { return Vec::new() };
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = deps.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => cur.extend(chars.next()),
+            ' ' => {
+                if !cur.is_empty() {
+                    out.push(PathBuf::from(std::mem::take(&mut cur)));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(PathBuf::from(cur));
+    }
+    out
 }
 
 /// N storage nodes on 127.0.0.1. Ports are fixed at init, so restarted
@@ -169,5 +214,36 @@ impl TestCluster {
     /// The path of shard `id` (hex) on node `i`.
     pub fn shard_path(&self, i: usize, id_hex: &str) -> PathBuf {
         self.node_dir(i).join("shards").join(&id_hex[..2]).join(id_hex)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    #[test]
+    fn dep_info_paths_keep_escaped_spaces() {
+        let info = "/t/debug/cairn: /src/a.rs /src/my\\ dir/b.rs\n\n/src/a.rs:\n";
+        assert_eq!(dep_info_sources(info), vec![PathBuf::from("/src/a.rs"), PathBuf::from("/src/my dir/b.rs")]);
+        assert!(dep_info_sources("").is_empty());
+    }
+
+    #[test]
+    fn a_binary_older_than_a_source_is_stale() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (bin, src) = (dir.path().join("cairn"), dir.path().join("lib.rs"));
+        let set = |p: &Path, t: SystemTime| {
+            let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(p).expect("open");
+            f.set_modified(t).expect("set mtime");
+        };
+        let now = SystemTime::now();
+        set(&src, now - Duration::from_secs(60));
+        set(&bin, now);
+        std::fs::write(bin.with_extension("d"), format!("{}: {}\n", bin.display(), src.display())).expect("dep-info");
+        assert_eq!(stale_source(&bin), None);
+        set(&src, now + Duration::from_secs(60));
+        assert_eq!(stale_source(&bin), Some(src));
     }
 }
