@@ -72,7 +72,95 @@ fn pipeline_baseline(size: usize, layout: Layout) -> anyhow::Result<(f64, f64)> 
     Ok((mbps(size, enc), mbps(size, dec)))
 }
 
+/// Pseudo-random bytes without holding them: `len` bytes from a seed.
+struct Noise {
+    left: u64,
+    state: u64,
+}
+
+impl std::io::Read for Noise {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.left) as usize;
+        for chunk in buf[..n].chunks_mut(8) {
+            // xorshift64*: fast, and not compressible by anything we run.
+            self.state ^= self.state >> 12;
+            self.state ^= self.state << 25;
+            self.state ^= self.state >> 27;
+            let v = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
 impl E2eBench {
+    /// Sequential puts, one at a time: what `cp -r`, rsync or git pay per file.
+    async fn latency(&self, bucket: &Bucket) -> anyhow::Result<()> {
+        for (size, count) in [(4096usize, 200usize), (MIB, 50)] {
+            let data = bytes::Bytes::from(vec![9u8; size]);
+            let mut times = Vec::with_capacity(count);
+            for i in 0..count {
+                let t = Instant::now();
+                put_bytes(bucket, &format!("seq/{size}/{i}"), data.clone()).await?;
+                times.push(t.elapsed());
+            }
+            times.sort_unstable();
+            println!(
+                "sequential {:>4} KiB puts ({count}): p50 {:.1} ms  p99 {:.1} ms",
+                size / 1024,
+                percentile(&times, 0.5),
+                percentile(&times, 0.99)
+            );
+        }
+        Ok(())
+    }
+
+    /// A 1 GiB object: a 1 MiB range read against a 1 MiB object, and a
+    /// multipart-style composition of 128 parts of 8 MiB.
+    async fn big_object(&self, client: &Client, bucket: &Bucket) -> anyhow::Result<()> {
+        const GIB: u64 = 1 << 30;
+        bucket.put("big/1g", Noise { left: GIB, state: 7 }, PutOptions::default()).await?;
+        bucket.put("big/1m", Noise { left: MIB as u64, state: 9 }, PutOptions::default()).await?;
+        let mut sink = tokio::io::sink();
+        let t = Instant::now();
+        bucket.get("big/1m", None, &mut sink).await?;
+        let small = t.elapsed();
+        let before = client.bytes_fetched();
+        let at = 700 * MIB as u64 + 12_345;
+        let t = Instant::now();
+        bucket.get("big/1g", Some(at..at + MIB as u64), &mut sink).await?;
+        let ranged = t.elapsed();
+        let moved = client.bytes_fetched() - before;
+        println!(
+            "1 MiB range of a 1 GiB object: {:.1} ms, {:.2} MiB from the nodes; a 1 MiB object: {:.1} ms (range-ratio {:.2})",
+            ranged.as_secs_f64() * 1000.0,
+            moved as f64 / MIB as f64,
+            small.as_secs_f64() * 1000.0,
+            ranged.as_secs_f64() / small.as_secs_f64()
+        );
+        let parts: Vec<String> = (0..128).map(|i| format!("parts/{i:03}")).collect();
+        for (i, p) in parts.iter().enumerate() {
+            bucket.put(p, Noise { left: 8 * MIB as u64, state: i as u64 + 11 }, PutOptions::default()).await?;
+        }
+        let t = Instant::now();
+        let whole = bucket.compose("big/composed", &parts, PutOptions::default(), true).await?;
+        println!(
+            "compose 128 parts of 8 MiB into {} MiB: {:.1} ms (index only)",
+            whole.size / MIB as u64,
+            t.elapsed().as_secs_f64() * 1000.0
+        );
+        for k in ["big/1g", "big/1m", "big/composed"] {
+            bucket.delete(k).await?;
+        }
+        Ok(())
+    }
+
     /// Runs everything and prints a line per figure.
     pub async fn run(&self) -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
@@ -112,6 +200,8 @@ impl E2eBench {
             last = (p, g);
         }
         println!("e2e-ratio: put/encode {:.2}  get/decode {:.2}", last.0 / enc, last.1 / dec);
+        self.latency(&bucket).await?;
+        self.big_object(&client, &bucket).await?;
         // Small objects: many writers at once, committed in groups.
         let payload = bytes::Bytes::from(vec![7u8; 4096]);
         let t = Instant::now();

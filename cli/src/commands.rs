@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use cairn_client::{Bucket, Client, PutOptions};
+use cairn_client::{Bucket, Client, Kind, MetadataDirective, PutOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use cairn_cli::config::{ConfigFile, open_key};
@@ -47,11 +47,37 @@ fn bar(len: Option<u64>, what: &str) -> ProgressBar {
     pb
 }
 
+/// Parses `NAME=VALUE` user metadata.
+pub fn parse_meta(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_ascii_lowercase(), v.to_string())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
+}
+
+/// Parses `START-END` (inclusive) or `START-`.
+pub fn parse_range(s: &str) -> Result<(u64, Option<u64>), String> {
+    let bad = || format!("{s:?} is not START-END or START-");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let start = a.parse().map_err(|_| bad())?;
+    let end = if b.is_empty() { None } else { Some(b.parse::<u64>().map_err(|_| bad())?) };
+    if end.is_some_and(|e| e < start) {
+        return Err(format!("{s:?}: the end is before the start"));
+    }
+    Ok((start, end))
+}
+
 /// `cairn put LOCAL BUCKET/KEY` (`-` = stdin).
-pub async fn put(client: &Client, local: &Path, target: &str, content_type: Option<String>) -> anyhow::Result<()> {
+pub async fn put(
+    client: &Client,
+    local: &Path,
+    target: &str,
+    content_type: Option<String>,
+    meta: Vec<(String, String)>,
+) -> anyhow::Result<()> {
     let (b, key) = need_key(target)?;
     let bucket = client.bucket(b).await?;
-    let opts = PutOptions { content_type, meta: Vec::new() };
+    let opts = PutOptions { content_type, meta, ..PutOptions::default() };
     let info = if local == Path::new("-") {
         bucket.put(key, std::io::stdin(), opts).await?
     } else {
@@ -66,24 +92,32 @@ pub async fn put(client: &Client, local: &Path, target: &str, content_type: Opti
     Ok(())
 }
 
-/// `cairn get BUCKET/KEY LOCAL` (`-` = stdout).
-pub async fn get(client: &Client, source: &str, local: &Path) -> anyhow::Result<()> {
+/// `cairn get BUCKET/KEY LOCAL [--range START-END]` (`-` = stdout).
+pub async fn get(client: &Client, source: &str, local: &Path, range: Option<(u64, Option<u64>)>) -> anyhow::Result<()> {
     let (b, key) = need_key(source)?;
     let bucket = client.bucket(b).await?;
+    let info = bucket.head(key).await?;
+    let range = match range {
+        None => None,
+        Some((start, _)) if start >= info.size => {
+            bail!("range starts at {start}, past the end of {b}/{key} ({} bytes)", info.size)
+        }
+        Some((start, end)) => Some(start..end.map_or(info.size, |e| (e + 1).min(info.size))),
+    };
+    let len = range.as_ref().map_or(info.size, |r| r.end - r.start);
     if local == Path::new("-") {
         let mut out = tokio::io::stdout();
-        bucket.get(key, None, &mut out).await?;
+        bucket.get(key, range, &mut out).await?;
         return Ok(());
     }
-    let info = bucket.head(key).await?;
     // Write next to the target and rename, so a failed get never leaves a
     // half-written file under the real name.
     let tmp = tmp_name(local);
     let file = tokio::fs::File::create(&tmp).await.with_context(|| format!("cannot create {}", tmp.display()))?;
     let sync = file.try_clone().await?;
-    let pb = bar(Some(info.size), key);
+    let pb = bar(Some(len), key);
     let mut out = pb.wrap_async_write(file);
-    let result = bucket.get(key, None, &mut out).await;
+    let result = bucket.get(key, range, &mut out).await;
     pb.finish_and_clear();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
@@ -92,7 +126,44 @@ pub async fn get(client: &Client, source: &str, local: &Path) -> anyhow::Result<
     drop(out);
     sync.sync_all().await?;
     std::fs::rename(&tmp, local).with_context(|| format!("cannot write {}", local.display()))?;
-    eprintln!("fetched {b}/{key} ({} bytes) to {}", info.size, local.display());
+    eprintln!("fetched {b}/{key} ({len} bytes) to {}", local.display());
+    Ok(())
+}
+
+/// `cairn cp|mv BUCKET/KEY BUCKET/KEY`: index-only within a bucket; across
+/// buckets the bytes are read and stored again (each bucket has its own keys).
+pub async fn cp(client: &Client, source: &str, target: &str, remove: bool) -> anyhow::Result<()> {
+    let (sb, sk) = need_key(source)?;
+    let (tb, tk) = need_key(target)?;
+    let src = client.bucket(sb).await?;
+    if sb == tb {
+        if remove {
+            src.rename(sk, tk).await?;
+        } else {
+            src.copy(sk, tk, MetadataDirective::Copy).await?;
+        }
+    } else {
+        let dst = client.bucket(tb).await?;
+        // Through a temp file: a put fed by a failing get would store a
+        // truncated object.
+        let file = tempfile::tempfile().context("cannot create a temp file")?;
+        let mut out = tokio::fs::File::from_std(file.try_clone()?);
+        let info = src.get(sk, None, &mut out).await?;
+        drop(out);
+        let mut file = file;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
+        let opts = PutOptions {
+            content_type: info.content_type,
+            meta: info.meta,
+            headers: info.headers,
+            ..PutOptions::default()
+        };
+        dst.put(tk, file, opts).await?;
+        if remove {
+            src.delete(sk).await?;
+        }
+    }
+    println!("{} {sb}/{sk} to {tb}/{tk}", if remove { "moved" } else { "copied" });
     Ok(())
 }
 
@@ -154,8 +225,22 @@ pub async fn stat(client: &Client, path: &str) -> anyhow::Result<()> {
     println!("object:   {b}/{}", info.key);
     println!("size:     {} bytes", info.size);
     println!("modified: {} UTC", date(info.modified_ms));
+    match &info.kind {
+        Kind::File => {}
+        Kind::Directory => println!("kind:     directory"),
+        Kind::Symlink(t) => println!("kind:     symlink to {t}"),
+    }
     if let Some(ct) = &info.content_type {
         println!("type:     {ct}");
+    }
+    if let Some(etag) = &info.etag {
+        println!("etag:     \"{etag}\"");
+    }
+    for (k, v) in info.headers.iter().chain(&info.meta) {
+        println!("meta:     {k}: {v}");
+    }
+    if info.extents > 0 {
+        println!("extents:  {}", info.extents);
     }
     match info.layout {
         None => println!("stored:   inside the bucket index (objects under 32 KiB)"),

@@ -66,6 +66,9 @@ enum Command {
         /// Content type to record.
         #[arg(long)]
         content_type: Option<String>,
+        /// User metadata `NAME=VALUE` (repeat for several).
+        #[arg(long = "meta", value_parser = commands::parse_meta)]
+        meta: Vec<(String, String)>,
     },
     /// Fetch BUCKET/KEY into a file (`-`: standard output).
     Get {
@@ -73,6 +76,23 @@ enum Command {
         source: String,
         /// Local file or `-`.
         local: PathBuf,
+        /// Only bytes START-END (inclusive, as HTTP ranges; `START-` to the end).
+        #[arg(long, value_parser = commands::parse_range)]
+        range: Option<(u64, Option<u64>)>,
+    },
+    /// Copy BUCKET/KEY to BUCKET/KEY: within a bucket no data moves.
+    Cp {
+        /// Source BUCKET/KEY.
+        source: String,
+        /// Target BUCKET/KEY.
+        target: String,
+    },
+    /// Rename BUCKET/KEY to BUCKET/KEY: within a bucket no data moves.
+    Mv {
+        /// Source BUCKET/KEY.
+        source: String,
+        /// Target BUCKET/KEY.
+        target: String,
     },
     /// List objects in BUCKET or under BUCKET/PREFIX.
     Ls {
@@ -230,11 +250,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .boxed()
         })?,
         Command::Buckets => with_client(config, |c| commands::buckets(c).boxed())?,
-        Command::Put { local, target, content_type } => {
-            with_client(config, |c| async move { commands::put(c, &local, &target, content_type).await }.boxed())?
+        Command::Put { local, target, content_type, meta } => {
+            with_client(config, |c| async move { commands::put(c, &local, &target, content_type, meta).await }.boxed())?
         }
-        Command::Get { source, local } => {
-            with_client(config, |c| async move { commands::get(c, &source, &local).await }.boxed())?
+        Command::Get { source, local, range } => {
+            with_client(config, |c| async move { commands::get(c, &source, &local, range).await }.boxed())?
+        }
+        Command::Cp { source, target } => {
+            with_client(config, |c| async move { commands::cp(c, &source, &target, false).await }.boxed())?
+        }
+        Command::Mv { source, target } => {
+            with_client(config, |c| async move { commands::cp(c, &source, &target, true).await }.boxed())?
         }
         Command::Ls { path, recursive } => {
             with_client(config, |c| async move { commands::ls(c, &path, recursive).await }.boxed())?

@@ -43,8 +43,15 @@ pub struct PipelineReport {
     pub blake3: f64,
     /// Reed-Solomon encoding (data bytes per second).
     pub rs_encode: f64,
+    /// MD5 on one thread (it cannot be split within a stream).
+    pub md5: f64,
     /// 1 / sum of per-plaintext-byte stage times.
     pub limit: f64,
+    /// The limit with MD5 beside the workers: its core time added, and no
+    /// more than one core's MD5 rate.
+    pub limit_md5: f64,
+    /// Full encode pipeline with MD5 beside it, as a put runs.
+    pub encode_md5: f64,
     /// Full encode pipeline.
     pub encode: f64,
     /// Full decode pipeline, all data shards present.
@@ -177,6 +184,16 @@ impl PipelineBench {
         let per_byte = 1.0 / seal + expansion * (k + m) as f64 / k as f64 / hash + expansion / rs_encode;
         let limit = 1.0 / per_byte;
         writeln!(out, "limit      1 / sum of stage times  {limit:>9.1} MB/s")?;
+        let md5_t = best(self.runs, || {
+            let start = Instant::now();
+            std::hint::black_box(crate::etag::md5_hex(&data));
+            Ok(start.elapsed())
+        })?;
+        let md5 = mbps(self.size, md5_t);
+        writeln!(out, "primitive  md5 (one thread)        {md5:>9.1} MB/s")?;
+        // Core-seconds per byte: the stages used `t` cores, MD5 one.
+        let limit_md5 = (t as f64 / (t as f64 * per_byte + 1.0 / md5)).min(md5);
+        writeln!(out, "limit      with md5 beside         {limit_md5:>9.1} MB/s")?;
 
         let par = Parallelism::threads(t);
         // Timed as an upload streams: each segment's shards are dropped once
@@ -199,6 +216,22 @@ impl PipelineBench {
         })?;
         let encode = mbps(self.size, enc_t);
         writeln!(out, "encode     full pipeline           {encode:>9.1} MB/s")?;
+        let enc_md5_t = best(self.runs, || {
+            let start = Instant::now();
+            let (reader, rx) = crate::etag::tee(&data[..]);
+            std::thread::scope(|s| {
+                let hasher = s.spawn(move || crate::etag::consume(rx));
+                let r = encode_object(reader, &cipher, l, par, |seg| {
+                    std::hint::black_box(&seg.shards);
+                    Ok(())
+                });
+                std::hint::black_box(hasher.join().map_err(|_| Error::WorkerPanicked)?);
+                r
+            })?;
+            Ok(start.elapsed())
+        })?;
+        let encode_md5 = mbps(self.size, enc_md5_t);
+        writeln!(out, "encode     with md5 beside         {encode_md5:>9.1} MB/s")?;
 
         let decode_with = |shards: &Vec<Vec<Option<Bytes>>>| {
             best(self.runs, || {
@@ -232,7 +265,20 @@ impl PipelineBench {
             return Err(Error::RoundTripMismatch);
         }
         let ratio = encode.min(decode) / limit;
+        writeln!(out, "md5-ratio: {:.2} (encode with md5 / its limit)", encode_md5 / limit_md5)?;
         writeln!(out, "pipeline-ratio: {ratio:.2}")?;
-        Ok(PipelineReport { seal, blake3: hash, rs_encode, limit, encode, decode, decode_degraded, ratio })
+        Ok(PipelineReport {
+            seal,
+            blake3: hash,
+            rs_encode,
+            md5,
+            limit,
+            limit_md5,
+            encode,
+            encode_md5,
+            decode,
+            decode_degraded,
+            ratio,
+        })
     }
 }

@@ -5,14 +5,15 @@
 //! threads while earlier segments upload, so memory stays at a few
 //! segments whatever the object's size.
 
+use std::collections::HashSet;
 use std::io::Read;
-use std::ops::Range;
+use std::ops::{Bound, Range};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cairn_crypto::{BucketKeys, DataKey, ObjectCipher, delete_token};
-use cairn_proto::codec;
 use cairn_proto::layout::Layout;
 use cairn_proto::manifest::{ObjectManifest, SegmentManifest, ShardPlacement};
 use cairn_proto::{ObjectVersionId, SegmentId};
@@ -21,12 +22,18 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use crate::entry::{Body, Checksum, Entry, Kind, Posix, Stored, check_meta};
 use crate::error::Error;
-use crate::index::{Op, Value};
+use crate::etag;
+use crate::formats;
+use crate::gc::{self, Collector, GARBAGE_PREFIX};
+use crate::index::{Expect, Op, Value};
+use crate::listing::{Lister, Step};
 use crate::pipeline::{Parallelism, encode_object};
 use crate::segment::{self, EncodedSegment, SegmentPos};
+use crate::tasks::Tasks;
 use crate::transfer::{Outgoing, Transfer, Wanted};
-use crate::tree::{Snapshot, Tree};
+use crate::tree::{Snapshot, Tree, expect_current};
 
 /// Objects smaller than this are stored inside the index.
 pub const INLINE_MAX: usize = 32 * 1024;
@@ -36,10 +43,8 @@ pub const MAX_KEY_LEN: usize = 1024;
 const SEGMENTS_IN_FLIGHT: usize = 2;
 /// How old a cached index view may be for reads.
 const READ_FRESHNESS: Duration = Duration::from_millis(500);
-/// Version marker of an object entry.
-const ENTRY_V1: u8 = 1;
-/// Largest entry decoded.
-const MAX_ENTRY: usize = 64 * 1024 * 1024;
+/// Entries read per batch when listing or sweeping.
+const LIST_BATCH: usize = 1000;
 
 /// How a bucket stores its objects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,42 +85,27 @@ impl BucketSettings {
     }
 }
 
-/// Where an object's bytes are.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-enum Body {
-    Inline(Vec<u8>),
-    Stored(ObjectManifest),
-}
-
-/// An object's index entry.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Entry {
-    size: u64,
-    modified_ms: u64,
-    content_type: Option<String>,
-    meta: Vec<(String, String)>,
-    body: Body,
-}
-
-impl Entry {
-    fn decode(v: &Value) -> Result<Self, Error> {
-        codec::from_versioned("object entry", ENTRY_V1, &v.data, MAX_ENTRY).map_err(|e| Error::Index(e.to_string()))
-    }
-
-    fn info(&self, key: String) -> ObjectInfo {
-        let (segments, layout) = match &self.body {
-            Body::Inline(_) => (0, None),
-            Body::Stored(m) => (m.segments.len(), Some(m.layout)),
-        };
-        ObjectInfo {
-            key,
-            size: self.size,
-            modified_ms: self.modified_ms,
-            content_type: self.content_type.clone(),
-            meta: self.meta.clone(),
-            segments,
-            layout,
+pub(crate) fn info_of(e: &Entry, key: String) -> ObjectInfo {
+    let (segments, layout, extents) = match &e.body {
+        Body::Inline(_) => (0, None, 0),
+        Body::Stored(s) => {
+            (s.data.iter().map(|m| m.segments.len()).sum(), s.data.first().map(|m| m.layout), s.extents.len())
         }
+    };
+    ObjectInfo {
+        key,
+        size: e.size,
+        modified_ms: e.modified_ms,
+        content_type: e.content_type.clone(),
+        headers: e.headers.clone(),
+        meta: e.meta.clone(),
+        etag: e.etag.clone(),
+        checksums: e.checksums.clone(),
+        kind: e.kind.clone(),
+        posix: e.posix,
+        segments,
+        extents,
+        layout,
     }
 }
 
@@ -130,11 +120,23 @@ pub struct ObjectInfo {
     pub modified_ms: u64,
     /// Content type, if given.
     pub content_type: Option<String>,
+    /// Other stored HTTP headers.
+    pub headers: Vec<(String, String)>,
     /// User metadata.
     pub meta: Vec<(String, String)>,
-    /// Segments (0: stored inside the index).
+    /// The S3 ETag, without quotes.
+    pub etag: Option<String>,
+    /// Checksums the writer sent.
+    pub checksums: Vec<Checksum>,
+    /// File, directory or symlink.
+    pub kind: Kind,
+    /// POSIX attributes, if set.
+    pub posix: Option<Posix>,
+    /// Segments over all data versions (0: stored inside the index).
     pub segments: usize,
-    /// Erasure layout (None: stored inside the index).
+    /// Extents (0: stored inside the index).
+    pub extents: usize,
+    /// Erasure layout of the first data version (None: inside the index).
     pub layout: Option<Layout>,
 }
 
@@ -143,8 +145,14 @@ pub struct ObjectInfo {
 pub struct PutOptions {
     /// Content type to record.
     pub content_type: Option<String>,
+    /// Other HTTP headers to record (lower-case names).
+    pub headers: Vec<(String, String)>,
     /// User metadata to record.
     pub meta: Vec<(String, String)>,
+    /// Checksums the writer sent (kept, returned when asked).
+    pub checksums: Vec<Checksum>,
+    /// Write only if the key holds no object (`If-None-Match: *`).
+    pub if_absent: bool,
 }
 
 /// Health of one segment.
@@ -161,15 +169,7 @@ pub struct SegmentHealth {
 }
 
 /// One page of a listing.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Listing {
-    /// Objects.
-    pub objects: Vec<ObjectInfo>,
-    /// Common prefixes up to the delimiter ("directories").
-    pub prefixes: Vec<String>,
-    /// Listing stopped at the limit; continue after this key.
-    pub next_after: Option<String>,
-}
+pub type Listing = crate::listing::Page<ObjectInfo>;
 
 /// Checks an object key: non-empty, at most [`MAX_KEY_LEN`] bytes, no NUL.
 pub fn check_key(key: &str) -> Result<(), Error> {
@@ -199,9 +199,19 @@ pub struct Bucket {
     tree: Tree,
     transfer: Arc<Transfer>,
     par: Parallelism,
+    collector: Arc<Collector>,
+    tasks: Tasks,
+}
+
+/// What a stored upload produced.
+pub(crate) struct Uploaded {
+    pub(crate) manifest: ObjectManifest,
+    /// Hex MD5 of the plaintext.
+    pub(crate) md5: String,
 }
 
 impl Bucket {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         name: String,
         keys: BucketKeys,
@@ -209,8 +219,10 @@ impl Bucket {
         tree: Tree,
         transfer: Arc<Transfer>,
         par: Parallelism,
+        collector: Arc<Collector>,
+        tasks: Tasks,
     ) -> Self {
-        Self { name, keys, settings, tree, transfer, par }
+        Self { name, keys, settings, tree, transfer, par, collector, tasks }
     }
 
     /// The bucket's name.
@@ -228,17 +240,36 @@ impl Bucket {
         &self.tree
     }
 
-    async fn snapshot(&self) -> Result<Snapshot, Error> {
+    pub(crate) fn transfer(&self) -> &Transfer {
+        &self.transfer
+    }
+
+    pub(crate) async fn snapshot(&self) -> Result<Snapshot, Error> {
         self.tree.snapshot(READ_FRESHNESS).await
     }
 
-    async fn entry(&self, key: &str) -> Result<Entry, Error> {
+    /// The entry under `key` and its value (for preconditions).
+    pub(crate) async fn entry_at(&self, snap: &Snapshot, key: &str) -> Result<(Entry, Value), Error> {
         check_key(key)?;
-        let snap = self.snapshot().await?;
-        match self.tree.get(&snap, key).await? {
-            Some(v) => Entry::decode(&v),
+        match self.tree.get(snap, key).await? {
+            Some(v) => Ok((formats::decode_entry(v.live().unwrap_or_default())?, v)),
             None => Err(Error::NoSuchKey { bucket: self.name.clone(), key: key.into() }),
         }
+    }
+
+    async fn entry(&self, key: &str) -> Result<Entry, Error> {
+        let snap = self.snapshot().await?;
+        Ok(self.entry_at(&snap, key).await?.0)
+    }
+
+    /// Commits `ops` (one atomic group) and, when they retired data,
+    /// starts a sweep for data no name uses any more.
+    pub(crate) async fn commit(&self, ops: Vec<Op>) -> Result<Vec<Option<Value>>, Error> {
+        let replaced = self.tree.commit(ops).await?;
+        if replaced.iter().flatten().next().is_some() {
+            self.sweep_soon();
+        }
+        Ok(replaced)
     }
 
     /// Stores everything `reader` yields under `key`, replacing what was there.
@@ -249,6 +280,7 @@ impl Bucket {
         opts: PutOptions,
     ) -> Result<ObjectInfo, Error> {
         check_key(key)?;
+        check_meta(&opts.meta)?;
         let (head, reader) = tokio::task::spawn_blocking(move || {
             let mut reader = reader;
             let mut head = Vec::with_capacity(INLINE_MAX);
@@ -256,48 +288,48 @@ impl Bucket {
         })
         .await
         .map_err(|_| Error::WorkerPanicked)??;
-        let body = if head.len() < INLINE_MAX {
-            Body::Inline(head)
+        let (body, md5, fresh) = if head.len() < INLINE_MAX {
+            let md5 = etag::md5_hex(&head);
+            (Body::Inline(head), md5, None)
         } else {
-            Body::Stored(self.upload(std::io::Cursor::new(head).chain(reader)).await?)
+            let up = self.upload(std::io::Cursor::new(head).chain(reader)).await?;
+            (Body::Stored(Stored::whole(up.manifest.clone())), up.md5, Some(up.manifest))
         };
-        let size = match &body {
-            Body::Inline(b) => b.len() as u64,
-            Body::Stored(m) => m.size,
-        };
-        let entry = Entry { size, modified_ms: now_ms(), content_type: opts.content_type, meta: opts.meta, body };
-        let info = entry.info(key.to_string());
-        let value = Value { stamp: (entry.modified_ms, rand::random()), data: codec::to_versioned(ENTRY_V1, &entry) };
-        let replaced = self.tree.commit(vec![Op::Put(key.to_string(), value)]).await;
-        match replaced {
-            Ok(mut r) => {
-                if let Some(Some(old)) = r.pop() {
-                    self.delete_body(&old);
-                }
-                Ok(info)
-            }
-            Err(e) => {
-                // Not in the index: nothing points at the shards.
-                if let Body::Stored(m) = &entry.body {
-                    self.delete_manifest(m);
-                }
-                Err(e)
-            }
+        let mut entry = Entry::file(body, now_ms());
+        entry.content_type = opts.content_type;
+        entry.headers = opts.headers;
+        entry.meta = opts.meta;
+        entry.checksums = opts.checksums;
+        entry.etag = Some(md5);
+        let expect = if opts.if_absent { Expect::Absent } else { Expect::Any };
+        let stored = self.store(key, entry, expect).await;
+        if let (Err(_), Some(m)) = (&stored, &fresh) {
+            // Not in the index: nothing points at the shards.
+            self.delete_manifest(m);
         }
+        stored
     }
 
-    /// Encodes and uploads an object; returns its manifest.
-    async fn upload(&self, reader: impl Read + Send + 'static) -> Result<ObjectManifest, Error> {
+    /// Commits `entry` under `key` if `expect` holds.
+    pub(crate) async fn store(&self, key: &str, entry: Entry, expect: Expect) -> Result<ObjectInfo, Error> {
+        let info = info_of(&entry, key.to_string());
+        self.commit(vec![Op::put(key, formats::encode_entry(&entry)).expecting(expect)]).await?;
+        Ok(info)
+    }
+
+    /// Encodes and uploads an object; returns its manifest and MD5. MD5
+    /// runs beside the segment workers, on the bytes as they are read.
+    pub(crate) async fn upload(&self, reader: impl Read + Send + 'static) -> Result<Uploaded, Error> {
         let layout = self.settings.layout()?;
         let data_key = DataKey::generate();
         let version = ObjectVersionId(rand::random());
         let cipher = ObjectCipher::new(&data_key, version.0);
         let (tx, rx) = mpsc::channel::<EncodedSegment>(1);
         let par = self.par;
+        let (tee, md5_rx) = etag::tee(reader);
+        let hasher = tokio::task::spawn_blocking(move || etag::consume(md5_rx));
         let encoder = tokio::task::spawn_blocking(move || {
-            encode_object(reader, &cipher, layout, par, |seg| {
-                tx.blocking_send(seg).map_err(|_| Error::Commit("the upload stopped".into()))
-            })
+            encode_object(tee, &cipher, layout, par, |seg| tx.blocking_send(seg).map_err(|_| Error::Stopped))
         });
         let segments = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|s| (s, rx)) });
         // Keep the segments stored before a failure, so they can be deleted.
@@ -317,12 +349,13 @@ impl Bucket {
         drop(uploads);
         // If an upload failed, the receiver is gone and the encoder stops.
         let summary = encoder.await.map_err(|_| Error::WorkerPanicked)?;
+        let md5 = hasher.await.map_err(|_| Error::WorkerPanicked)?;
         let manifest = ObjectManifest { version, size: 0, layout, data_key: *data_key.as_bytes(), segments: stored };
         let error = match (failed, summary) {
             (None, Ok(sum)) => {
                 let m = ObjectManifest { size: sum.size, ..manifest };
                 m.validate()?;
-                return Ok(m);
+                return Ok(Uploaded { manifest: m, md5 });
             }
             (Some(e), _) | (None, Err(e)) => e,
         };
@@ -375,12 +408,41 @@ impl Bucket {
         if range.start > range.end || range.end > entry.size {
             return Err(Error::BadRange { start: range.start, end: range.end, size: entry.size });
         }
-        match &entry.body {
-            Body::Inline(b) => out.write_all(&b[range.start as usize..range.end as usize]).await?,
-            Body::Stored(m) => self.download(m, range, out).await?,
-        }
+        self.read_body(&entry.body, range, out).await?;
         out.flush().await?;
-        Ok(entry.info(key.to_string()))
+        Ok(info_of(&entry, key.to_string()))
+    }
+
+    /// Writes bytes `range` of `body` to `out`.
+    pub(crate) async fn read_body(
+        &self,
+        body: &Body,
+        range: Range<u64>,
+        out: &mut (impl AsyncWrite + Unpin),
+    ) -> Result<(), Error> {
+        match body {
+            Body::Inline(b) => out.write_all(&b[range.start as usize..range.end as usize]).await?,
+            Body::Stored(s) => {
+                for piece in s.plan(range) {
+                    match piece.data {
+                        Some(d) => {
+                            let m = &s.data[d as usize];
+                            self.download(m, piece.skip..piece.skip + piece.len, out).await?;
+                        }
+                        None => {
+                            let zeros = vec![0u8; piece.len.min(1 << 20) as usize];
+                            let mut left = piece.len;
+                            while left > 0 {
+                                let n = left.min(zeros.len() as u64) as usize;
+                                out.write_all(&zeros[..n]).await?;
+                                left -= n as u64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn download(
@@ -396,19 +458,35 @@ impl Bucket {
         let first = range.start / seg_size;
         let last = (range.end - 1) / seg_size;
         let count = m.segments.len() as u64;
-        let fetches: Vec<_> = (first..=last).map(|i| self.fetch_segment(m, i, count)).collect();
+        // Whole segments are fetched whole; a segment the range covers in
+        // part is read block by block (see `ranged`).
+        let fetches: Vec<_> = (first..=last)
+            .map(|i| {
+                let base = i * seg_size;
+                let len = u64::from(m.segments[i as usize].plain_len);
+                let from = range.start.saturating_sub(base);
+                let to = (range.end - base).min(len);
+                async move {
+                    if from == 0 && to == len {
+                        let (_, plain) = self.fetch_segment(m, i, count).await?;
+                        Ok::<_, Error>((plain, true))
+                    } else {
+                        Ok((self.fetch_segment_range(m, i, from as u32..to as u32).await?, false))
+                    }
+                }
+            })
+            .collect();
         let mut segments = stream::iter(fetches).buffered(SEGMENTS_IN_FLIGHT);
-        while let Some((i, plain)) = segments.try_next().await? {
-            let base = i * seg_size;
-            let from = range.start.saturating_sub(base) as usize;
-            let to = ((range.end - base) as usize).min(plain.len());
-            out.write_all(&plain[from..to]).await?;
-            crate::pool::global().give(plain);
+        while let Some((plain, pooled)) = segments.try_next().await? {
+            out.write_all(&plain).await?;
+            if pooled {
+                crate::pool::global().give(plain);
+            }
         }
         Ok(())
     }
 
-    async fn fetch_segment(&self, m: &ObjectManifest, i: u64, count: u64) -> Result<(u64, Vec<u8>), Error> {
+    pub(crate) async fn fetch_segment(&self, m: &ObjectManifest, i: u64, count: u64) -> Result<(u64, Vec<u8>), Error> {
         let seg = &m.segments[i as usize];
         let wanted: Vec<Wanted> = seg
             .shards
@@ -430,33 +508,37 @@ impl Bucket {
         Ok((i, decoded.plaintext))
     }
 
-    /// The node recorded for each shard of each segment of `key` (empty
-    /// for an object stored inside the index).
+    /// The node recorded for each shard of each segment of `key`'s data
+    /// versions, in order (empty for an object stored inside the index).
     pub async fn holders(&self, key: &str) -> Result<Vec<Vec<Option<cairn_net::PeerId>>>, Error> {
         let entry = self.entry(key).await?;
-        let Body::Stored(m) = &entry.body else { return Ok(Vec::new()) };
-        Ok(m.segments
+        let Body::Stored(s) = &entry.body else { return Ok(Vec::new()) };
+        Ok(s.data
             .iter()
+            .flat_map(|m| &m.segments)
             .map(|s| s.shards.iter().map(|p| p.holder.as_ref().and_then(crate::transfer::peer_of)).collect())
             .collect())
     }
 
     /// What is known about `key`.
     pub async fn head(&self, key: &str) -> Result<ObjectInfo, Error> {
-        Ok(self.entry(key).await?.info(key.to_string()))
+        Ok(info_of(&self.entry(key).await?, key.to_string()))
     }
 
-    /// The object's segments and how many of their shards' holders answer.
+    /// The object's segments (over all its data versions) and how many of
+    /// their shards' holders answer.
     pub async fn stat(&self, key: &str) -> Result<(ObjectInfo, Vec<SegmentHealth>), Error> {
         let entry = self.entry(key).await?;
-        let Body::Stored(m) = &entry.body else { return Ok((entry.info(key.to_string()), Vec::new())) };
+        let info = info_of(&entry, key.to_string());
+        let Body::Stored(s) = &entry.body else { return Ok((info, Vec::new())) };
         // Futures are collected first: a `Map` closure inside a spawned
         // future trips the compiler's higher-ranked lifetime check.
-        let checks: Vec<_> = m
-            .segments
+        let checks: Vec<_> = s
+            .data
             .iter()
+            .flat_map(|m| m.segments.iter().map(move |seg| (m, seg)))
             .enumerate()
-            .map(|(i, seg)| async move {
+            .map(|(i, (m, seg))| async move {
                 let checks = seg.shards.iter().filter_map(|s| {
                     let peer = crate::transfer::peer_of(s.holder.as_ref()?)?;
                     let client = self.transfer.client(peer);
@@ -473,7 +555,7 @@ impl Bucket {
             })
             .collect();
         let health = stream::iter(checks).buffered(8).collect().await;
-        Ok((entry.info(key.to_string()), health))
+        Ok((info, health))
     }
 
     /// Objects (and, with a delimiter, common prefixes) under `prefix`,
@@ -486,56 +568,123 @@ impl Bucket {
         limit: usize,
     ) -> Result<Listing, Error> {
         let snap = self.snapshot().await?;
-        let mut listing = Listing::default();
-        let mut after = after.to_string();
-        let limit = limit.max(1);
+        let mut lister = Lister::new(prefix, delimiter, after, limit);
         loop {
-            let batch = self.tree.list(&snap, prefix, &after, 1000).await?;
-            let Some((last, _)) = batch.last() else { return Ok(listing) };
-            let last = last.clone();
-            for (key, value) in batch {
-                if listing.objects.len() + listing.prefixes.len() >= limit {
-                    listing.next_after =
-                        listing.objects.last().map(|o| o.key.clone()).max(listing.prefixes.last().cloned());
-                    return Ok(listing);
-                }
-                let rest = &key[prefix.len()..];
-                if let Some(d) = delimiter
-                    && let Some(at) = rest.find(d)
-                {
-                    let p = key[..prefix.len() + at + d.len_utf8()].to_string();
-                    if listing.prefixes.last() != Some(&p) {
-                        listing.prefixes.push(p);
-                    }
-                    continue;
-                }
-                listing.objects.push(Entry::decode(&value)?.info(key));
+            let batch = self.tree.list(&snap, prefix, lister.start(), LIST_BATCH).await?;
+            let step = lister.feed(batch, LIST_BATCH, |key, value: Value| {
+                Ok::<_, Error>(info_of(&formats::decode_entry(value.live().unwrap_or_default())?, key))
+            })?;
+            if step == Step::Done {
+                return Ok(lister.finish());
             }
-            after = last;
         }
     }
 
-    /// Removes `key` and deletes its shards.
+    /// Removes `key`; its data is deleted once no other name uses it.
     pub async fn delete(&self, key: &str) -> Result<(), Error> {
         check_key(key)?;
-        let mut replaced = self.tree.commit(vec![Op::Delete(key.to_string())]).await?;
-        match replaced.pop().flatten() {
-            Some(old) => {
-                self.delete_body(&old);
-                Ok(())
-            }
+        match self.commit(vec![Op::delete(key)]).await?.pop().flatten() {
+            Some(_) => Ok(()),
             None => Err(Error::NoSuchKey { bucket: self.name.clone(), key: key.into() }),
         }
     }
 
-    /// Deletes the segments of a replaced or removed entry (in the background).
-    fn delete_body(&self, old: &Value) {
-        if let Ok(Entry { body: Body::Stored(m), .. }) = Entry::decode(old) {
-            self.delete_manifest(&m);
+    /// Starts a sweep in the background, or asks the running one to go
+    /// again; when queued data is not due yet, another sweep is set for
+    /// when it is.
+    fn sweep_soon(&self) {
+        let c = &self.collector;
+        c.requested.store(true, Ordering::SeqCst);
+        if self.tasks.is_shutting_down() || c.running.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = self.clone();
+        self.tasks.spawn(async move {
+            loop {
+                me.collector.requested.store(false, Ordering::SeqCst);
+                match me.sweep(false).await {
+                    Ok((_, Some(due_ms))) => me.sweep_at(due_ms),
+                    Ok((_, None)) => {}
+                    Err(e) => tracing::debug!(error = %e, "garbage sweep"),
+                }
+                me.collector.running.store(false, Ordering::SeqCst);
+                if !me.collector.requested.load(Ordering::SeqCst) || me.collector.running.swap(true, Ordering::SeqCst) {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Sweeps again once `due_ms` has passed (unless the client stops).
+    fn sweep_at(&self, due_ms: u64) {
+        if self.collector.timer.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = self.clone();
+        self.tasks.spawn_until_shutdown(async move {
+            let wait = due_ms.saturating_sub(now_ms()) + 1000;
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            me.collector.timer.store(false, Ordering::SeqCst);
+            me.sweep_soon();
+        });
+    }
+
+    /// Deletes from the nodes the data that no name uses any more and that
+    /// was retired at least the collector's delay ago (`all`: any time ago,
+    /// for a bucket being removed). Returns the data versions deleted.
+    pub async fn collect_garbage(&self, all: bool) -> Result<usize, Error> {
+        Ok(self.sweep(all).await?.0)
+    }
+
+    /// A sweep: the versions deleted, and when the next queued entry is due.
+    async fn sweep(&self, all: bool) -> Result<(usize, Option<u64>), Error> {
+        let snap = self.tree.snapshot(Duration::ZERO).await?;
+        let delay = self.collector.delay.as_millis() as u64;
+        let horizon = now_ms().saturating_sub(delay);
+        let queued = self.tree.list(&snap, GARBAGE_PREFIX, Bound::Unbounded, LIST_BATCH).await?;
+        let (due, later): (Vec<_>, Vec<_>) =
+            queued.into_iter().partition(|(k, _)| all || gc::garbage_time(k).is_some_and(|t| t <= horizon));
+        let next_due = later.iter().filter_map(|(k, _)| gc::garbage_time(k)).min().map(|t| t + delay);
+        let due: Vec<(String, formats::Garbage)> =
+            due.into_iter().filter_map(|(k, v)| Some((k, formats::decode_garbage(v.live()?).ok()?))).collect();
+        if due.is_empty() {
+            return Ok((0, next_due));
+        }
+        let used = self.used_versions(&snap).await?;
+        let sweep = gc::plan(due, &used);
+        for m in &sweep.delete {
+            self.delete_manifest(m);
+        }
+        self.tree.commit(sweep.drop.into_iter().map(Op::delete).collect()).await?;
+        Ok((sweep.delete.len(), next_due))
+    }
+
+    /// Every data version a live entry of `snap` uses.
+    async fn used_versions(&self, snap: &Snapshot) -> Result<HashSet<ObjectVersionId>, Error> {
+        let mut used = HashSet::new();
+        let mut start = String::new();
+        loop {
+            let from = if start.is_empty() { Bound::Unbounded } else { Bound::Excluded(start.as_str()) };
+            let batch = self.tree.list(snap, "", from, LIST_BATCH).await?;
+            let Some((last, _)) = batch.last() else { return Ok(used) };
+            start = last.clone();
+            let short = batch.len() < LIST_BATCH;
+            for (k, v) in batch {
+                if k.starts_with(GARBAGE_PREFIX) {
+                    continue;
+                }
+                // An entry that does not decode keeps what it may use: a
+                // sweep must never delete on a guess.
+                let entry = formats::decode_entry(v.live().unwrap_or_default())?;
+                used.extend(entry.versions());
+            }
+            if short {
+                return Ok(used);
+            }
         }
     }
 
-    fn delete_manifest(&self, m: &ObjectManifest) {
+    pub(crate) fn delete_manifest(&self, m: &ObjectManifest) {
         let shards: Vec<_> = m
             .segments
             .iter()
@@ -544,6 +693,13 @@ impl Bucket {
             .collect();
         self.transfer.delete_shards(shards);
     }
+}
+
+pub(crate) use crate::etag::hex;
+
+/// The precondition that `value` is still current.
+pub(crate) fn still(value: &Value) -> Expect {
+    expect_current(Some(value))
 }
 
 /// Reads a whole object into memory (for small objects and tests).

@@ -3,12 +3,15 @@
 //! `stat` are quick and a client can find nodes when its bootstrap
 //! addresses are gone. The network copy is always the truth.
 //!
-//! Keys: `'p' ‖ page id → sealed page`, `'n' ‖ peer id → postcard(addresses)`.
+//! Keys: `'p' ‖ page id → sealed page`, `'n' ‖ peer id → addresses`,
+//! `'h' ‖ record id → the newest head seen` ([`crate::formats::Mark`]).
 //! Pages stay sealed on disk: the cache holds nothing a node does not.
 
 use std::path::Path;
 
-use cairn_proto::ShardId;
+use cairn_proto::{RecordId, ShardId};
+
+use crate::formats::{self, Mark};
 use rocksdb::{DB, Direction, IteratorMode, Options};
 
 /// Pages above this size are not cached.
@@ -29,6 +32,12 @@ impl std::fmt::Debug for Cache {
 fn page_key(id: &ShardId) -> [u8; 33] {
     let mut k = [b'p'; 33];
     k[1..].copy_from_slice(&id.0);
+    k
+}
+
+fn mark_key(record: &RecordId) -> [u8; 33] {
+    let mut k = [b'h'; 33];
+    k[1..].copy_from_slice(&record.0);
     k
 }
 
@@ -60,12 +69,28 @@ impl Cache {
         }
     }
 
+    /// The newest head seen of a tree.
+    pub fn mark(&self, record: &RecordId) -> Option<Mark> {
+        let bytes = self.db.get(mark_key(record)).ok().flatten()?;
+        formats::decode_mark(&bytes).ok()
+    }
+
+    /// Remembers the newest head seen of a tree (never lowers it).
+    pub fn put_mark(&self, record: &RecordId, mark: &Mark) {
+        if self.mark(record).is_some_and(|m| m.seq > mark.seq) {
+            return;
+        }
+        if let Err(e) = self.db.put(mark_key(record), formats::encode_mark(mark)) {
+            tracing::debug!(error = %e, "cache write failed");
+        }
+    }
+
     /// Remembers the addresses of a storage node.
     pub fn put_node(&self, peer: &[u8], addrs: &[String]) {
         let mut k = Vec::with_capacity(1 + peer.len());
         k.push(b'n');
         k.extend_from_slice(peer);
-        let _ = self.db.put(k, cairn_proto::codec::to_bytes(&addrs));
+        let _ = self.db.put(k, formats::encode_addrs(addrs));
     }
 
     /// The storage nodes remembered: `(peer id bytes, addresses)`.
@@ -75,7 +100,7 @@ impl Cache {
             .map_while(Result::ok)
             .take_while(|(k, _)| k.first() == Some(&b'n'))
             .filter_map(|(k, v)| {
-                let addrs: Vec<String> = cairn_proto::codec::from_bytes("node addresses", &v, 64 * 1024).ok()?;
+                let addrs = formats::decode_addrs(&v).ok()?;
                 Some((k[1..].to_vec(), addrs))
             })
             .collect()
@@ -100,6 +125,11 @@ mod tests {
         assert_eq!(cache.page(&other), None);
         cache.put_node(b"peer-a", &["/ip4/127.0.0.1/udp/1/quic-v1".into()]);
         assert_eq!(cache.nodes(), vec![(b"peer-a".to_vec(), vec!["/ip4/127.0.0.1/udp/1/quic-v1".to_string()])]);
+        let rec = RecordId([1; 32]);
+        assert_eq!(cache.mark(&rec), None);
+        cache.put_mark(&rec, &Mark { seq: 5, root: None });
+        cache.put_mark(&rec, &Mark { seq: 3, root: None });
+        assert_eq!(cache.mark(&rec).map(|m| m.seq), Some(5), "a mark never goes down");
         // A second open of the same directory is refused, not corrupted.
         assert!(Cache::open(dir.path()).is_err());
     }

@@ -9,25 +9,26 @@ use std::time::{Duration, Instant};
 use cairn_crypto::{AccountKeys, RootSecret};
 use cairn_net::store::MemoryBackend;
 use cairn_net::{Multiaddr, NetConfig, Network, PeerId};
-use cairn_proto::codec;
 use cairn_proto::shard::NodeStats;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 
 use crate::bucket::{Bucket, BucketSettings, now_ms};
 use crate::cache::Cache;
 use crate::error::Error;
-use crate::index::{Op, Value};
+use crate::formats;
+use crate::gc::Collector;
+use crate::index::{Expect, Op, Value};
 use crate::pages::Pages;
 use crate::pipeline::Parallelism;
 use crate::placement::{NodeReport, Nodes};
+use crate::tasks::Tasks;
 use crate::transfer::{Hedging, Transfer};
-use crate::tree::Tree;
+use crate::tree::{Tree, TreeOptions};
 
-/// Version marker of a bucket-list entry.
-const BUCKET_V1: u8 = 1;
 /// How long `connect` waits for the first storage node.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for background work.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// How a client connects and stores.
 #[derive(Clone, Debug)]
@@ -44,6 +45,10 @@ pub struct ClientConfig {
     pub parallelism: Parallelism,
     /// When spare shard transfers start.
     pub hedging: Hedging,
+    /// How long data that no name uses any more waits before it is deleted
+    /// from the nodes: a writer that copied it from an older view of the
+    /// index has this long to commit (Garage waits 10 minutes too).
+    pub gc_delay: Duration,
 }
 
 impl Default for ClientConfig {
@@ -55,20 +60,23 @@ impl Default for ClientConfig {
             lease_secs: 365 * 24 * 3600,
             parallelism: Parallelism::default(),
             hedging: Hedging::default(),
+            gc_delay: Duration::from_secs(600),
         }
     }
 }
 
 /// A bucket as listed in the account's bucket list.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BucketInfo {
     /// Its name.
-    #[serde(skip)]
     pub name: String,
     /// Created, milliseconds since the epoch.
     pub created_ms: u64,
     /// How it stores objects.
     pub settings: BucketSettings,
+    /// Its index head was published at creation (buckets made before that
+    /// rule may have none yet), so a lookup that finds none is an error.
+    pub head_published: bool,
 }
 
 /// One storage node as `cairn status` shows it.
@@ -108,6 +116,7 @@ pub struct Client {
     list: Tree,
     buckets: Mutex<HashMap<String, Bucket>>,
     cfg: ClientConfig,
+    tasks: Tasks,
 }
 
 impl std::fmt::Debug for Client {
@@ -156,8 +165,9 @@ impl Client {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // Filling the routing table can wait on dead peers; nothing needs it done.
+        let tasks = Tasks::new();
         let boot = net.clone();
-        tokio::spawn(async move {
+        tasks.spawn_until_shutdown(async move {
             if let Err(e) = boot.bootstrap().await {
                 tracing::debug!(error = %e, "bootstrap query");
             }
@@ -168,12 +178,22 @@ impl Client {
         let signer = account.bucket_list_signer();
         let key = account.bucket_list_key();
         let pages = Pages::new(key.clone(), signer.public_key(), Arc::clone(&transfer), cache.clone());
-        let list = Tree::new(net, signer, key, pages);
-        Ok(Self { network: Some(network), account, transfer, cache, list, buckets: Mutex::new(HashMap::new()), cfg })
+        let list = Tree::new(net, signer, key, pages, TreeOptions::default(), &tasks);
+        Ok(Self {
+            network: Some(network),
+            account,
+            transfer,
+            cache,
+            list,
+            buckets: Mutex::new(HashMap::new()),
+            cfg,
+            tasks,
+        })
     }
 
     /// Remembers the nodes seen, leaves the network.
     pub async fn shutdown(mut self) {
+        self.tasks.shutdown(SHUTDOWN_GRACE).await;
         self.transfer.finish().await;
         if let Some(c) = &self.cache {
             for n in self.transfer.nodes().report_all() {
@@ -189,7 +209,13 @@ impl Client {
     /// Waits until uploads left running by earlier puts (the slow tail)
     /// have finished and their extra shards are deleted.
     pub async fn settle(&self) {
+        self.tasks.settle(SHUTDOWN_GRACE).await;
         self.transfer.finish().await;
+    }
+
+    /// Shard bytes this client has received from nodes.
+    pub fn bytes_fetched(&self) -> u64 {
+        self.transfer.fetched()
     }
 
     /// Settings of buckets created without explicit ones.
@@ -212,7 +238,8 @@ impl Client {
     /// All buckets, by name.
     pub async fn buckets(&self) -> Result<Vec<BucketInfo>, Error> {
         let snap = self.list.snapshot(Duration::ZERO).await?;
-        self.list.list(&snap, "", "", usize::MAX).await?.into_iter().map(|(name, v)| decode_bucket(name, &v)).collect()
+        let all = self.list.list(&snap, "", std::ops::Bound::Unbounded, usize::MAX).await?;
+        all.into_iter().map(|(name, v)| decode_bucket(name, &v)).collect()
     }
 
     /// Creates a bucket with the default settings (or `settings`).
@@ -224,20 +251,26 @@ impl Client {
         if self.list.get(&snap, name).await?.is_some() {
             return Err(Error::BucketExists(name.into()));
         }
-        let created_ms = now_ms();
-        let info = BucketInfo { name: name.into(), created_ms, settings };
-        let value = Value { stamp: (created_ms, rand::random()), data: codec::to_versioned(BUCKET_V1, &info) };
-        self.list.commit(vec![Op::Put(name.into(), value)]).await?;
-        Ok(info)
+        let info = BucketInfo { name: name.into(), created_ms: now_ms(), settings, head_published: true };
+        // The bucket's head first: once the bucket is listed, a lookup of
+        // its head that finds nothing is an error, never an empty bucket.
+        let tree = self.open_tree(&BucketInfo { head_published: false, ..info.clone() });
+        tree.commit(vec![Op::delete("\0created")]).await?;
+        match self.list.commit(vec![Op::put(name, formats::encode_bucket(&info)).expecting(Expect::Absent)]).await {
+            Err(e) if matches!(e.root(), Error::Conflict { .. }) => Err(Error::BucketExists(name.into())),
+            r => r.map(|_| info),
+        }
     }
 
     /// Removes an empty bucket.
     pub async fn delete_bucket(&self, name: &str) -> Result<(), Error> {
         let bucket = self.bucket(name).await?;
-        if bucket.tree().snapshot(Duration::ZERO).await?.root.count() > 0 {
+        if !bucket.list("", None, "", 1).await?.objects.is_empty() {
             return Err(Error::BucketNotEmpty(name.into()));
         }
-        match self.list.commit(vec![Op::Delete(name.into())]).await?.pop().flatten() {
+        // No name is left to use the bucket's data: collect all of it now.
+        bucket.collect_garbage(true).await?;
+        match self.list.commit(vec![Op::delete(name)]).await?.pop().flatten() {
             Some(_) => {
                 self.buckets.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
                 Ok(())
@@ -257,21 +290,37 @@ impl Client {
             Some(v) => decode_bucket(name.into(), &v)?,
             None => return Err(Error::NoSuchBucket(name.into())),
         };
+        let tree = self.open_tree(&info);
+        let collector = Collector::new(self.cfg.gc_delay);
         let keys = self.account.bucket(name);
-        let pages =
-            Pages::new(keys.index.clone(), keys.signer.public_key(), Arc::clone(&self.transfer), self.cache.clone());
-        let tree = Tree::new(self.transfer.net().clone(), keys.signer.clone(), keys.index.clone(), pages);
-        let bucket =
-            Bucket::new(name.into(), keys, info.settings, tree, Arc::clone(&self.transfer), self.cfg.parallelism);
+        let bucket = Bucket::new(
+            name.into(),
+            keys,
+            info.settings,
+            tree,
+            Arc::clone(&self.transfer),
+            self.cfg.parallelism,
+            collector,
+            self.tasks.clone(),
+        );
         let mut open = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         Ok(open.entry(name.into()).or_insert(bucket).clone())
     }
 }
 
+impl Client {
+    /// The index tree of a bucket.
+    fn open_tree(&self, info: &BucketInfo) -> Tree {
+        let keys = self.account.bucket(&info.name);
+        let pages =
+            Pages::new(keys.index.clone(), keys.signer.public_key(), Arc::clone(&self.transfer), self.cache.clone());
+        let opts = TreeOptions { retire: Some(Arc::new(crate::gc::Retirer)), must_exist: info.head_published };
+        Tree::new(self.transfer.net().clone(), keys.signer.clone(), keys.index.clone(), pages, opts, &self.tasks)
+    }
+}
+
 fn decode_bucket(name: String, v: &Value) -> Result<BucketInfo, Error> {
-    let info: BucketInfo =
-        codec::from_versioned("bucket entry", BUCKET_V1, &v.data, 4096).map_err(|e| Error::Index(e.to_string()))?;
-    Ok(BucketInfo { name, ..info })
+    formats::decode_bucket(name, v.live().unwrap_or_default())
 }
 
 async fn stream_all<T, O, F: std::future::Future<Output = O>>(items: Vec<T>, f: impl Fn(T) -> F) -> Vec<O> {

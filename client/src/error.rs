@@ -1,6 +1,8 @@
 //! The one error enum of `client`.
 
-use cairn_proto::ShardId;
+use std::sync::Arc;
+
+use cairn_proto::{RecordId, ShardId};
 
 /// What can go wrong in the client.
 #[derive(Debug, thiserror::Error)]
@@ -65,14 +67,6 @@ pub enum Error {
     /// Reading the input or writing the output failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
-    /// A fetch of shards for a segment failed.
-    #[error("fetching segment {segment} failed: {reason}")]
-    Fetch {
-        /// Segment index.
-        segment: u64,
-        /// Why.
-        reason: String,
-    },
     /// The network failed.
     #[error(transparent)]
     Net(Box<cairn_net::Error>),
@@ -109,12 +103,78 @@ pub enum Error {
         /// The last failure.
         reason: String,
     },
-    /// An index page or head record is damaged or was sealed with another key.
-    #[error("the bucket index is damaged or sealed with another key: {0}")]
-    Index(String),
-    /// An index update could not be published.
-    #[error("the index update could not be published: {0}")]
-    Commit(String),
+    /// An index page does not open with the tree's key, does not decode,
+    /// or is not the kind of page its pointer says.
+    #[error("index page {id} is damaged or sealed with another key: {fault}")]
+    BadPage {
+        /// The page.
+        id: ShardId,
+        /// What is wrong with it.
+        fault: PageFault,
+    },
+    /// A head lookup found nothing, or an older head than this client has
+    /// seen: nodes are unreachable or serve a stale record. Nothing is
+    /// read or written on such a view.
+    #[error(
+        "the index head found (sequence {found}) is older than one this client has seen ({seen}): \
+         nodes are unreachable or serve a stale record; try again"
+    )]
+    HeadBehind {
+        /// The tree's head record.
+        record: RecordId,
+        /// Sequence found (0: none).
+        found: u64,
+        /// Highest sequence seen before.
+        seen: u64,
+    },
+    /// Head records were found, but none opens and decodes.
+    #[error("no version of head record {record} (sequence {seq}) can be read: sealed with another key or damaged")]
+    HeadUnreadable {
+        /// The tree's head record.
+        record: RecordId,
+        /// Its sequence.
+        seq: u64,
+    },
+    /// A precondition of a write did not hold: the key changed meanwhile.
+    #[error("{key:?} changed while this write was prepared; nothing was written")]
+    Conflict {
+        /// The key.
+        key: String,
+    },
+    /// An index update could not be published after retrying.
+    #[error("the index update could not be published after {attempts} attempts: {last}")]
+    CommitFailed {
+        /// Attempts made.
+        attempts: u32,
+        /// The last attempt's error.
+        last: Arc<Error>,
+    },
+    /// One failure shared by every caller of a group commit.
+    #[error(transparent)]
+    Shared(Arc<Error>),
+    /// A task of the client has stopped (the client is shutting down).
+    #[error("the client is shutting down")]
+    Stopped,
+    /// An object entry contradicts itself.
+    #[error("an index entry is damaged: {reason}")]
+    BadEntry {
+        /// What contradicts what.
+        reason: String,
+    },
+    /// User metadata larger than S3 allows.
+    #[error("user metadata of {size} bytes is larger than the {max} bytes allowed")]
+    MetadataTooLarge {
+        /// Its size (keys and values).
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The name is a directory or a symlink where a file was expected.
+    #[error("{key:?} is not a file")]
+    NotAFile {
+        /// The key.
+        key: String,
+    },
     /// The bucket does not exist.
     #[error("bucket {0:?} does not exist (create it with `cairn mb {0}`)")]
     NoSuchBucket(String),
@@ -146,6 +206,31 @@ pub enum Error {
     /// A worker thread panicked; a bug.
     #[error("a pipeline worker thread panicked")]
     WorkerPanicked,
+}
+
+/// What is wrong with an index page.
+#[derive(Debug, thiserror::Error)]
+pub enum PageFault {
+    /// It does not open with the tree's key.
+    #[error("it does not open")]
+    DoesNotOpen,
+    /// It opens but does not decode.
+    #[error(transparent)]
+    Malformed(#[from] cairn_proto::Error),
+    /// A leaf where a root was expected, or the other way round.
+    #[error("it is the wrong kind of page")]
+    WrongKind,
+}
+
+impl Error {
+    /// The underlying error, through the wrappers of group commits.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Shared(e) => e.root(),
+            Error::CommitFailed { last, .. } => last.root(),
+            e => e,
+        }
+    }
 }
 
 impl From<cairn_net::Error> for Error {

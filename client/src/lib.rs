@@ -15,6 +15,9 @@
 //!   [`pages`]) whose root a signed head record in the DHT names, written
 //!   with group commit and compare-and-swap ([`tree`]); objects live in
 //!   buckets ([`bucket`]), buckets in the account's list ([`client`]).
+//! - Objects as extents over shared data versions ([`entry`], [`objects`]),
+//!   collected once no name uses them ([`gc`]); listing ([`listing`]);
+//!   every stored format in one place ([`formats`]).
 //! - A local RocksDB cache of pages and nodes ([`cache`]).
 //!
 //! Repair comes later. This crate must not depend on FUSE or HTTP.
@@ -23,20 +26,30 @@ pub mod bench;
 pub mod bucket;
 pub mod cache;
 pub mod client;
+pub mod entry;
 pub mod error;
+pub mod etag;
+pub mod formats;
+pub mod gc;
 pub mod index;
+pub mod listing;
+pub mod objects;
 pub mod pages;
 pub mod pipeline;
 pub mod placement;
 pub mod pool;
 pub mod range;
+mod ranged;
 pub mod segment;
+pub mod tasks;
 pub mod transfer;
 pub mod tree;
 
 pub use bucket::{Bucket, BucketSettings, Listing, ObjectInfo, PutOptions, SegmentHealth};
 pub use client::{BucketInfo, Client, ClientConfig, NodeStatus};
+pub use entry::{Checksum, ChecksumAlgorithm, Kind, Posix};
 pub use error::Error;
+pub use objects::MetadataDirective;
 pub use pipeline::{EncodeSummary, Parallelism, decode_object, encode_object};
 pub use range::{ShardSource, read_object_range, read_segment_range};
 pub use segment::{DecodedSegment, EncodedSegment, SegmentPos};

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cairn_crypto::{SymmetricKey, delete_token};
 use cairn_proto::ShardId;
-use cairn_proto::codec;
 
 use crate::cache::Cache;
-use crate::error::Error;
+use crate::error::{Error, PageFault};
+use crate::formats;
 use crate::index::{Page, PagePtr};
 use crate::transfer::{Outgoing, Transfer, peer_of};
 
@@ -20,9 +20,7 @@ pub const REPLICAS: usize = 3;
 /// Copies attempted at once (the slowest are cancelled).
 const ATTEMPTS: usize = REPLICAS + 1;
 /// Largest page accepted from the network.
-const MAX_PAGE: usize = 16 * 1024 * 1024;
-/// Version marker of the page encoding.
-const PAGE_V1: u8 = 1;
+const MAX_PAGE: usize = formats::MAX_PAGE;
 
 /// Pages of one tree (a bucket's index or the bucket list).
 #[derive(Debug, Clone)]
@@ -47,6 +45,11 @@ impl Pages {
         Self { key, aad, transfer, cache }
     }
 
+    /// The local cache, if there is one.
+    pub fn cache(&self) -> Option<&Arc<Cache>> {
+        self.cache.as_ref()
+    }
+
     /// The token that deletes a page's copies.
     pub fn token(&self, id: &ShardId) -> [u8; 32] {
         delete_token(self.key.as_bytes(), &id.0)
@@ -54,13 +57,11 @@ impl Pages {
 
     /// Seals and stores a page.
     pub async fn put(&self, page: &Page) -> Result<PagePtr, Error> {
-        let sealed = self.key.seal(&self.aad, &codec::to_versioned(PAGE_V1, page));
+        let sealed = self.key.seal(&self.aad, &formats::encode_page(page));
         let id = ShardId::of(&sealed);
-        if let Some(c) = &self.cache {
-            c.put_page(&id, &sealed);
-        }
         let len = sealed.len() as u32;
         let bytes = Bytes::from(sealed);
+        self.cache_put(id, bytes.clone()).await;
         let copies = vec![Outgoing { id, bytes, token: self.token(&id) }; ATTEMPTS];
         let holders = self.transfer.put_shards(id.0, &copies, REPLICAS).await?;
         Ok(PagePtr { id, len, holders: holders.into_iter().flatten().collect() })
@@ -68,13 +69,13 @@ impl Pages {
 
     /// Fetches (or finds in the cache) and opens a page.
     pub async fn get(&self, ptr: &PagePtr) -> Result<Page, Error> {
-        let sealed = match self.cache.as_ref().and_then(|c| c.page(&ptr.id)) {
+        let sealed = match self.cache_get(ptr.id).await {
             Some(s) => s,
             None => self.fetch(ptr).await?,
         };
-        let plain =
-            self.key.open(&self.aad, &sealed).map_err(|_| Error::Index(format!("page {} does not open", ptr.id)))?;
-        codec::from_versioned("index page", PAGE_V1, &plain, MAX_PAGE).map_err(|e| Error::Index(e.to_string()))
+        let bad = |fault| Error::BadPage { id: ptr.id, fault };
+        let plain = self.key.open(&self.aad, &sealed).map_err(|_| bad(PageFault::DoesNotOpen))?;
+        formats::decode_page(&plain).map_err(|e| bad(PageFault::Malformed(e)))
     }
 
     async fn fetch(&self, ptr: &PagePtr) -> Result<Vec<u8>, Error> {
@@ -84,10 +85,9 @@ impl Pages {
             match self.transfer.client(peer).get(ptr.id, u64::from(ptr.len).min(MAX_PAGE as u64)).await {
                 Ok(bytes) if ptr.id.matches(&bytes) => {
                     self.transfer.nodes().report(peer, true);
-                    if let Some(c) = &self.cache {
-                        c.put_page(&ptr.id, &bytes);
-                    }
-                    return Ok(bytes);
+                    let bytes = Bytes::from(bytes);
+                    self.cache_put(ptr.id, bytes.clone()).await;
+                    return Ok(bytes.to_vec());
                 }
                 Ok(_) => {
                     self.transfer.nodes().report(peer, false);
@@ -100,6 +100,19 @@ impl Pages {
             }
         }
         Err(Error::PageUnavailable { id: ptr.id, reason: last })
+    }
+
+    /// A page from the cache (RocksDB runs on the blocking pool).
+    async fn cache_get(&self, id: ShardId) -> Option<Vec<u8>> {
+        let c = Arc::clone(self.cache.as_ref()?);
+        tokio::task::spawn_blocking(move || c.page(&id)).await.ok().flatten()
+    }
+
+    async fn cache_put(&self, id: ShardId, bytes: Bytes) {
+        if let Some(c) = &self.cache {
+            let c = Arc::clone(c);
+            let _ = tokio::task::spawn_blocking(move || c.put_page(&id, &bytes)).await;
+        }
     }
 
     /// Deletes a page's copies (best effort).

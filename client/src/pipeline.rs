@@ -1,15 +1,14 @@
 //! Streaming encode and decode of whole objects with bounded memory.
 //!
-//! A producer thread reads (or fetches) segments, `threads` workers encode
-//! (or decode) them, and the calling thread hands results to the sink in
-//! order. At most `in_flight` segments exist at once, whatever the object
-//! size: a token is taken before a segment is read and given back after
-//! the sink has consumed it.
+//! The calling thread reads (or fetches) segments, the process-wide CPU
+//! pool encodes (or decodes) them, and the calling thread hands results to
+//! the sink in order. At most `in_flight` segments exist at once, whatever
+//! the object size: a segment counts from before it is read until the sink
+//! has consumed it.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::sync_channel;
 use std::thread;
 
 use bytes::Bytes;
@@ -48,94 +47,88 @@ impl Parallelism {
     }
 }
 
-/// Runs `work` over the items of `produce` on `par.threads` threads and
-/// gives the results to `sink` in input order, with at most `par.in_flight`
-/// items alive. The first error stops everything and is returned.
+/// Runs `work` over the items of `produce` on the process-wide CPU pool
+/// (rayon's global pool, one thread per core, shared by every put and get
+/// of every client in the process) and gives the results to `sink` in
+/// input order, with at most `par.in_flight` items alive. The calling
+/// thread produces and sinks. The first error stops everything and is
+/// returned. A `par.threads` other than the pool's size runs on a pool of
+/// that size made for the call (benchmarks of scaling).
 pub fn ordered_map<I, O>(
     par: Parallelism,
-    produce: impl FnMut() -> Result<Option<I>, Error> + Send,
+    produce: impl FnMut() -> Result<Option<I>, Error>,
     work: impl Fn(u64, I) -> Result<O, Error> + Sync,
-    mut sink: impl FnMut(O) -> Result<(), Error>,
+    sink: impl FnMut(O) -> Result<(), Error>,
 ) -> Result<(), Error>
 where
     I: Send,
     O: Send,
 {
     let in_flight = par.in_flight.max(1);
-    let (token_tx, token_rx) = sync_channel::<()>(in_flight);
-    for _ in 0..in_flight {
-        let _ = token_tx.send(());
+    let work = &work;
+    if par.threads.max(1) == rayon::current_num_threads() {
+        rayon::in_place_scope(|scope| run_ordered(scope, in_flight, produce, work, sink))
+    } else {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(par.threads.max(1))
+            .build()
+            .map_err(|_| Error::WorkerPanicked)?;
+        pool.in_place_scope(|scope| run_ordered(scope, in_flight, produce, work, sink))
     }
-    let (job_tx, job_rx) = sync_channel::<(u64, I)>(par.threads.max(1));
-    let job_rx = Arc::new(Mutex::new(job_rx));
-    let (out_tx, out_rx) = sync_channel::<(u64, Result<O, Error>)>(in_flight);
-
-    thread::scope(|scope| {
-        let producer = scope.spawn(move || produce_loop(produce, token_rx, job_tx));
-        let work = &work;
-        for _ in 0..par.threads.max(1) {
-            let job_rx = Arc::clone(&job_rx);
-            let out_tx: SyncSender<_> = out_tx.clone();
-            scope.spawn(move || {
-                loop {
-                    let job = match job_rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok((i, item)) = job else { return };
-                    if out_tx.send((i, work(i, item))).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(out_tx);
-        let collected = collect_in_order(out_rx, &token_tx, &mut sink);
-        // Dropping the token sender unblocks a producer waiting for a token.
-        drop(token_tx);
-        let produced = producer.join().map_err(|_| Error::WorkerPanicked)?;
-        collected.and(produced)
-    })
 }
 
-fn produce_loop<I>(
+fn run_ordered<'s, I, O, W>(
+    scope: &rayon::Scope<'s>,
+    in_flight: usize,
     mut produce: impl FnMut() -> Result<Option<I>, Error>,
-    tokens: Receiver<()>,
-    jobs: SyncSender<(u64, I)>,
-) -> Result<(), Error> {
-    let mut i = 0u64;
+    work: &'s W,
+    mut sink: impl FnMut(O) -> Result<(), Error>,
+) -> Result<(), Error>
+where
+    I: Send + 's,
+    O: Send + 's,
+    W: Fn(u64, I) -> Result<O, Error> + Sync,
+{
+    // Every job sends exactly one result, and at most `in_flight` are
+    // unsunk, so a worker never blocks on this channel.
+    let (tx, rx) = sync_channel::<(u64, Result<O, Error>)>(in_flight);
+    let (mut spawned, mut received, mut next) = (0u64, 0u64, 0u64);
+    let mut waiting = BTreeMap::new();
+    let mut result = Ok(());
+    let mut ended = false;
     loop {
-        if tokens.recv().is_err() {
-            return Ok(()); // the collector stopped; its error wins
-        }
-        match produce()? {
-            None => return Ok(()),
-            Some(item) => {
-                if jobs.send((i, item)).is_err() {
-                    return Ok(());
+        while result.is_ok() && !ended && spawned - next < in_flight as u64 {
+            match produce() {
+                Ok(Some(item)) => {
+                    let tx = tx.clone();
+                    let i = spawned;
+                    scope.spawn(move |_| {
+                        let _ = tx.send((i, work(i, item)));
+                    });
+                    spawned += 1;
                 }
-                i += 1;
+                Ok(None) => ended = true,
+                Err(e) => result = Err(e),
+            }
+        }
+        if received == spawned {
+            return result;
+        }
+        let Ok((i, r)) = rx.recv() else { return result.and(Err(Error::WorkerPanicked)) };
+        received += 1;
+        if result.is_err() {
+            continue; // draining: the jobs borrow from this frame
+        }
+        waiting.insert(i, r);
+        while let Some(r) = waiting.remove(&next) {
+            next += 1;
+            if let Err(e) = r.and_then(&mut sink) {
+                result = Err(e);
+                waiting.clear();
+                break;
             }
         }
     }
-}
-
-fn collect_in_order<O>(
-    results: Receiver<(u64, Result<O, Error>)>,
-    tokens: &SyncSender<()>,
-    sink: &mut impl FnMut(O) -> Result<(), Error>,
-) -> Result<(), Error> {
-    let mut next = 0u64;
-    let mut waiting = BTreeMap::new();
-    for (i, r) in results {
-        waiting.insert(i, r?);
-        while let Some(o) = waiting.remove(&next) {
-            sink(o)?;
-            next += 1;
-            let _ = tokens.try_send(());
-        }
-    }
-    Ok(())
 }
 
 /// Reads up to one segment of plaintext straight into its block slots;

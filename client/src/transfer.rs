@@ -65,6 +65,8 @@ pub struct Transfer {
     lease_secs: u64,
     hedging: Hedging,
     tails: TaskTracker,
+    /// Shard bytes received from nodes (whole shards and ranges).
+    fetched: std::sync::atomic::AtomicU64,
 }
 
 /// A shard to upload.
@@ -104,7 +106,7 @@ impl Transfer {
     /// Transfers over `net`, placing on `nodes`; shards are leased for `lease_secs`.
     pub fn new(net: NetHandle, nodes: Arc<Nodes>, lease_secs: u64, hedging: Hedging) -> Self {
         let timeouts = Timeouts { open: Duration::from_secs(5), request: Duration::from_secs(60) };
-        Self { net, nodes, timeouts, lease_secs, hedging, tails: TaskTracker::new() }
+        Self { net, nodes, timeouts, lease_secs, hedging, tails: TaskTracker::new(), fetched: Default::default() }
     }
 
     /// Waits (a bounded time) for uploads left running after their put
@@ -115,6 +117,16 @@ impl Transfer {
             tracing::warn!("tail uploads still running at shutdown; their shards expire with their lease");
         }
         self.tails.reopen();
+    }
+
+    /// Counts shard bytes received.
+    pub fn count_fetched(&self, bytes: usize) {
+        self.fetched.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Shard bytes received from nodes so far.
+    pub fn fetched(&self) -> u64 {
+        self.fetched.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The node view.
@@ -280,7 +292,13 @@ impl Transfer {
         let start = |i: usize, peer: PeerId| {
             let client = self.client(peer);
             let w = &shards[i];
-            async move { (i, peer, client.get(w.id, w.len).await) }
+            async move {
+                let got = client.get(w.id, w.len).await;
+                if let Ok(b) = &got {
+                    self.count_fetched(b.len());
+                }
+                (i, peer, got)
+            }
         };
         let spare = match self.hedging {
             Hedging::Eager => 1,

@@ -1,37 +1,47 @@
 //! A tree of sealed pages whose root is named by a signed head record in
 //! the DHT: a bucket's index, or the account's bucket list.
 //!
-//! Writes go through one committer task per tree (group commit): every op
-//! queued while a commit is running goes into the next one, so a burst of
-//! small writes costs a few DHT round trips, not one each.
+//! Writes go through one committer task per tree (group commit): every
+//! group of ops queued while a commit is running goes into the next one,
+//! so a burst of small writes costs a few DHT round trips, not one each.
+//! Each group applies atomically or not at all (its preconditions, see
+//! [`Expect`]); the tree stamps every op from its hybrid logical clock.
 //!
 //! A commit is a compare-and-swap on the sequence number: it reads the
 //! newest head, applies its ops, and publishes `sequence + 1` to a majority
 //! of the record's closest nodes. Nodes refuse a sequence they already
 //! hold, so of two writers racing on one sequence at most one gets its
-//! majority; the other reads again and re-applies its ops on top (last
-//! writer wins per key). A reader that finds two records with the newest
-//! sequence (a writer that lost a race, or a majority that could not be
-//! reached) merges their trees key by key, so nothing acknowledged is lost.
+//! majority; the other reads again and re-applies its ops on top. A reader
+//! that finds two records with the newest sequence (a writer that lost a
+//! race, or a majority that could not be reached) merges their trees key
+//! by key, the larger stamp winning, tombstones included.
+//!
+//! A tree never goes back: the client keeps the highest (sequence, root)
+//! it has seen in memory and in its cache, and a head lookup that finds
+//! nothing, or something older, is an error ([`Error::HeadBehind`]) rather
+//! than an empty or stale tree on which the next commit would build.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_crypto::{RecordSigner, SymmetricKey};
 use cairn_net::{NetHandle, PeerId};
 use cairn_proto::RecordId;
-use cairn_proto::codec;
 use cairn_proto::head::HeadRecord;
 use futures::{StreamExt, TryStreamExt, stream};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::Error;
-use crate::index::{self, Leaf, LeafRef, Op, Page, PagePtr, Root, Slot, Value};
+use crate::error::{Error, PageFault};
+use crate::formats::{self, HeadPayload, Mark};
+use crate::index::{
+    self, Clock, Conflict, Edit, Expect, Leaf, LeafRef, Op, Page, PagePtr, Replaced, Root, Slot, Value,
+};
 use crate::pages::Pages;
+use crate::tasks::Tasks;
 
-/// Ops waiting for the committer.
+/// Groups waiting for the committer.
 const QUEUE: usize = 1024;
 /// Most ops in one commit.
 const MAX_BATCH: usize = 4096;
@@ -39,14 +49,23 @@ const MAX_BATCH: usize = 4096;
 const ATTEMPTS: u32 = 10;
 /// Pages fetched at once.
 const FETCH_PARALLEL: usize = 16;
-/// Version marker of the head payload.
-const PAYLOAD_V1: u8 = 1;
 
-/// What a head record points at (sealed inside it).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct HeadPayload {
-    root: Option<PagePtr>,
-    count: u64,
+/// Records what a commit replaced, in the same commit: given a key and the
+/// live value an op replaced or removed, an op to add (a bucket queues the
+/// old entry's data for collection).
+pub trait Retire: Send + Sync + std::fmt::Debug {
+    /// The op that records `old` (replaced under `key` at `now_ms`), if any.
+    fn retire(&self, key: &str, old: &Value, now_ms: u64) -> Option<Op>;
+}
+
+/// How a tree behaves beyond its keys.
+#[derive(Clone, Debug, Default)]
+pub struct TreeOptions {
+    /// Called for every live value a commit replaces.
+    pub retire: Option<Arc<dyn Retire>>,
+    /// The head record is known to exist (a bucket's, published at
+    /// creation): a lookup that finds none is an error.
+    pub must_exist: bool,
 }
 
 /// A consistent view of the tree.
@@ -57,10 +76,11 @@ pub struct Snapshot {
     /// The root page.
     pub root: Arc<Root>,
     root_ptr: Option<PagePtr>,
+    clock: u64,
     taken: Instant,
 }
 
-type Reply = oneshot::Sender<Result<Vec<Option<Value>>, String>>;
+type Reply = oneshot::Sender<Result<Replaced, Error>>;
 
 struct Inner {
     net: NetHandle,
@@ -68,6 +88,9 @@ struct Inner {
     key: SymmetricKey,
     pages: Pages,
     id: RecordId,
+    opts: TreeOptions,
+    writer: u64,
+    clock: Mutex<u64>,
     latest: Mutex<Option<Snapshot>>,
     peers: Mutex<Option<(Instant, Vec<PeerId>)>>,
 }
@@ -87,13 +110,37 @@ impl std::fmt::Debug for Tree {
 
 impl Tree {
     /// A tree whose head is signed by `signer` and whose pages and head
-    /// payload are sealed with `key`. Starts its committer task.
-    pub fn new(net: NetHandle, signer: RecordSigner, key: SymmetricKey, pages: Pages) -> Self {
+    /// payload are sealed with `key`. Its committer task runs on `tasks`
+    /// until the last handle is dropped or the client shuts down.
+    pub fn new(
+        net: NetHandle,
+        signer: RecordSigner,
+        key: SymmetricKey,
+        pages: Pages,
+        opts: TreeOptions,
+        tasks: &Tasks,
+    ) -> Self {
         let id = HeadRecord::record_id_for(&signer.public_key());
-        let inner = Arc::new(Inner { net, signer, key, pages, id, latest: Mutex::new(None), peers: Mutex::new(None) });
+        let inner = Arc::new(Inner {
+            net,
+            signer,
+            key,
+            pages,
+            id,
+            opts,
+            writer: rand::random(),
+            clock: Mutex::new(0),
+            latest: Mutex::new(None),
+            peers: Mutex::new(None),
+        });
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(committer(Arc::clone(&inner), rx));
+        tasks.spawn_until_shutdown(committer(Arc::clone(&inner), rx));
         Self { inner, commits: tx }
+    }
+
+    /// The head record's id.
+    pub fn record_id(&self) -> RecordId {
+        self.inner.id
     }
 
     /// The newest view, reusing one taken less than `max_age` ago.
@@ -106,12 +153,14 @@ impl Tree {
         self.inner.load().await
     }
 
-    /// Applies `ops` in one atomic step (possibly together with other
-    /// callers' ops). Returns, per op, the value it replaced or removed.
-    pub async fn commit(&self, ops: Vec<Op>) -> Result<Vec<Option<Value>>, Error> {
+    /// Applies `ops` in one atomic step (possibly in one commit with other
+    /// callers' ops). Returns, per op, the live value it replaced or
+    /// removed; [`Error::Conflict`] if a precondition failed (then nothing
+    /// of `ops` applied).
+    pub async fn commit(&self, ops: Vec<Op>) -> Result<Replaced, Error> {
         let (tx, rx) = oneshot::channel();
-        self.commits.send((ops, tx)).await.map_err(|_| Error::Commit("the committer stopped".into()))?;
-        rx.await.map_err(|_| Error::Commit("the committer stopped".into()))?.map_err(Error::Commit)
+        self.commits.send((ops, tx)).await.map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
     }
 
     /// The nodes holding the pages of `snap`: for each page, its holders.
@@ -123,28 +172,37 @@ impl Tree {
             .collect()
     }
 
-    /// The value under `key` in `snap`.
+    /// The live value under `key` in `snap`.
     pub async fn get(&self, snap: &Snapshot, key: &str) -> Result<Option<Value>, Error> {
         let Some(i) = snap.root.leaf_for(key) else { return Ok(None) };
         Ok(self.inner.leaf(&snap.root.leaves[i]).await?.get(key).cloned())
     }
 
-    /// Entries of `snap` whose key starts with `prefix` and is greater than
-    /// `after`, in order, at most `limit`.
+    /// Live entries of `snap` whose key starts with `prefix` and lies
+    /// after `start`, in order, at most `limit`.
     pub async fn list(
         &self,
         snap: &Snapshot,
         prefix: &str,
-        after: &str,
+        start: Bound<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Value)>, Error> {
-        let leaves = &snap.root.leaves[snap.root.leaves_for_prefix(prefix, after)];
+        let from = match start {
+            Bound::Included(s) | Bound::Excluded(s) => s,
+            Bound::Unbounded => "",
+        };
+        let leaves = &snap.root.leaves[snap.root.leaves_for_prefix(prefix, from)];
         let loads: Vec<_> = leaves.iter().map(|l| self.inner.leaf(l)).collect();
         let mut pages = stream::iter(loads).buffered(FETCH_PARALLEL);
         let mut out = Vec::new();
         while let Some(leaf) = pages.try_next().await? {
             for (k, v) in leaf.entries {
-                if k.as_str() > after && k.starts_with(prefix) {
+                let after = match start {
+                    Bound::Included(s) => k.as_str() >= s,
+                    Bound::Excluded(s) => k.as_str() > s,
+                    Bound::Unbounded => true,
+                };
+                if after && v.data.is_some() && k.starts_with(prefix) {
                     out.push((k, v));
                     if out.len() >= limit {
                         return Ok(out);
@@ -167,10 +225,39 @@ impl Inner {
         aad
     }
 
+    /// The highest sequence this client has seen of the tree (in memory,
+    /// else in the cache, whose RocksDB runs on the blocking pool).
+    async fn floor(&self) -> u64 {
+        let mem = self.lock_latest().as_ref().map_or(0, |s| s.seq);
+        let cached = match (mem, self.pages.cache()) {
+            (0, Some(c)) => {
+                let (c, id) = (Arc::clone(c), self.id);
+                tokio::task::spawn_blocking(move || c.mark(&id)).await.ok().flatten().map_or(0, |m| m.seq)
+            }
+            _ => 0,
+        };
+        mem.max(cached).max(u64::from(self.opts.must_exist))
+    }
+
+    async fn remember(&self, snap: &Snapshot) {
+        {
+            let mut latest = self.lock_latest();
+            if latest.as_ref().is_some_and(|l| l.seq > snap.seq) {
+                return;
+            }
+            *latest = Some(snap.clone());
+        }
+        if let Some(c) = self.pages.cache() {
+            let (c, id) = (Arc::clone(c), self.id);
+            let mark = Mark { seq: snap.seq, root: snap.root_ptr.as_ref().map(|p| p.id) };
+            let _ = tokio::task::spawn_blocking(move || c.put_mark(&id, &mark)).await;
+        }
+    }
+
     async fn leaf(&self, r: &LeafRef) -> Result<Leaf, Error> {
         match self.pages.get(&r.page).await? {
             Page::Leaf(l) => Ok(l),
-            Page::Root(_) => Err(Error::Index(format!("page {} is a root where a leaf was expected", r.page.id))),
+            Page::Root(_) => Err(Error::BadPage { id: r.page.id, fault: PageFault::WrongKind }),
         }
     }
 
@@ -178,7 +265,7 @@ impl Inner {
         let Some(ptr) = ptr else { return Ok(Root::default()) };
         match self.pages.get(ptr).await? {
             Page::Root(r) => Ok(r),
-            Page::Leaf(_) => Err(Error::Index(format!("page {} is a leaf where a root was expected", ptr.id))),
+            Page::Leaf(_) => Err(Error::BadPage { id: ptr.id, fault: PageFault::WrongKind }),
         }
     }
 
@@ -191,10 +278,14 @@ impl Inner {
         };
         let public = self.signer.public_key();
         let seq = records.iter().filter(|r| r.public_key == public).map(|r| r.sequence).max().unwrap_or(0);
+        let seen = self.floor().await;
+        if seq < seen {
+            return Err(Error::HeadBehind { record: self.id, found: seq, seen });
+        }
         let mut variants: Vec<HeadPayload> = Vec::new();
         for r in records.iter().filter(|r| r.public_key == public && r.sequence == seq) {
             match self.key.open(&self.payload_aad(), &r.payload) {
-                Ok(p) => match codec::from_versioned::<HeadPayload>("head payload", PAYLOAD_V1, &p, 4096) {
+                Ok(p) => match formats::decode_head(&p) {
                     Ok(h) if !variants.contains(&h) => variants.push(h),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "head payload does not decode"),
@@ -202,45 +293,55 @@ impl Inner {
                 Err(_) => tracing::warn!(seq, "head payload does not open"),
             }
         }
-        let (root_ptr, root) = match variants.len() {
-            0 => (None, Root::default()),
+        if seq > 0 && variants.is_empty() {
+            return Err(Error::HeadUnreadable { record: self.id, seq });
+        }
+        let (root_ptr, root, clock) = match variants.len() {
+            0 => (None, Root::default(), 0),
             1 => {
-                let ptr = variants.pop().and_then(|v| v.root);
-                let root = self.root(&ptr).await?;
-                (ptr, root)
+                let v = variants.remove(0);
+                let root = self.root(&v.root).await?;
+                (v.root, root, v.clock)
             }
             n => {
                 tracing::info!(seq, variants = n, "head records diverged; merging");
                 self.merge(variants).await?
             }
         };
-        let snap = Snapshot { seq, root: Arc::new(root), root_ptr, taken: Instant::now() };
-        *self.lock_latest() = Some(snap.clone());
+        let snap = Snapshot { seq, root: Arc::new(root), root_ptr, clock, taken: Instant::now() };
+        self.remember(&snap).await;
         Ok(snap)
     }
 
     /// Joins diverged trees into one new root (stored, not yet published).
-    async fn merge(&self, variants: Vec<HeadPayload>) -> Result<(Option<PagePtr>, Root), Error> {
+    async fn merge(&self, variants: Vec<HeadPayload>) -> Result<(Option<PagePtr>, Root, u64), Error> {
         let mut entries = Vec::new();
+        let mut clock = 0;
         let mut loaded = 0;
+        let mut last_error = None;
         for v in variants {
             match self.all_entries(&v.root).await {
                 Ok(e) => {
                     entries = index::merge(entries, e);
+                    clock = clock.max(v.clock);
                     loaded += 1;
                 }
                 // A variant whose pages are gone lost its race and was
                 // deleted; its writer was told and retries.
-                Err(e) => tracing::warn!(error = %e, "a diverged head cannot be read; skipping it"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a diverged head cannot be read; skipping it");
+                    last_error = Some(e);
+                }
             }
         }
         if loaded == 0 {
-            return Err(Error::Index("no version of the head record can be read".into()));
+            return Err(last_error.unwrap_or(Error::HeadUnreadable { record: self.id, seq: 0 }));
         }
+        let clock = clock.max(index::max_time(&entries));
         let slots = index::build_leaves(entries).into_iter().map(Slot::New).collect();
         let root = self.store_slots(slots).await?;
         let ptr = self.store_root(&root).await?;
-        Ok((ptr, root))
+        Ok((ptr, root, clock))
     }
 
     async fn all_entries(&self, ptr: &Option<PagePtr>) -> Result<Vec<(String, Value)>, Error> {
@@ -258,7 +359,7 @@ impl Inner {
                     Slot::Keep(r) => Ok(r),
                     Slot::New(leaf) => {
                         let first = leaf.entries.first().map(|(k, _)| k.clone()).unwrap_or_default();
-                        let count = leaf.entries.len() as u64;
+                        let count = index::live_count(&leaf);
                         let page = self.pages.put(&Page::Leaf(leaf)).await?;
                         Ok::<_, Error>(LeafRef { first, page, count })
                     }
@@ -293,49 +394,111 @@ impl Inner {
         Ok(peers)
     }
 
+    async fn load_leaves(&self, root: &Root, keys: &[&str]) -> Result<BTreeMap<usize, Leaf>, Error> {
+        // Futures are collected first: a `Map` closure inside a spawned
+        // future trips the compiler's higher-ranked lifetime check.
+        let loads: Vec<_> = index::touched(root, keys.iter().copied())
+            .into_iter()
+            .map(|i| async move { Ok::<_, Error>((i, self.leaf(&root.leaves[i]).await?)) })
+            .collect();
+        stream::iter(loads).buffered(FETCH_PARALLEL).try_collect().await
+    }
+
+    /// Applies the groups to `base`, with the ops that record what they
+    /// replaced (see [`Retire`]); loads more leaves when those ops need them.
+    async fn edit(
+        &self,
+        base: &Snapshot,
+        groups: &[Vec<Op>],
+        now_ms: u64,
+    ) -> Result<(Vec<Slot>, Vec<Result<Replaced, Conflict>>, u64, Vec<PagePtr>), Error> {
+        let mut keys: Vec<String> = groups.iter().flatten().map(|op| op.key.clone()).collect();
+        loop {
+            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let loaded = self.load_leaves(&base.root, &refs).await?;
+            let replaced_pages: Vec<PagePtr> = loaded.keys().map(|&i| base.root.leaves[i].page.clone()).collect();
+            let mut edit = Edit::new(&base.root, loaded);
+            let own = *self.clock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut clock = Clock { last: own.max(base.clock), writer: self.writer };
+            let mut results = Vec::with_capacity(groups.len());
+            let mut retired = Vec::new();
+            for ops in groups {
+                let r = edit.apply(ops.clone(), &mut clock, now_ms);
+                if let (Ok(replaced), Some(hook)) = (&r, &self.opts.retire) {
+                    for (op, old) in ops.iter().zip(replaced) {
+                        if let Some(old) = old {
+                            retired.extend(hook.retire(&op.key, old, now_ms));
+                        }
+                    }
+                }
+                results.push(r);
+            }
+            let missing: Vec<String> =
+                retired.iter().filter(|op| !edit.has_leaf_for(&op.key)).map(|op| op.key.clone()).collect();
+            if !missing.is_empty() {
+                keys.extend(missing);
+                continue;
+            }
+            if !retired.is_empty() {
+                let r = edit.apply(retired, &mut clock, now_ms);
+                debug_assert!(r.is_ok(), "retire ops carry no precondition");
+            }
+            let slots = edit.finish(now_ms.saturating_sub(index::TOMBSTONE_TTL_MS));
+            return Ok((slots, results, clock.last, replaced_pages));
+        }
+    }
+
     /// One attempt: read, apply, store pages, publish with a majority.
     async fn try_commit(
         &self,
-        ops: Vec<Op>,
+        groups: &[Vec<Op>],
         attempt: u32,
-    ) -> Result<(Snapshot, Vec<Option<Value>>, Vec<PagePtr>), Error> {
+    ) -> Result<(Vec<Result<Replaced, Conflict>>, Vec<PagePtr>), Error> {
         let base = self.load().await?;
-        let touched = index::touched(&base.root, &ops);
-        let root = &base.root;
-        // Futures are collected first: a `Map` closure inside a spawned
-        // future trips the compiler's higher-ranked lifetime check.
-        let loads: Vec<_> =
-            touched.iter().map(|&i| async move { Ok::<_, Error>((i, self.leaf(&root.leaves[i]).await?)) }).collect();
-        let loaded: BTreeMap<usize, Leaf> = stream::iter(loads).buffered(FETCH_PARALLEL).try_collect().await?;
-        let replaced_pages: Vec<PagePtr> = touched.iter().map(|&i| base.root.leaves[i].page.clone()).collect();
-        let (slots, replaced) = index::apply(&base.root, loaded, ops);
+        let now_ms = crate::bucket::now_ms();
+        let (slots, results, clock, replaced_pages) = self.edit(&base, groups, now_ms).await?;
+        if results.iter().all(Result::is_err) {
+            // Nothing to publish: every group's precondition failed.
+            return Ok((results, Vec::new()));
+        }
         let root = self.store_slots(slots).await?;
         let root_ptr = self.store_root(&root).await?;
-        let payload = HeadPayload { root: root_ptr.clone(), count: root.count() };
-        let sealed = self.key.seal(&self.payload_aad(), &codec::to_versioned(PAYLOAD_V1, &payload));
+        let payload = HeadPayload { root: root_ptr.clone(), count: root.count(), clock };
+        let sealed = self.key.seal(&self.payload_aad(), &formats::encode_head(&payload));
         let seq = base.seq + 1;
         let public_key = self.signer.public_key();
         let signature = self.signer.sign(&HeadRecord::signing_bytes(&public_key, seq, &sealed));
         let record = HeadRecord { public_key, sequence: seq, payload: sealed, signature };
         let peers = self.record_peers(attempt > 0).await?;
         let quorum = peers.len() / 2 + 1;
+        // Pages of an attempt that lost are left to expire: a minority of
+        // nodes may hold its record, and a reader merges what it names.
         self.net.put_record_to(record, peers, quorum).await?;
+        {
+            let mut c = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+            *c = (*c).max(clock);
+        }
         let mut garbage = replaced_pages;
         garbage.extend(base.root_ptr.clone());
-        let snap = Snapshot { seq, root: Arc::new(root), root_ptr, taken: Instant::now() };
-        *self.lock_latest() = Some(snap.clone());
-        Ok((snap, replaced, garbage))
+        let snap = Snapshot { seq, root: Arc::new(root), root_ptr, clock, taken: Instant::now() };
+        self.remember(&snap).await;
+        Ok((results, garbage))
     }
 
-    async fn commit(&self, ops: Vec<Op>) -> Result<Vec<Option<Value>>, Error> {
+    async fn commit(&self, groups: &[Vec<Op>]) -> Result<Vec<Result<Replaced, Conflict>>, Error> {
         let mut last = None;
         for attempt in 0..ATTEMPTS {
-            match self.try_commit(ops.clone(), attempt).await {
-                Ok((_, replaced, garbage)) => {
+            match self.try_commit(groups, attempt).await {
+                Ok((results, garbage)) => {
                     for page in garbage {
                         self.pages.delete(&page);
                     }
-                    return Ok(replaced);
+                    return Ok(results);
+                }
+                // The tree went back or cannot be read: retrying would
+                // build on it. Say so at once.
+                Err(e @ (Error::HeadBehind { .. } | Error::HeadUnreadable { .. })) if attempt + 1 >= 3 => {
+                    return Err(e);
                 }
                 Err(e) => {
                     tracing::debug!(attempt, error = %e, "commit attempt failed; retrying");
@@ -346,7 +509,7 @@ impl Inner {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| Error::Commit("no attempt ran".into())))
+        Err(Error::CommitFailed { attempts: ATTEMPTS, last: Arc::new(last.unwrap_or(Error::Stopped)) })
     }
 }
 
@@ -363,20 +526,24 @@ async fn committer(inner: Arc<Inner>, mut rx: mpsc::Receiver<(Vec<Op>, Reply)>) 
                 Err(_) => break,
             }
         }
-        let ops: Vec<Op> = batch.iter().flat_map(|(ops, _)| ops.iter().cloned()).collect();
-        match inner.commit(ops).await {
-            Ok(mut replaced) => {
-                for (ops, reply) in batch {
-                    let rest = replaced.split_off(ops.len().min(replaced.len()));
-                    let _ = reply.send(Ok(std::mem::replace(&mut replaced, rest)));
+        let (groups, replies): (Vec<Vec<Op>>, Vec<Reply>) = batch.into_iter().unzip();
+        match inner.commit(&groups).await {
+            Ok(results) => {
+                for (r, reply) in results.into_iter().zip(replies) {
+                    let _ = reply.send(r.map_err(|c| Error::Conflict { key: c.key }));
                 }
             }
             Err(e) => {
-                let msg = e.to_string();
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(msg.clone()));
+                let e = Arc::new(e);
+                for reply in replies {
+                    let _ = reply.send(Err(Error::Shared(Arc::clone(&e))));
                 }
             }
         }
     }
+}
+
+/// A precondition on a key: its current value's stamp, or absent.
+pub fn expect_current(value: Option<&Value>) -> Expect {
+    value.map_or(Expect::Absent, |v| Expect::Stamp(v.stamp))
 }

@@ -67,13 +67,26 @@ pub enum Error {
         /// The peer.
         peer: PeerId,
     },
-    /// A DHT record could not be stored on enough peers.
-    #[error("storing the record failed: {0}")]
-    PutRecord(String),
+    /// A DHT record was stored on fewer peers than the quorum asked.
+    #[error("the record was stored on {stored} peers, {quorum} needed{}", if *.timed_out { " (timed out)" } else { "" })]
+    PutRecordQuorum {
+        /// Peers that took it.
+        stored: usize,
+        /// Peers needed.
+        quorum: usize,
+        /// The query ran out of time (rather than out of peers).
+        timed_out: bool,
+    },
+    /// The local record store refused the record (too large, full).
+    #[error("the local record store refused the record: {0}")]
+    RecordStore(#[from] libp2p::kad::store::Error),
     /// No valid record under this id was found.
     #[error("no record found")]
     RecordNotFound,
-    /// A DHT query failed.
-    #[error("DHT query failed: {0}")]
-    Query(String),
+    /// A DHT query needs known peers and there are none.
+    #[error("no peers are known: check the bootstrap addresses")]
+    NoKnownPeers,
+    /// A bootstrap query ran out of time.
+    #[error("the bootstrap query timed out")]
+    BootstrapTimeout,
 }

@@ -333,8 +333,8 @@ impl EventLoop {
                 Ok(q) => {
                     self.pending.insert(q, Pending::Bootstrap(reply));
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(Error::Query(e.to_string())));
+                Err(kad::NoKnownPeers()) => {
+                    let _ = reply.send(Err(Error::NoKnownPeers));
                 }
             },
             Command::ClosestPeers { key, reply } => {
@@ -350,7 +350,7 @@ impl EventLoop {
                         self.pending.insert(q, Pending::Put(reply));
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(Error::PutRecord(e.to_string())));
+                        let _ = reply.send(Err(Error::RecordStore(e)));
                     }
                 }
             }
@@ -412,7 +412,7 @@ impl EventLoop {
                     return;
                 }
                 if let Some(Pending::Bootstrap(reply)) = self.pending.remove(&id) {
-                    let _ = reply.send(r.map(|_| ()).map_err(|e| Error::Query(e.to_string())));
+                    let _ = reply.send(r.map(|_| ()).map_err(|_| Error::BootstrapTimeout));
                 }
             }
             QueryResult::GetClosestPeers(r) => {
@@ -429,7 +429,14 @@ impl EventLoop {
                 if let Some(Pending::Put(reply)) = self.pending.remove(&id) {
                     let _ = reply.send(match r {
                         Ok(PutRecordOk { .. }) => Ok(()),
-                        Err(e) => Err(Error::PutRecord(e.to_string())),
+                        Err(kad::PutRecordError::QuorumFailed { success, quorum, .. }) => Err(Error::PutRecordQuorum {
+                            stored: success.len(),
+                            quorum: quorum.get(),
+                            timed_out: false,
+                        }),
+                        Err(kad::PutRecordError::Timeout { success, quorum, .. }) => {
+                            Err(Error::PutRecordQuorum { stored: success.len(), quorum: quorum.get(), timed_out: true })
+                        }
                     });
                 }
             }

@@ -41,9 +41,9 @@ pub fn binary(name: &str) -> PathBuf {
 pub fn stale_source(bin: &Path) -> Option<PathBuf> {
     let built = std::fs::metadata(bin).and_then(|m| m.modified()).ok()?;
     let info = std::fs::read_to_string(bin.with_extension("d")).ok()?;
-    dep_info_sources(&info).into_iter().find(|src| {
-        std::fs::metadata(src).and_then(|m| m.modified()).is_ok_and(|changed| changed > built)
-    })
+    dep_info_sources(&info)
+        .into_iter()
+        .find(|src| std::fs::metadata(src).and_then(|m| m.modified()).is_ok_and(|changed| changed > built))
 }
 
 /// The prerequisites of a Makefile-style dep-info line `target: a b\ c`
@@ -187,6 +187,9 @@ impl TestCluster {
             bootstrap: self.bootstrap().iter().map(|a| a.parse().expect("address")).collect(),
             cache_dir: cache,
             defaults: BucketSettings::default(),
+            // Tests check that removed data leaves the nodes at once; no
+            // other writer races them.
+            gc_delay: Duration::ZERO,
             ..ClientConfig::default()
         }
     }

@@ -1,0 +1,169 @@
+//! The object model end to end: copies and renames share data, writes
+//! into objects upload only new bytes, and data no name uses leaves the
+//! nodes — against real `cairn-node` processes.
+
+use std::collections::BTreeMap;
+
+use cairn_client::bucket::{get_bytes, put_bytes};
+use cairn_client::{BucketSettings, Client, MetadataDirective};
+use cairn_crypto::RootSecret;
+use cairn_tests::TestCluster;
+use rand::{Rng, RngCore, SeedableRng};
+
+fn data(len: usize, rng: &mut impl RngCore) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rng.fill_bytes(&mut v);
+    v
+}
+
+async fn used(client: &Client) -> u64 {
+    client.status().await.into_iter().map(|s| s.stats.map(|s| s.used).unwrap_or(0)).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_data_survives_random_copies_renames_writes_and_deletes() {
+    let cluster = TestCluster::start(8);
+    let root = RootSecret::generate();
+    let client = cluster.client(&root).await;
+    // Small segments, so objects of a few hundred KiB have several.
+    let settings = BucketSettings { segment_size: 128 * 1024, ..BucketSettings::default() };
+    client.create_bucket("shared", Some(settings)).await.expect("mb");
+    let b = client.bucket("shared").await.expect("bucket");
+    let baseline = used(&client).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let names = ["a", "b", "c", "d/e"];
+    for step in 0..40 {
+        let name = names[rng.gen_range(0..names.len())].to_string();
+        let other = names[rng.gen_range(0..names.len())].to_string();
+        match rng.gen_range(0..7) {
+            0 | 1 => {
+                let len = rng.gen_range(33_000..400_000);
+                let bytes = data(len, &mut rng);
+                put_bytes(&b, &name, bytes.clone()).await.expect("put");
+                model.insert(name, bytes);
+            }
+            // A copy onto itself included: rclone does that.
+            2 if model.contains_key(&name) => {
+                b.copy(&name, &other, MetadataDirective::Copy).await.expect("copy");
+                model.insert(other, model[&name].clone());
+            }
+            3 if model.contains_key(&name) => {
+                b.rename(&name, &other).await.expect("rename");
+                let v = model.remove(&name).expect("in model");
+                model.insert(other, v);
+            }
+            4 if model.contains_key(&name) => {
+                let at = rng.gen_range(0..model[&name].len() as u64 + 1000);
+                let patch = data(rng.gen_range(1..200_000), &mut rng);
+                b.write_at(&name, at, std::io::Cursor::new(patch.clone())).await.expect("write_at");
+                let v = model.get_mut(&name).expect("in model");
+                let end = at as usize + patch.len();
+                if v.len() < end {
+                    v.resize(end, 0);
+                }
+                v[at as usize..end].copy_from_slice(&patch);
+            }
+            5 if model.contains_key(&name) => {
+                let len = rng.gen_range(0..model[&name].len() as u64 + 50_000);
+                b.truncate(&name, len).await.expect("truncate");
+                model.get_mut(&name).expect("in model").resize(len as usize, 0);
+            }
+            6 if model.contains_key(&name) => {
+                b.delete(&name).await.expect("delete");
+                model.remove(&name);
+            }
+            _ => continue,
+        }
+        // Every live name reads back right after every step, sweeps included.
+        client.settle().await;
+        for (k, v) in &model {
+            let got = get_bytes(&b, k).await.unwrap_or_else(|e| panic!("step {step}: {k}: {e}"));
+            assert!(got == *v, "step {step}: {k} differs ({} vs {} bytes)", got.len(), v.len());
+            // A range across extent boundaries reads right too.
+            if v.len() > 10 {
+                let (lo, hi) = (v.len() as u64 / 3, v.len() as u64 - 5);
+                let mut part = Vec::new();
+                b.get(k, Some(lo..hi), &mut part).await.expect("range");
+                assert!(part == v[lo as usize..hi as usize], "step {step}: range of {k}");
+            }
+        }
+        let listed: Vec<String> =
+            b.list("", None, "", 100).await.expect("list").objects.into_iter().map(|o| o.key).collect();
+        assert_eq!(listed, model.keys().cloned().collect::<Vec<_>>(), "step {step}: listing");
+    }
+    // Removing every name frees every shard of every version.
+    for k in model.keys() {
+        b.delete(k).await.expect("delete");
+    }
+    b.collect_garbage(true).await.expect("sweep");
+    client.settle().await;
+    let left = used(&client).await;
+    assert!(left < baseline + 2 * 1024 * 1024, "{left} bytes stored after removing everything (index: {baseline})");
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_etags_and_composition_are_kept() {
+    let cluster = TestCluster::start(6);
+    let root = RootSecret::generate();
+    let client = cluster.client(&root).await;
+    let settings = BucketSettings { k: 2, n: 3, extra: 1, segment_size: 64 * 1024 };
+    client.create_bucket("meta", Some(settings)).await.expect("mb");
+    let b = client.bucket("meta").await.expect("bucket");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let big = data(200_000, &mut rng);
+    let opts = cairn_client::PutOptions {
+        content_type: Some("application/x-test".into()),
+        meta: vec![("colour".into(), "blue".into())],
+        ..Default::default()
+    };
+    let info = b.put("big", std::io::Cursor::new(big.clone()), opts).await.expect("put");
+    // The ETag is the MD5 of the bytes, for stored and inline objects alike.
+    assert_eq!(info.etag.as_deref(), Some(md5_hex(&big).as_str()));
+    let head = b.head("big").await.expect("head");
+    assert_eq!(head.content_type.as_deref(), Some("application/x-test"));
+    assert_eq!(head.meta, vec![("colour".to_string(), "blue".to_string())]);
+    let small = put_bytes(&b, "small", b"hello".to_vec()).await.expect("put");
+    assert_eq!(small.etag.as_deref(), Some("5d41402abc4b2a76b9719d911017c592"));
+    // Conditional create.
+    let again = b
+        .put(
+            "small",
+            std::io::Cursor::new(b"x".to_vec()),
+            cairn_client::PutOptions { if_absent: true, ..Default::default() },
+        )
+        .await;
+    assert!(matches!(again.as_ref().map_err(cairn_client::Error::root), Err(cairn_client::Error::Conflict { .. })));
+    // Compose: the parts' bytes in order, no upload, S3's multipart ETag.
+    let parts = ["big".to_string(), "small".to_string()];
+    let whole = b.compose("whole", &parts, Default::default(), false).await.expect("compose");
+    let mut want = big.clone();
+    want.extend_from_slice(b"hello");
+    assert!(get_bytes(&b, "whole").await.expect("get") == want);
+    let mut md5s = Vec::new();
+    md5s.extend(unhex(&md5_hex(&big)));
+    md5s.extend(unhex("5d41402abc4b2a76b9719d911017c592"));
+    assert_eq!(whole.etag, Some(format!("{}-2", md5_hex(&md5s))));
+    // Directories and symlinks are entries of their own kind.
+    b.mkdir("dir/").await.expect("mkdir");
+    b.symlink("link", "big").await.expect("symlink");
+    assert!(matches!(b.head("link").await.expect("head").kind, cairn_client::Kind::Symlink(ref t) if t == "big"));
+    assert!(matches!(b.head("dir/").await.expect("head").kind, cairn_client::Kind::Directory));
+    // A copy may replace the metadata.
+    let replace =
+        MetadataDirective::Replace { content_type: None, headers: Vec::new(), meta: vec![("k".into(), "v".into())] };
+    let c = b.copy("big", "big2", replace).await.expect("copy");
+    assert_eq!(c.meta, vec![("k".to_string(), "v".to_string())]);
+    assert_eq!(c.etag, info.etag);
+    client.shutdown().await;
+}
+
+fn md5_hex(b: &[u8]) -> String {
+    use md5::Digest;
+    md5::Md5::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+}
