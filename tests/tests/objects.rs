@@ -167,3 +167,78 @@ fn md5_hex(b: &[u8]) -> String {
 fn unhex(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
 }
+
+/// Copies a directory tree (node data) with `cp -a`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let status = std::process::Command::new("cp").arg("-a").arg(from).arg(to).status().expect("cp");
+    assert!(status.success(), "cp -a {} {}", from.display(), to.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_refuses_a_head_older_than_one_it_has_seen() {
+    let mut cluster = TestCluster::start(5);
+    let root = RootSecret::generate();
+    let cache = cluster.dir().join("cache");
+    let settings = BucketSettings { k: 2, n: 3, extra: 0, segment_size: 64 * 1024 };
+    let client = Client::connect(&root, cluster.client_config(Some(cache.clone()))).await.expect("connect");
+    client.create_bucket("roll", Some(settings)).await.expect("mb");
+    let b = client.bucket("roll").await.expect("bucket");
+    put_bytes(&b, "first", b"one".to_vec()).await.expect("put");
+    // Every handle goes, so the next client can open the same cache.
+    drop(b);
+    client.shutdown().await;
+    // Snapshot every node, write more, then roll every node back: the
+    // network now serves an older head than the client has seen.
+    let backup = cluster.dir().join("backup");
+    std::fs::create_dir_all(&backup).expect("backup dir");
+    for i in 0..cluster.len() {
+        cluster.stop(i);
+        copy_dir(&cluster.node_dir(i), &backup.join(i.to_string()));
+    }
+    for i in 0..cluster.len() {
+        cluster.restart(i);
+    }
+    let client = Client::connect(&root, cluster.client_config(Some(cache.clone()))).await.expect("connect");
+    let b = client.bucket("roll").await.expect("bucket");
+    put_bytes(&b, "second", b"two".to_vec()).await.expect("put");
+    drop(b);
+    client.shutdown().await;
+    for i in 0..cluster.len() {
+        cluster.stop(i);
+        std::fs::remove_dir_all(cluster.node_dir(i)).expect("remove node dir");
+        copy_dir(&backup.join(i.to_string()), &cluster.node_dir(i));
+    }
+    for i in 0..cluster.len() {
+        cluster.restart(i);
+    }
+    // The client remembers (in its cache) the newer head: it refuses to
+    // read or to build on the old one, instead of losing "second".
+    let client = Client::connect(&root, cluster.client_config(Some(cache))).await.expect("connect");
+    let b = client.bucket("roll").await.expect("bucket");
+    let listed = b.list("", None, "", 10).await;
+    assert!(
+        matches!(listed.as_ref().map_err(cairn_client::Error::root), Err(cairn_client::Error::HeadBehind { .. })),
+        "{listed:?}"
+    );
+    let put = put_bytes(&b, "third", b"three".to_vec()).await;
+    assert!(
+        matches!(put.as_ref().map_err(cairn_client::Error::root), Err(cairn_client::Error::HeadBehind { .. })),
+        "{put:?}"
+    );
+    client.shutdown().await;
+    // A client without that memory sees the rolled-back bucket as it was.
+    let fresh = Client::connect(&root, cluster.client_config(None)).await.expect("connect");
+    let keys: Vec<String> = fresh
+        .bucket("roll")
+        .await
+        .expect("bucket")
+        .list("", None, "", 10)
+        .await
+        .expect("list")
+        .objects
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys, ["first"]);
+    fresh.shutdown().await;
+}
