@@ -266,7 +266,11 @@ impl Bucket {
     /// starts a sweep for data no name uses any more.
     pub(crate) async fn commit(&self, ops: Vec<Op>) -> Result<Vec<Option<Value>>, Error> {
         let replaced = self.tree.commit(ops).await?;
-        if replaced.iter().flatten().next().is_some() {
+        // Only entries with stored data queue anything for collection.
+        let retired = replaced.iter().flatten().any(|v| {
+            v.live().and_then(|d| formats::decode_entry(d).ok()).is_some_and(|e| matches!(e.body, Body::Stored(_)))
+        });
+        if retired {
             self.sweep_soon();
         }
         Ok(replaced)

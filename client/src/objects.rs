@@ -236,6 +236,7 @@ impl Bucket {
         let mut stored = Stored::default();
         let mut md5s = Md5::new();
         let mut ops = Vec::new();
+        let mut uploaded = Vec::new();
         for p in parts {
             let (entry, value) = self.entry_at(&snap, p).await?;
             let part_md5 = entry.etag.clone().unwrap_or_default();
@@ -243,7 +244,11 @@ impl Bucket {
             match entry.body {
                 Body::Stored(s) => stored.concat(&s),
                 Body::Inline(b) if b.is_empty() => {}
-                Body::Inline(b) => stored.concat(&Stored::whole(self.upload(std::io::Cursor::new(b)).await?.manifest)),
+                Body::Inline(b) => {
+                    let m = self.upload(std::io::Cursor::new(b)).await?.manifest;
+                    uploaded.push(m.clone());
+                    stored.concat(&Stored::whole(m));
+                }
             }
             if remove_parts {
                 ops.push(Op::delete(p.as_str()).expecting(still(&value)));
@@ -257,7 +262,12 @@ impl Bucket {
         entry.etag = Some(format!("{}-{}", hex(&md5s.finalize()), parts.len()));
         let info = crate::bucket::info_of(&entry, key.to_string());
         ops.insert(0, Op::put(key, formats::encode_entry(&entry)));
-        self.commit(ops).await?;
+        if let Err(e) = self.commit(ops).await {
+            for m in &uploaded {
+                self.delete_manifest(m);
+            }
+            return Err(e);
+        }
         Ok(info)
     }
 
