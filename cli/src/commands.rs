@@ -9,6 +9,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use cairn_cli::config::{ConfigFile, open_key};
 
+/// `println!` that returns an error instead of panicking when stdout is
+/// gone (`cairn stat … | head`); `main` ends quietly on a broken pipe.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($t)*)?;
+    }};
+}
+
 /// `BUCKET/KEY` (or `BUCKET`, `BUCKET/PREFIX`) split in two.
 pub fn split_path(path: &str) -> (&str, &str) {
     match path.split_once('/') {
@@ -88,7 +97,7 @@ pub async fn put(
         pb.finish_and_clear();
         info?
     };
-    println!("stored {b}/{} ({} bytes)", info.key, info.size);
+    out!("stored {b}/{} ({} bytes)", info.key, info.size);
     Ok(())
 }
 
@@ -163,7 +172,7 @@ pub async fn cp(client: &Client, source: &str, target: &str, remove: bool) -> an
             src.delete(sk).await?;
         }
     }
-    println!("{} {sb}/{sk} to {tb}/{tk}", if remove { "moved" } else { "copied" });
+    out!("{} {sb}/{sk} to {tb}/{tk}", if remove { "moved" } else { "copied" });
     Ok(())
 }
 
@@ -197,10 +206,10 @@ pub async fn ls(client: &Client, path: &str, recursive: bool) -> anyhow::Result<
     loop {
         let page = bucket.list(prefix, delimiter, &after, 1000).await?;
         for p in &page.prefixes {
-            println!("{:>19} {:>12}  {p}", "", "DIR");
+            out!("{:>19} {:>12}  {p}", "", "DIR");
         }
         for o in &page.objects {
-            println!("{} {:>12}  {}", date(o.modified_ms), o.size, o.key);
+            out!("{} {:>12}  {}", date(o.modified_ms), o.size, o.key);
         }
         match page.next_after {
             Some(a) => after = a,
@@ -213,7 +222,7 @@ pub async fn ls(client: &Client, path: &str, recursive: bool) -> anyhow::Result<
 pub async fn rm(client: &Client, path: &str) -> anyhow::Result<()> {
     let (b, key) = need_key(path)?;
     client.bucket(b).await?.delete(key).await?;
-    println!("removed {b}/{key}");
+    out!("removed {b}/{key}");
     Ok(())
 }
 
@@ -222,45 +231,39 @@ pub async fn stat(client: &Client, path: &str) -> anyhow::Result<()> {
     let (b, key) = need_key(path)?;
     let bucket: Bucket = client.bucket(b).await?;
     let (info, health) = bucket.stat(key).await?;
-    println!("object:   {b}/{}", info.key);
-    println!("size:     {} bytes", info.size);
-    println!("modified: {} UTC", date(info.modified_ms));
+    out!("object:   {b}/{}", info.key);
+    out!("size:     {} bytes", info.size);
+    out!("modified: {} UTC", date(info.modified_ms));
     match &info.kind {
         Kind::File => {}
-        Kind::Directory => println!("kind:     directory"),
-        Kind::Symlink(t) => println!("kind:     symlink to {t}"),
+        Kind::Directory => out!("kind:     directory"),
+        Kind::Symlink(t) => out!("kind:     symlink to {t}"),
     }
     if let Some(ct) = &info.content_type {
-        println!("type:     {ct}");
+        out!("type:     {ct}");
     }
     if let Some(etag) = &info.etag {
-        println!("etag:     \"{etag}\"");
+        out!("etag:     \"{etag}\"");
     }
     for (k, v) in info.headers.iter().chain(&info.meta) {
-        println!("meta:     {k}: {v}");
+        out!("meta:     {k}: {v}");
     }
     if info.extents > 0 {
-        println!("extents:  {}", info.extents);
+        out!("extents:  {}", info.extents);
     }
     match info.layout {
-        None => println!("stored:   inside the bucket index (objects under 32 KiB)"),
+        None => out!("stored:   inside the bucket index (objects under 32 KiB)"),
         Some(l) => {
             let s = bucket.settings();
-            println!("segments: {} of up to {} bytes", info.segments, l.segment_size);
-            println!(
-                "code:     any {} of {} shards read a segment ({} stored, {} extra tried)",
-                l.k, s.n, s.n, s.extra
-            );
+            out!("segments: {} of up to {} bytes", info.segments, l.segment_size);
+            out!("code:     any {} of {} shards read a segment ({} stored, {} extra tried)", l.k, s.n, s.n, s.extra);
             for h in health {
                 let state = match h.healthy {
                     x if x < h.k => "UNREADABLE",
                     x if x < h.k + 2 => "degraded",
                     _ => "healthy",
                 };
-                println!(
-                    "  segment {:>5}: {}/{} holders answer, {} needed: {state}",
-                    h.index, h.healthy, h.stored, h.k
-                );
+                out!("  segment {:>5}: {}/{} holders answer, {} needed: {state}", h.index, h.healthy, h.stored, h.k);
             }
         }
     }
@@ -271,7 +274,7 @@ pub async fn stat(client: &Client, path: &str) -> anyhow::Result<()> {
 pub async fn buckets(client: &Client) -> anyhow::Result<()> {
     for b in client.buckets().await? {
         let s = b.settings;
-        println!("{}  {}  k={} n={} extra={}", date(b.created_ms), b.name, s.k, s.n, s.extra);
+        out!("{}  {}  k={} n={} extra={}", date(b.created_ms), b.name, s.k, s.n, s.extra);
     }
     Ok(())
 }
@@ -280,10 +283,10 @@ pub async fn buckets(client: &Client) -> anyhow::Result<()> {
 pub async fn status(client: &Client) -> anyhow::Result<()> {
     let nodes = client.status().await;
     let up = nodes.iter().filter(|n| n.stats.is_ok()).count();
-    println!("{} storage nodes known, {up} reachable", nodes.len());
+    out!("{} storage nodes known, {up} reachable", nodes.len());
     for n in nodes {
         match &n.stats {
-            Ok(s) => println!(
+            Ok(s) => out!(
                 "  {}  up    {:>6.1} ms  {} shards, {} of {} bytes used",
                 n.node.peer,
                 n.rtt.as_secs_f64() * 1000.0,
@@ -291,7 +294,7 @@ pub async fn status(client: &Client) -> anyhow::Result<()> {
                 s.used,
                 s.capacity
             ),
-            Err(e) => println!("  {}  DOWN  {e}", n.node.peer),
+            Err(e) => out!("  {}  DOWN  {e}", n.node.peer),
         }
     }
     if up == 0 {

@@ -58,7 +58,7 @@ impl Default for ClientConfig {
             cache_dir: None,
             defaults: BucketSettings::default(),
             lease_secs: 365 * 24 * 3600,
-            parallelism: Parallelism::default(),
+            parallelism: Parallelism::for_uploads(),
             hedging: Hedging::default(),
             gc_delay: Duration::from_secs(600),
         }

@@ -40,6 +40,15 @@ impl Default for Parallelism {
 }
 
 impl Parallelism {
+    /// One worker per core and one segment more than workers in flight: a
+    /// networked put also holds the segment waiting to upload and those
+    /// uploading, so it keeps fewer in the encoder (memory of a put of any
+    /// size: about 7 encoded segments).
+    pub fn for_uploads() -> Self {
+        let threads = thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        Self { threads, in_flight: threads }
+    }
+
     /// `threads` workers, `2 × threads` in flight.
     pub fn threads(threads: usize) -> Self {
         let threads = threads.max(1);
