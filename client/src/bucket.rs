@@ -646,6 +646,10 @@ impl Bucket {
         let delay = self.collector.delay.as_millis() as u64;
         let horizon = now_ms().saturating_sub(delay);
         let queued = self.tree.list(&snap, GARBAGE_PREFIX, Bound::Unbounded, LIST_BATCH).await?;
+        if queued.len() == LIST_BATCH {
+            // More are queued than one sweep reads: go again after this one.
+            self.collector.requested.store(true, Ordering::SeqCst);
+        }
         let (due, later): (Vec<_>, Vec<_>) =
             queued.into_iter().partition(|(k, _)| all || gc::garbage_time(k).is_some_and(|t| t <= horizon));
         let next_due = later.iter().filter_map(|(k, _)| gc::garbage_time(k)).min().map(|t| t + delay);

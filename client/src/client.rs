@@ -255,7 +255,7 @@ impl Client {
         // The bucket's head first: once the bucket is listed, a lookup of
         // its head that finds nothing is an error, never an empty bucket.
         let tree = self.open_tree(&BucketInfo { head_published: false, ..info.clone() });
-        tree.commit(vec![Op::delete("\0created")]).await?;
+        tree.commit(Vec::new()).await?;
         match self.list.commit(vec![Op::put(name, formats::encode_bucket(&info)).expecting(Expect::Absent)]).await {
             Err(e) if matches!(e.root(), Error::Conflict { .. }) => Err(Error::BucketExists(name.into())),
             r => r.map(|_| info),
@@ -269,7 +269,7 @@ impl Client {
             return Err(Error::BucketNotEmpty(name.into()));
         }
         // No name is left to use the bucket's data: collect all of it now.
-        bucket.collect_garbage(true).await?;
+        while bucket.collect_garbage(true).await? > 0 {}
         match self.list.commit(vec![Op::delete(name)]).await?.pop().flatten() {
             Some(_) => {
                 self.buckets.lock().unwrap_or_else(|e| e.into_inner()).remove(name);

@@ -254,7 +254,8 @@ impl Leaf {
         self.entries.iter().filter(|(_, v)| v.data.is_some())
     }
 
-    fn live_count(&self) -> u64 {
+    /// Live entries (tombstones not counted).
+    pub fn live_count(&self) -> u64 {
         self.live().count() as u64
     }
 
@@ -403,11 +404,6 @@ pub fn apply(
     (edit.finish(now_ms.saturating_sub(TOMBSTONE_TTL_MS)), r)
 }
 
-/// The live entry count of a new leaf.
-pub fn live_count(leaf: &Leaf) -> u64 {
-    leaf.live_count()
-}
-
 /// Joins entry lists of diverged trees: every key of either, and for a key
 /// in both, the value with the larger stamp (a tombstone wins over an older
 /// value).
@@ -458,7 +454,7 @@ mod tests {
                         LeafRef {
                             first: leaf.entries[0].0.clone(),
                             page: ptr((self.pages.len() - 1) as u8),
-                            count: live_count(&leaf),
+                            count: leaf.live_count(),
                         }
                     }
                 })

@@ -70,7 +70,7 @@ impl Pages {
     /// Fetches (or finds in the cache) and opens a page.
     pub async fn get(&self, ptr: &PagePtr) -> Result<Page, Error> {
         let sealed = match self.cache_get(ptr.id).await {
-            Some(s) => s,
+            Some(s) => Bytes::from(s),
             None => self.fetch(ptr).await?,
         };
         let bad = |fault| Error::BadPage { id: ptr.id, fault };
@@ -78,7 +78,7 @@ impl Pages {
         formats::decode_page(&plain).map_err(|e| bad(PageFault::Malformed(e)))
     }
 
-    async fn fetch(&self, ptr: &PagePtr) -> Result<Vec<u8>, Error> {
+    async fn fetch(&self, ptr: &PagePtr) -> Result<Bytes, Error> {
         let mut last = String::from("no holders recorded");
         for holder in &ptr.holders {
             let Some(peer) = peer_of(holder) else { continue };
@@ -87,7 +87,7 @@ impl Pages {
                     self.transfer.nodes().report(peer, true);
                     let bytes = Bytes::from(bytes);
                     self.cache_put(ptr.id, bytes.clone()).await;
-                    return Ok(bytes.to_vec());
+                    return Ok(bytes);
                 }
                 Ok(_) => {
                     self.transfer.nodes().report(peer, false);

@@ -154,7 +154,8 @@ impl Tree {
     }
 
     /// Applies `ops` in one atomic step (possibly in one commit with other
-    /// callers' ops). Returns, per op, the live value it replaced or
+    /// callers' ops); no ops publishes the current tree as the next
+    /// sequence (a bucket's first head). Returns, per op, the live value it replaced or
     /// removed; [`Error::Conflict`] if a precondition failed (then nothing
     /// of `ops` applied).
     pub async fn commit(&self, ops: Vec<Op>) -> Result<Replaced, Error> {
@@ -359,7 +360,7 @@ impl Inner {
                     Slot::Keep(r) => Ok(r),
                     Slot::New(leaf) => {
                         let first = leaf.entries.first().map(|(k, _)| k.clone()).unwrap_or_default();
-                        let count = index::live_count(&leaf);
+                        let count = leaf.live_count();
                         let page = self.pages.put(&Page::Leaf(leaf)).await?;
                         Ok::<_, Error>(LeafRef { first, page, count })
                     }
