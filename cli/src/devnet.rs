@@ -193,7 +193,7 @@ pub fn write_client_config(dir: &Path, nodes: &[NodeProcess], kdf: KdfParams) ->
 }
 
 /// `cairn devnet`: runs until Ctrl-C or SIGTERM.
-pub async fn run(dir: &Path, count: usize, capacity: &str) -> anyhow::Result<()> {
+pub async fn run(dir: &Path, count: usize, capacity: &str, s3: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     let (d, c) = (dir.clone(), capacity.to_string());
@@ -212,7 +212,18 @@ pub async fn run(dir: &Path, count: usize, capacity: &str) -> anyhow::Result<()>
     println!("  cairn get photos/some-file ./copy");
     println!("  cairn status");
     println!();
+    let gateway = match s3 {
+        Some(addr) => Some(start_gateway(&config, addr).await?),
+        None => None,
+    };
     println!("Ctrl-C stops the nodes; run the same command again to resume with the same data.");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let served = gateway.map(|(bound, client)| {
+        let run = bound.run(async {
+            let _ = stop_rx.await;
+        });
+        (tokio::spawn(run), client)
+    });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -232,6 +243,13 @@ pub async fn run(dir: &Path, count: usize, capacity: &str) -> anyhow::Result<()>
             }
         }
     }
+    let _ = stop_tx.send(());
+    if let Some((task, client)) = served {
+        let _ = task.await;
+        if let Ok(c) = std::sync::Arc::try_unwrap(client) {
+            c.shutdown().await;
+        }
+    }
     println!("stopping {} nodes", nodes.len());
     tokio::task::spawn_blocking(move || {
         for n in &mut nodes {
@@ -240,4 +258,38 @@ pub async fn run(dir: &Path, count: usize, capacity: &str) -> anyhow::Result<()>
     })
     .await?;
     Ok(())
+}
+
+/// Starts the devnet's S3 gateway (on `addr`, or any free port if that is
+/// taken) with a key, and prints how to use it.
+async fn start_gateway(
+    config: &Path,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<(crate::gateway::Bound, std::sync::Arc<cairn_client::Client>)> {
+    let keys = crate::gateway::keys_path(config, None);
+    let key = crate::gateway::ensure_key(&keys, "devnet")?;
+    let file = ConfigFile::load(config)?;
+    let root = crate::config::open_key(&file.key_path(config))?;
+    let client = std::sync::Arc::new(cairn_client::Client::connect(&root, file.client_config(config)?).await?);
+    let mut opts = crate::gateway::Serve { listen: addr, keys, tls: None, insecure_http: false, metrics: None };
+    let bound = match crate::gateway::bind(std::sync::Arc::clone(&client), &opts).await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("note: S3 gateway cannot use {addr} ({e:#}); taking a free port");
+            opts.listen = std::net::SocketAddr::new(addr.ip(), 0);
+            crate::gateway::bind(std::sync::Arc::clone(&client), &opts).await?
+        }
+    };
+    let endpoint = format!("http://{}", bound.addr);
+    println!();
+    println!("S3 gateway: {endpoint}");
+    println!("  access key: {}", key.access_key);
+    println!("  secret:     {}", key.secret);
+    println!(
+        "  export AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION=us-east-1",
+        key.access_key, key.secret
+    );
+    println!("  aws --endpoint-url {endpoint} s3 ls");
+    println!();
+    Ok((bound, client))
 }

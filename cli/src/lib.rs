@@ -1,5 +1,7 @@
 //! The parts of `cairn` that tests reuse: the config and key files
-//! ([`config`]) and running `cairn-node` processes ([`devnet`]).
+//! ([`config`]), running `cairn-node` processes ([`devnet`]) and the S3
+//! gateway ([`gateway`]).
 
 pub mod config;
 pub mod devnet;
+pub mod gateway;

@@ -6,7 +6,7 @@ mod bench_e2e;
 mod bench_node;
 mod commands;
 
-use cairn_cli::{config, devnet};
+use cairn_cli::{config, devnet, gateway};
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -114,6 +114,32 @@ enum Command {
     },
     /// Show the storage nodes known and whether they answer.
     Status,
+    /// Serve your buckets over S3 (aws cli, boto3, rclone, restic...)
+    /// until Ctrl-C; `cairn gateway keys` manages its access keys.
+    #[command(args_conflicts_with_subcommands = true)]
+    Gateway {
+        #[command(subcommand)]
+        keys: Option<GatewayCommand>,
+        /// Address to listen on (not loopback: needs TLS or --insecure-http).
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+        /// TLS certificate chain (PEM).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Serve plain HTTP on a non-loopback address (signatures and data
+        /// cross the network in the clear).
+        #[arg(long)]
+        insecure_http: bool,
+        /// Serve Prometheus metrics at http://ADDR/metrics.
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
+        /// Access keys file (default: gateway-keys.toml next to the config).
+        #[arg(long)]
+        keys_file: Option<PathBuf>,
+    },
     /// Run a local network of storage nodes on 127.0.0.1 until Ctrl-C.
     Devnet {
         /// Number of nodes.
@@ -125,10 +151,55 @@ enum Command {
         /// Capacity of each node.
         #[arg(long, default_value = "10GiB")]
         capacity: String,
+        /// Address of the S3 gateway started with the nodes.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        s3: std::net::SocketAddr,
+        /// Start no S3 gateway.
+        #[arg(long)]
+        no_s3: bool,
     },
     /// Measure Cairn's speed on this machine.
     #[command(subcommand)]
     Bench(Bench),
+}
+
+#[derive(Debug, Subcommand)]
+enum GatewayCommand {
+    /// Manage the gateway's access keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create an access key and print it with its secret.
+    Add {
+        /// A name for it.
+        name: String,
+        /// Only reads.
+        #[arg(long)]
+        read_only: bool,
+        /// Only this bucket.
+        #[arg(long)]
+        bucket: Option<String>,
+        /// Access keys file (default: gateway-keys.toml next to the config).
+        #[arg(long)]
+        keys_file: Option<PathBuf>,
+    },
+    /// List the access keys (without secrets).
+    List {
+        /// Access keys file (default: gateway-keys.toml next to the config).
+        #[arg(long)]
+        keys_file: Option<PathBuf>,
+    },
+    /// Revoke an access key; a running gateway refuses it at once.
+    Revoke {
+        /// Its name.
+        name: String,
+        /// Access keys file (default: gateway-keys.toml next to the config).
+        #[arg(long)]
+        keys_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,6 +296,51 @@ fn init(config: Option<PathBuf>, no_passphrase: bool, bootstrap: Vec<String>) ->
     Ok(())
 }
 
+fn keys_command(config: Option<PathBuf>, k: KeysCommand) -> anyhow::Result<()> {
+    use cairn_s3_gateway::keys;
+    let path = config::config_path(config);
+    match k {
+        KeysCommand::Add { name, read_only, bucket, keys_file } => {
+            let file = gateway::keys_path(&path, keys_file);
+            let key = keys::add(&file, &name, read_only, bucket)?;
+            println!("access key: {}", key.access_key);
+            println!("secret:     {}", key.secret);
+            println!("(kept in {}; the secret is shown only here and in that file)", file.display());
+        }
+        KeysCommand::List { keys_file } => {
+            for k in keys::load(&gateway::keys_path(&path, keys_file))? {
+                let scope = k.bucket.as_deref().map_or("all buckets".to_string(), |b| format!("bucket {b}"));
+                let mode = if k.read_only { "read-only" } else { "read-write" };
+                println!("{:<20} {}  {mode}, {scope}", k.name, k.access_key);
+            }
+        }
+        KeysCommand::Revoke { name, keys_file } => {
+            keys::revoke(&gateway::keys_path(&path, keys_file), &name)?;
+            println!("revoked {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn serve_gateway(config: &std::path::Path, opts: gateway::Serve) -> anyhow::Result<()> {
+    let client = std::sync::Arc::new(commands::connect(config).await?);
+    let bound = gateway::bind(std::sync::Arc::clone(&client), &opts).await?;
+    if cairn_s3_gateway::keys::load(&opts.keys)?.is_empty() {
+        eprintln!("note: no access keys yet; create one with `cairn gateway keys add NAME`");
+    }
+    println!("S3 gateway listening on {}://{}", bound.scheme, bound.addr);
+    if let Some(m) = bound.metrics_addr() {
+        println!("metrics on http://{m}/metrics");
+    }
+    bound.run(gateway::stop_signal()).await;
+    // Requests have finished: let the client's background work end.
+    match std::sync::Arc::try_unwrap(client) {
+        Ok(c) => c.shutdown().await,
+        Err(c) => c.settle().await,
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     use futures::FutureExt;
     let config = cli.config;
@@ -268,7 +384,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rm { path } => with_client(config, |c| async move { commands::rm(c, &path).await }.boxed())?,
         Command::Stat { path } => with_client(config, |c| async move { commands::stat(c, &path).await }.boxed())?,
         Command::Status => with_client(config, |c| commands::status(c).boxed())?,
-        Command::Devnet { nodes, dir, capacity } => runtime()?.block_on(devnet::run(&dir, nodes, &capacity))?,
+        Command::Devnet { nodes, dir, capacity, s3, no_s3 } => {
+            runtime()?.block_on(devnet::run(&dir, nodes, &capacity, (!no_s3).then_some(s3)))?
+        }
+        Command::Gateway { keys: Some(GatewayCommand::Keys(k)), .. } => keys_command(config, k)?,
+        Command::Gateway { keys: None, listen, tls_cert, tls_key, insecure_http, metrics, keys_file } => {
+            let path = config::config_path(config);
+            let opts = gateway::Serve {
+                listen,
+                keys: gateway::keys_path(&path, keys_file),
+                tls: tls_cert.zip(tls_key),
+                insecure_http,
+                metrics,
+            };
+            runtime()?.block_on(serve_gateway(&path, opts))?
+        }
         Command::Bench(Bench::Pipeline { size, k, n, threads, segment, runs }) => {
             let segment_size =
                 u32::try_from(segment).map_err(|_| anyhow::anyhow!("segment size {segment} is too large"))?;

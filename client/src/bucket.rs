@@ -140,6 +140,14 @@ pub struct ObjectInfo {
     pub layout: Option<Layout>,
 }
 
+/// An object looked up for reading ([`Bucket::open`]).
+#[derive(Clone, Debug)]
+pub struct Opened {
+    /// What is known about it.
+    pub info: ObjectInfo,
+    body: Body,
+}
+
 /// Options of a put.
 #[derive(Clone, Debug, Default)]
 pub struct PutOptions {
@@ -250,7 +258,9 @@ impl Bucket {
 
     /// The entry under `key` and its value (for preconditions).
     pub(crate) async fn entry_at(&self, snap: &Snapshot, key: &str) -> Result<(Entry, Value), Error> {
-        check_key(key)?;
+        if !key.starts_with(crate::gc::INTERNAL) {
+            check_key(key)?;
+        }
         match self.tree.get(snap, key).await? {
             Some(v) => Ok((formats::decode_entry(v.live().unwrap_or_default())?, v)),
             None => Err(Error::NoSuchKey { bucket: self.name.clone(), key: key.into() }),
@@ -284,6 +294,16 @@ impl Bucket {
         opts: PutOptions,
     ) -> Result<ObjectInfo, Error> {
         check_key(key)?;
+        self.put_at(key, reader, opts).await
+    }
+
+    /// [`Bucket::put`] under any key, internal ones included.
+    pub(crate) async fn put_at(
+        &self,
+        key: &str,
+        reader: impl Read + Send + 'static,
+        opts: PutOptions,
+    ) -> Result<ObjectInfo, Error> {
         check_meta(&opts.meta)?;
         let (head, reader) = tokio::task::spawn_blocking(move || {
             let mut reader = reader;
@@ -398,6 +418,29 @@ impl Bucket {
             shard_len: seg.layout.shard_len(),
             shards: seg.ids.iter().zip(holders).map(|(id, holder)| ShardPlacement { id: *id, holder }).collect(),
         })
+    }
+
+    /// Looks `key` up once, for reads that must all see the same version
+    /// (an HTTP response whose headers are sent before its body).
+    pub async fn open(&self, key: &str) -> Result<Opened, Error> {
+        let entry = self.entry(key).await?;
+        Ok(Opened { info: info_of(&entry, key.to_string()), body: entry.body })
+    }
+
+    /// Writes `range` of an opened object to `out`.
+    pub async fn read(
+        &self,
+        object: &Opened,
+        range: Range<u64>,
+        out: &mut (impl AsyncWrite + Unpin),
+    ) -> Result<(), Error> {
+        let size = object.info.size;
+        if range.start > range.end || range.end > size {
+            return Err(Error::BadRange { start: range.start, end: range.end, size });
+        }
+        self.read_body(&object.body, range, out).await?;
+        out.flush().await?;
+        Ok(())
     }
 
     /// Writes the object (or `range` of it) to `out`.

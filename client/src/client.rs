@@ -268,7 +268,9 @@ impl Client {
         if !bucket.list("", None, "", 1).await?.objects.is_empty() {
             return Err(Error::BucketNotEmpty(name.into()));
         }
-        // No name is left to use the bucket's data: collect all of it now.
+        // Uploads in progress go with the bucket; then no name is left to
+        // use the bucket's data: collect all of it now.
+        bucket.expire_uploads(0).await?;
         while bucket.collect_garbage(true).await? > 0 {}
         match self.list.commit(vec![Op::delete(name)]).await?.pop().flatten() {
             Some(_) => {

@@ -175,6 +175,37 @@ pub enum Error {
         /// The key.
         key: String,
     },
+    /// No multipart upload with that id for that key.
+    #[error("no upload {upload:?} of {key:?} is in progress (completed, aborted or expired)")]
+    NoSuchUpload {
+        /// Object key.
+        key: String,
+        /// Upload id.
+        upload: String,
+    },
+    /// A part named on completion was not uploaded, or has another ETag.
+    #[error("part {part} was not uploaded, or its ETag differs")]
+    InvalidPart {
+        /// Part number.
+        part: u32,
+    },
+    /// Parts named on completion are not in ascending order.
+    #[error("parts must be listed in ascending order; part {part} is out of order")]
+    InvalidPartOrder {
+        /// The first part out of order.
+        part: u32,
+    },
+    /// A part other than the last is smaller than S3's 5 MiB minimum.
+    #[error("part {part} is {size} bytes; every part but the last must be at least 5 MiB")]
+    EntityTooSmall {
+        /// Part number.
+        part: u32,
+        /// Its size.
+        size: u64,
+    },
+    /// A part number outside 1..=10000.
+    #[error("part number {0} is outside 1..=10000")]
+    BadPartNumber(u32),
     /// The bucket does not exist.
     #[error("bucket {0:?} does not exist (create it with `cairn mb {0}`)")]
     NoSuchBucket(String),

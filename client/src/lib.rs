@@ -17,7 +17,8 @@
 //!   buckets ([`bucket`]), buckets in the account's list ([`client`]).
 //! - Objects as extents over shared data versions ([`entry`], [`objects`]),
 //!   collected once no name uses them ([`gc`]); listing ([`listing`]);
-//!   every stored format in one place ([`formats`]).
+//!   multipart uploads kept in the index ([`multipart`]); every stored
+//!   format in one place ([`formats`]).
 //! - A local RocksDB cache of pages and nodes ([`cache`]).
 //!
 //! Repair comes later. This crate must not depend on FUSE or HTTP.
@@ -33,6 +34,7 @@ pub mod formats;
 pub mod gc;
 pub mod index;
 pub mod listing;
+pub mod multipart;
 pub mod objects;
 pub mod pages;
 pub mod pipeline;
@@ -45,10 +47,11 @@ pub mod tasks;
 pub mod transfer;
 pub mod tree;
 
-pub use bucket::{Bucket, BucketSettings, Listing, ObjectInfo, PutOptions, SegmentHealth};
+pub use bucket::{Bucket, BucketSettings, Listing, ObjectInfo, Opened, PutOptions, SegmentHealth};
 pub use client::{BucketInfo, Client, ClientConfig, NodeStatus};
 pub use entry::{Checksum, ChecksumAlgorithm, Kind, Posix};
 pub use error::Error;
+pub use multipart::{Part, Upload};
 pub use objects::MetadataDirective;
 pub use pipeline::{EncodeSummary, Parallelism, decode_object, encode_object};
 pub use range::{ShardSource, read_object_range, read_segment_range};

@@ -231,6 +231,18 @@ impl Bucket {
         remove_parts: bool,
     ) -> Result<ObjectInfo, Error> {
         check_key(key)?;
+        self.compose_with(key, parts, opts, remove_parts, Vec::new()).await
+    }
+
+    /// [`Bucket::compose`], committing `extra` ops in the same group.
+    pub(crate) async fn compose_with(
+        &self,
+        key: &str,
+        parts: &[String],
+        opts: crate::bucket::PutOptions,
+        remove_parts: bool,
+        extra: Vec<Op>,
+    ) -> Result<ObjectInfo, Error> {
         check_meta(&opts.meta)?;
         let snap = self.tree().snapshot(std::time::Duration::ZERO).await?;
         let mut stored = Stored::default();
@@ -262,6 +274,7 @@ impl Bucket {
         entry.etag = Some(format!("{}-{}", hex(&md5s.finalize()), parts.len()));
         let info = crate::bucket::info_of(&entry, key.to_string());
         ops.insert(0, Op::put(key, formats::encode_entry(&entry)));
+        ops.extend(extra);
         if let Err(e) = self.commit(ops).await {
             for m in &uploaded {
                 self.delete_manifest(m);
