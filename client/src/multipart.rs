@@ -175,21 +175,27 @@ impl Bucket {
                 have.insert(p.number, (k.clone(), v.clone(), p));
             }
         }
-        let mut keys = Vec::with_capacity(parts.len());
+        // Order first, then each part, then sizes (as S3 reports them).
         let mut prev = 0;
-        for (i, (number, etag)) in parts.iter().enumerate() {
+        for (number, _) in parts {
             if *number <= prev {
                 return Err(Error::InvalidPartOrder { part: *number });
             }
             prev = *number;
+        }
+        let mut keys = Vec::with_capacity(parts.len());
+        for (number, etag) in parts {
             let Some((k, _, p)) = have.get(number) else { return Err(Error::InvalidPart { part: *number }) };
             if p.etag != etag.trim_matches('"') {
                 return Err(Error::InvalidPart { part: *number });
             }
-            if i + 1 < parts.len() && p.size < MIN_PART_SIZE {
-                return Err(Error::EntityTooSmall { part: *number, size: p.size });
-            }
             keys.push(k.clone());
+        }
+        for (number, _) in &parts[..parts.len().saturating_sub(1)] {
+            let size = have.get(number).map_or(0, |(_, _, p)| p.size);
+            if size < MIN_PART_SIZE {
+                return Err(Error::EntityTooSmall { part: *number, size });
+            }
         }
         if parts.is_empty() {
             return Err(Error::InvalidPart { part: 0 });
