@@ -3,9 +3,10 @@
 # with Rust (as root, or with sudo). Idempotent: does nothing when all is there.
 set -euo pipefail
 
-# Debian packages the build and tests need. (RocksDB's bindings need
-# libclang-dev; the FUSE tests will need fuse3.)
-PACKAGES=(libclang-dev)
+# Debian packages the build and tests need: RocksDB's bindings need
+# libclang-dev; the S3 tests run rclone, s3cmd and restic, and make a
+# Python venv for boto3 and the aws cli.
+PACKAGES=(libclang-dev rclone s3cmd restic python3-venv)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -16,10 +17,24 @@ if ((${#missing[@]})); then
     [[ $(id -u) -eq 0 ]] || SUDO="sudo"
     echo "setup: installing ${missing[*]}" >&2
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+    # No recommends: rclone's would pull in FUSE 2, which conflicts with fuse3.
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust 1.88 or newer (rustup)" >&2; exit 1; }
 
 # Keep build products between runs: a clean build is long on small machines.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}"
+
+# S3 clients the gateway tests drive, in a venv of their own (pinned, so a
+# new release cannot change what the tests test).
+export CAIRN_VENV="${CAIRN_VENV:-$HOME/.cache/cairn/venv}"
+PY_TOOLS=(boto3==1.44.8 botocore==1.44.8 awscli==1.46.3)
+if ! "$CAIRN_VENV/bin/python" -c 'import boto3, awscli' >/dev/null 2>&1 \
+    || [[ "$(cat "$CAIRN_VENV/.tools" 2>/dev/null)" != "${PY_TOOLS[*]}" ]]; then
+    echo "setup: installing ${PY_TOOLS[*]} into $CAIRN_VENV" >&2
+    rm -rf "$CAIRN_VENV"
+    python3 -m venv "$CAIRN_VENV"
+    "$CAIRN_VENV/bin/pip" install -q --disable-pip-version-check "${PY_TOOLS[@]}"
+    echo "${PY_TOOLS[*]}" > "$CAIRN_VENV/.tools"
+fi

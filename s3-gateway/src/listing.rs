@@ -58,29 +58,30 @@ fn untoken(t: &str) -> S3Result<String> {
         .ok_or_else(|| s3_error!(InvalidArgument, "the continuation token is not one this gateway gave"))
 }
 
+/// What a listing asks for.
+struct Query<'a> {
+    bucket: &'a str,
+    prefix: Option<&'a str>,
+    delimiter: Option<&'a str>,
+    after: &'a str,
+    max: Option<i32>,
+    encoding: Option<&'a EncodingType>,
+}
+
 impl Gateway {
-    async fn page(
-        &self,
-        creds: Option<&s3s::auth::Credentials>,
-        bucket: &str,
-        prefix: Option<&str>,
-        delim: Option<&str>,
-        after: &str,
-        max: Option<i32>,
-        encoding: Option<&EncodingType>,
-    ) -> S3Result<Page> {
-        let b = self.bucket(creds, bucket, false).await?;
-        let d = delimiter(delim)?;
-        let url = match encoding.map(|e| e.as_str()) {
+    async fn page(&self, creds: Option<&s3s::auth::Credentials>, q: Query<'_>) -> S3Result<Page> {
+        let b = self.bucket(creds, q.bucket, false).await?;
+        let d = delimiter(q.delimiter)?;
+        let url = match q.encoding.map(|e| e.as_str()) {
             None => false,
             Some(e) if e == EncodingType::URL => true,
             Some(_) => return Err(s3_error!(InvalidArgument, "encoding-type must be url")),
         };
-        let max = max.unwrap_or(MAX_KEYS).clamp(0, MAX_KEYS) as usize;
+        let max = q.max.unwrap_or(MAX_KEYS).clamp(0, MAX_KEYS) as usize;
         let listing = if max == 0 {
             Listing::default()
         } else {
-            b.list(prefix.unwrap_or(""), d, after, max).await.map_err(s3_error)?
+            b.list(q.prefix.unwrap_or(""), d, q.after, max).await.map_err(s3_error)?
         };
         Ok(Page { listing, url })
     }
@@ -103,7 +104,7 @@ impl Gateway {
             .collect();
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(buckets),
-            owner: Some(Owner { display_name: Some("cairn".into()), id: Some("cairn".into()) }),
+            owner: Some(crate::s3::owner()),
             ..Default::default()
         }))
     }
@@ -121,12 +122,14 @@ impl Gateway {
         let page = self
             .page(
                 req.credentials.as_ref(),
-                &i.bucket,
-                i.prefix.as_deref(),
-                i.delimiter.as_deref(),
-                &after,
-                i.max_keys,
-                i.encoding_type.as_ref(),
+                Query {
+                    bucket: &i.bucket,
+                    prefix: i.prefix.as_deref(),
+                    delimiter: i.delimiter.as_deref(),
+                    after: &after,
+                    max: i.max_keys,
+                    encoding: i.encoding_type.as_ref(),
+                },
             )
             .await?;
         let contents = page.objects();
@@ -158,12 +161,14 @@ impl Gateway {
         let page = self
             .page(
                 req.credentials.as_ref(),
-                &i.bucket,
-                i.prefix.as_deref(),
-                i.delimiter.as_deref(),
-                i.marker.as_deref().unwrap_or(""),
-                i.max_keys,
-                i.encoding_type.as_ref(),
+                Query {
+                    bucket: &i.bucket,
+                    prefix: i.prefix.as_deref(),
+                    delimiter: i.delimiter.as_deref(),
+                    after: i.marker.as_deref().unwrap_or(""),
+                    max: i.max_keys,
+                    encoding: i.encoding_type.as_ref(),
+                },
             )
             .await?;
         let i = req.input;
@@ -191,12 +196,14 @@ impl Gateway {
         let page = self
             .page(
                 req.credentials.as_ref(),
-                &i.bucket,
-                i.prefix.as_deref(),
-                i.delimiter.as_deref(),
-                i.key_marker.as_deref().unwrap_or(""),
-                i.max_keys,
-                i.encoding_type.as_ref(),
+                Query {
+                    bucket: &i.bucket,
+                    prefix: i.prefix.as_deref(),
+                    delimiter: i.delimiter.as_deref(),
+                    after: i.key_marker.as_deref().unwrap_or(""),
+                    max: i.max_keys,
+                    encoding: i.encoding_type.as_ref(),
+                },
             )
             .await?;
         let versions = page

@@ -38,6 +38,33 @@ impl S3 for Gateway {
         Ok(S3Response::new(GetBucketLocationOutput::default()))
     }
 
+    /// Buckets are never versioned: no status (as S3 answers for a bucket
+    /// whose versioning was never enabled).
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        self.bucket(req.credentials.as_ref(), &req.input.bucket, false).await?;
+        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+    }
+
+    /// The owner has full control; there are no other grants (ACLs cannot
+    /// be set).
+    async fn get_bucket_acl(&self, req: S3Request<GetBucketAclInput>) -> S3Result<S3Response<GetBucketAclOutput>> {
+        self.bucket(req.credentials.as_ref(), &req.input.bucket, false).await?;
+        Ok(S3Response::new(GetBucketAclOutput { grants: Some(owner_grants()), owner: Some(owner()) }))
+    }
+
+    async fn get_object_acl(&self, req: S3Request<GetObjectAclInput>) -> S3Result<S3Response<GetObjectAclOutput>> {
+        let bucket = self.bucket(req.credentials.as_ref(), &req.input.bucket, false).await?;
+        bucket.head(&req.input.key).await.map_err(s3_error)?;
+        Ok(S3Response::new(GetObjectAclOutput {
+            grants: Some(owner_grants()),
+            owner: Some(owner()),
+            ..Default::default()
+        }))
+    }
+
     async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
         Gateway::list_buckets(self, req).await
     }
@@ -123,4 +150,22 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         Gateway::list_multipart_uploads(self, req).await
     }
+}
+
+/// The one owner of everything a gateway serves: the account.
+pub(crate) fn owner() -> Owner {
+    Owner { display_name: Some("cairn".into()), id: Some("cairn".into()) }
+}
+
+fn owner_grants() -> Vec<Grant> {
+    vec![Grant {
+        grantee: Some(Grantee {
+            display_name: Some("cairn".into()),
+            id: Some("cairn".into()),
+            type_: Type::from_static(Type::CANONICAL_USER),
+            email_address: None,
+            uri: None,
+        }),
+        permission: Some(Permission::from_static(Permission::FULL_CONTROL)),
+    }]
 }

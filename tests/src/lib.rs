@@ -9,6 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod gateway;
+
 use cairn_cli::devnet::{NodeProcess, start_node};
 use cairn_client::{BucketSettings, Client, ClientConfig};
 use cairn_crypto::RootSecret;

@@ -1,0 +1,99 @@
+//! A `cairn gateway` process for a [`TestCluster`](crate::TestCluster):
+//! a client config and an access key of its own, listening on an
+//! ephemeral loopback port; killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::{TestCluster, binary};
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct GatewayProcess {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// Access key id.
+    pub key: String,
+    /// Its secret.
+    pub secret: String,
+    /// The client config it serves.
+    pub config: PathBuf,
+}
+
+fn cairn(config: &Path, args: &[&str]) -> String {
+    let out = Command::new(binary("cairn")).arg("--config").arg(config).args(args).output().expect("run cairn");
+    assert!(out.status.success(), "cairn {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl GatewayProcess {
+    /// Makes a config (new key) in `cluster`'s dir under `name`, an access
+    /// key, and starts the gateway.
+    pub fn start(cluster: &TestCluster, name: &str) -> Self {
+        let config = cluster.dir().join(name).join("config.toml");
+        let mut init = vec!["init", "--no-passphrase"];
+        let boot = cluster.bootstrap();
+        for b in &boot {
+            init.extend(["--bootstrap", b.as_str()]);
+        }
+        cairn(&config, &init);
+        let added = cairn(&config, &["gateway", "keys", "add", "test"]);
+        let field = |label: &str| {
+            added
+                .lines()
+                .find_map(|l| l.strip_prefix(label))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| panic!("no {label} in {added}"))
+        };
+        let (key, secret) = (field("access key:"), field("secret:"));
+        let mut child = Command::new(binary("cairn"))
+            .arg("--config")
+            .arg(&config)
+            .args(["gateway", "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the gateway");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let endpoint = loop {
+            match lines.next() {
+                Some(Ok(l)) => {
+                    if let Some(url) = l.strip_prefix("S3 gateway listening on ") {
+                        break url.trim().to_string();
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    panic!("the gateway exited before listening");
+                }
+            }
+        };
+        // Keep reading its output so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, endpoint, key, secret, config }
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The venv with boto3 and the aws cli (`scripts/setup.sh` makes it).
+pub fn venv() -> PathBuf {
+    let dir = std::env::var_os("CAIRN_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/cairn/venv"));
+    assert!(
+        dir.join("bin/python").exists() && dir.join("bin/aws").exists(),
+        "no Python venv with boto3 and the aws cli at {}: run scripts/setup.sh (or set CAIRN_VENV)",
+        dir.display()
+    );
+    dir
+}
