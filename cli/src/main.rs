@@ -4,6 +4,7 @@
 
 mod bench_e2e;
 mod bench_node;
+mod bench_s3;
 mod commands;
 
 use cairn_cli::{config, devnet, gateway};
@@ -244,6 +245,23 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// The S3 gateway (its own process, driven over HTTP) against `Bucket`
+    /// driven directly, on a local devnet. Needs `cairn-node` next to
+    /// `cairn`.
+    S3 {
+        /// Storage nodes.
+        #[arg(long, default_value_t = 8)]
+        nodes: usize,
+        /// Repetitions of each large transfer; the best counts.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// 4 KiB objects per small-object figure.
+        #[arg(long, default_value_t = 500)]
+        small: usize,
+        /// Also run 64 clients doing this many mixed operations each.
+        #[arg(long)]
+        load: Option<usize>,
+    },
     /// Shard put/get throughput of one real cairn-node on loopback, against
     /// bare quinn streams. Needs `cairn-node` next to `cairn`.
     Node {
@@ -415,6 +433,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(Bench::E2e { nodes, list_keys, small, eager }) => {
             let hedging = if eager { cairn_client::Hedging::Eager } else { cairn_client::Hedging::Adaptive };
             runtime()?.block_on(bench_e2e::E2eBench { nodes, list_keys, small, hedging }.run())?;
+        }
+        Command::Bench(Bench::S3 { nodes, runs, small, load }) => {
+            runtime()?.block_on(bench_s3::S3Bench { nodes, runs, small, load }.run())?;
         }
         Command::Bench(Bench::Node { concurrency, shard_size, runs }) => {
             let rt = runtime()?;
