@@ -213,7 +213,7 @@ impl S3Bench {
             .arg("--config")
             .arg(&config)
             .args(["gateway", "--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,s3s=off")
             .stdout(Stdio::piped())
             .spawn()
             .context("start cairn gateway")?;

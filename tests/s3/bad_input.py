@@ -5,10 +5,12 @@ Run by tests/tests/s3.rs with: ENDPOINT ACCESS_KEY SECRET (prepare|attack).
 `prepare` makes the bucket; the test measures what the nodes hold; `attack`
 sends the bad requests; the test checks the nodes hold no more.
 """
+import base64
 import socket
 import sys
 import time
 import urllib.parse
+import zlib
 
 import boto3
 from botocore.auth import SigV4Auth
@@ -23,10 +25,6 @@ s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access, aws_sec
                   region_name="us-east-1",
                   config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
 B = "bad-input"
-if mode == "prepare":
-    s3.create_bucket(Bucket=B)
-    s3.put_object(Bucket=B, Key="keep", Body=b"kept")
-    sys.exit(0)
 
 
 def signed(method, path, body=b"", headers=None, payload="UNSIGNED-PAYLOAD"):
@@ -56,6 +54,31 @@ def raw(method, path, headers, body=b"", close_after=None):
 
 def status(line):
     return int(line.split()[1]) if line else None
+
+
+def chunked(key, data, crc_b64):
+    """An aws-chunked PUT whose CRC32 comes in the trailer."""
+    body = b"%x\r\n" % len(data) + data + b"\r\n0\r\n" + b"x-amz-checksum-crc32:" + crc_b64.encode() + b"\r\n\r\n"
+    hs = signed("PUT", f"/{B}/{key}", b"", {
+        "Content-Encoding": "aws-chunked",
+        "x-amz-trailer": "x-amz-checksum-crc32",
+        "x-amz-decoded-content-length": str(len(data)),
+        "Content-Length": str(len(body)),
+    }, payload="STREAMING-UNSIGNED-PAYLOAD-TRAILER")
+    return raw("PUT", f"/{B}/{key}", hs, body)
+
+
+if mode == "prepare":
+    # Everything that stores something happens here, before the test
+    # measures what the nodes hold; `attack` must store nothing.
+    s3.create_bucket(Bucket=B)
+    s3.put_object(Bucket=B, Key="keep", Body=b"kept")
+    data = b"z" * 70_000
+    good = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    line = chunked("trailed", data, good)
+    assert status(line) == 200, line
+    assert s3.get_object(Bucket=B, Key="trailed")["Body"].read() == data
+    sys.exit(0)
 
 
 def alive():
@@ -97,6 +120,12 @@ line = raw("PUT", f"/{B}/short", hs, b"x" * (3 << 20), close_after=True)
 assert line is None or status(line) >= 400, line
 time.sleep(1)
 absent("short")
+alive()
+
+print("bad input: an aws-chunked body with a wrong trailing CRC32", flush=True)
+line = chunked("trailed-bad", b"z" * 70_000, "AAAAAA==")
+assert status(line) == 400, line
+absent("trailed-bad")
 alive()
 
 print("bad input: a wrong checksum, a ranged GET past the end", flush=True)

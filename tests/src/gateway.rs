@@ -32,6 +32,11 @@ impl GatewayProcess {
     /// Makes a config (new key) in `cluster`'s dir under `name`, an access
     /// key, and starts the gateway.
     pub fn start(cluster: &TestCluster, name: &str) -> Self {
+        Self::start_with(cluster, name, &[])
+    }
+
+    /// As [`GatewayProcess::start`], with more arguments for `cairn gateway`.
+    pub fn start_with(cluster: &TestCluster, name: &str, extra: &[&str]) -> Self {
         let config = cluster.dir().join(name).join("config.toml");
         let mut init = vec!["init", "--no-passphrase"];
         let boot = cluster.bootstrap();
@@ -52,7 +57,8 @@ impl GatewayProcess {
             .arg("--config")
             .arg(&config)
             .args(["gateway", "--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
+            .args(extra)
+            .env("RUST_LOG", "warn,s3s=off")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

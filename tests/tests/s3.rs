@@ -71,3 +71,16 @@ async fn bad_requests_get_their_errors_and_store_nothing() {
     }
     watcher.shutdown().await;
 }
+
+#[test]
+fn boto3_over_tls_with_trailing_checksums() {
+    let cluster = TestCluster::start(8);
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).expect("cert");
+    let (cert_pem, key_pem) = (cluster.dir().join("cert.pem"), cluster.dir().join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_pem, cert.key_pair.serialize_pem()).expect("write key");
+    let (c, k) = (cert_pem.to_str().expect("utf-8"), key_pem.to_str().expect("utf-8"));
+    let gw = GatewayProcess::start_with(&cluster, "tls", &["--tls-cert", c, "--tls-key", k]);
+    assert!(gw.endpoint.starts_with("https://"), "{}", gw.endpoint);
+    run(python(&gw, "tls_suite.py", &[c]), "boto3 over TLS");
+}
