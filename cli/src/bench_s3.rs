@@ -251,6 +251,8 @@ impl S3Bench {
         if cfg!(debug_assertions) {
             println!("note: this is a debug build; build with --release for real figures");
         }
+        // A first small request: says what is wrong before any figure.
+        s3.put("hello", Bytes::from_static(b"hello")).await.context("a first small PUT through the gateway")?;
         let mut ratios = Vec::new();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         for size in [64 * MIB, 256 * MIB] {

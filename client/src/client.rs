@@ -288,7 +288,16 @@ impl Client {
             return Ok(b.clone());
         }
         let snap = self.list.snapshot(Duration::from_secs(2)).await?;
-        let info = match self.list.get(&snap, name).await? {
+        let found = match self.list.get(&snap, name).await? {
+            Some(v) => Some(v),
+            // Another device may have just made it: look again at the
+            // newest head before saying it does not exist.
+            None => {
+                let fresh = self.list.snapshot(Duration::ZERO).await?;
+                self.list.get(&fresh, name).await?
+            }
+        };
+        let info = match found {
             Some(v) => decode_bucket(name.into(), &v)?,
             None => return Err(Error::NoSuchBucket(name.into())),
         };

@@ -12,12 +12,12 @@ use std::io::Read;
 
 use bytes::Bytes;
 use cairn_client::{Bucket, ChecksumAlgorithm, Opened};
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use s3s::TrailingHeaders;
 use s3s::crypto::{Checksum as _, Crc32, Crc32c, Crc64Nvme, Sha1, Sha256};
 use s3s::dto::StreamingBlob;
-use tokio_util::io::{ReaderStream, StreamReader, SyncIoBridge};
+use tokio_util::io::ReaderStream;
 
 /// Bytes a GET keeps between the decoder and the socket.
 const PIPE: usize = 1 << 20;
@@ -215,10 +215,67 @@ pub fn encode_b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-/// A request body as a blocking reader (to be read off the runtime).
-pub fn reader(body: StreamingBlob, expect: Expect) -> Checked<impl Read + Send + 'static> {
-    let stream = body.map_err(|e| std::io::Error::other(BodyError::Incomplete(e)));
-    Checked::new(SyncIoBridge::new(StreamReader::new(stream)), expect)
+/// Bytes handed from the socket to the encoder at a time.
+const CHUNK: usize = 1 << 20;
+/// Chunks buffered between them.
+const CHUNKS: usize = 4;
+
+/// A request body as a blocking reader (to be read off the runtime). A
+/// task gathers the body's frames into 1 MiB chunks and hands them over a
+/// bounded channel: one hand-over per MiB rather than per frame, and the
+/// socket is read only as fast as the encoder takes.
+pub fn reader(body: StreamingBlob, expect: Expect) -> Checked<ChunkReader> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHUNKS);
+    tokio::spawn(async move {
+        let mut body = body;
+        let mut buf = bytes::BytesMut::new();
+        while let Some(frame) = body.next().await {
+            match frame {
+                Ok(b) if buf.is_empty() && b.len() >= CHUNK => {
+                    if tx.send(Ok(b)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(b) => {
+                    buf.extend_from_slice(&b);
+                    if buf.len() >= CHUNK && tx.send(Ok(buf.split().freeze())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(BodyError::Incomplete(e)))).await;
+                    return;
+                }
+            }
+        }
+        if !buf.is_empty() {
+            let _ = tx.send(Ok(buf.freeze())).await;
+        }
+    });
+    Checked::new(ChunkReader { rx, cur: Bytes::new() }, expect)
+}
+
+/// The blocking end of [`reader`].
+#[derive(Debug)]
+pub struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    cur: Bytes,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len());
+        out[..n].copy_from_slice(&self.cur[..n]);
+        bytes::Buf::advance(&mut self.cur, n);
+        Ok(n)
+    }
 }
 
 /// Streams `range` of an opened object as a response body.
