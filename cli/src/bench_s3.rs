@@ -59,10 +59,19 @@ impl Drop for GatewayChild {
 impl GatewayChild {
     /// Peak resident memory, bytes.
     fn peak_rss(&self) -> u64 {
+        self.status("VmHWM:")
+    }
+
+    /// Resident memory now, bytes.
+    fn rss(&self) -> u64 {
+        self.status("VmRSS:")
+    }
+
+    fn status(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map_or(0, |kb| kb * 1024)
     }
@@ -287,6 +296,7 @@ impl S3Bench {
             ratios.push(sg / dg);
             s3.delete(&key).await?;
             direct.delete(&dkey).await?;
+            println!("gateway RSS after {} MiB: {} MiB (peak {} MiB)", size / MIB, gw.rss() >> 20, gw.peak_rss() >> 20);
         }
         for conc in [1, 16] {
             let (sp, sg) = small_ops(&s3, &direct, self.small, conc, true).await?;
@@ -295,6 +305,7 @@ impl S3Bench {
                 "4 KiB x{conc:<2} PUT  s3 {sp:7.0} ops/s  direct {dp:7.0} ops/s;  GET  s3 {sg:7.0} ops/s  direct {dg:7.0} ops/s"
             );
         }
+        println!("gateway RSS after small objects: {} MiB (peak {} MiB)", gw.rss() >> 20, gw.peak_rss() >> 20);
         if let Some(ops) = self.load {
             load(&s3, ops).await?;
         }
@@ -312,7 +323,17 @@ impl S3Bench {
 /// client checks every object it wrote reads back byte-exact.
 async fn load(s3: &S3, ops: usize) -> anyhow::Result<()> {
     let t = Instant::now();
-    let results = futures::future::join_all((0..64u64).map(|c| {
+    // A 1 GiB PUT (and its read-back) alongside the 64 clients.
+    let big = async {
+        let data = random(1 << 30, &mut rand::rngs::StdRng::seed_from_u64(99));
+        s3.put("load/1GiB", data).await?;
+        let (n, _) = s3.get("load/1GiB", false).await?;
+        if n != 1 << 30 {
+            bail!("the 1 GiB object read back {n} bytes");
+        }
+        s3.delete("load/1GiB").await
+    };
+    let clients = futures::future::join_all((0..64u64).map(|c| {
         let s3 = s3.clone();
         async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(c);
@@ -350,12 +371,13 @@ async fn load(s3: &S3, ops: usize) -> anyhow::Result<()> {
             }
             errors
         }
-    }))
-    .await;
+    }));
+    let (big, results) = tokio::join!(big, clients);
+    big.context("the 1 GiB PUT under load")?;
     let errors: usize = results.iter().sum();
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "load: 64 clients x {ops} mixed ops in {secs:.1} s ({:.0} ops/s), {errors} errors",
+        "load: 64 clients x {ops} mixed ops and a 1 GiB PUT + GET in {secs:.1} s ({:.0} ops/s), {errors} errors",
         (64 * ops) as f64 / secs
     );
     if errors > 0 {

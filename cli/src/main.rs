@@ -446,7 +446,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// glibc's malloc settings for long-running commands, read only at start.
+const TUNABLES: &str = "glibc.malloc.mmap_threshold=1048576:glibc.malloc.arena_max=4";
+
+/// Long-running commands (the gateway, the devnet) move multi-MiB buffers
+/// all day. glibc raises its mmap threshold as such buffers are freed, so
+/// later ones come from arenas that stay resident: a gateway under load
+/// peaked at 510 MiB; with a fixed 1 MiB threshold and 4 arenas, 326 MiB
+/// (docs/BENCHMARKS.md; mimalloc was measured too: 800 MiB). glibc reads
+/// these settings only at start and setting them from Rust needs `unsafe`,
+/// so such a command starts itself again (same pid) with them set.
+fn tune_malloc() {
+    use std::os::unix::process::CommandExt;
+    let long = std::env::args().any(|a| a == "gateway" || a == "devnet") && !std::env::args().any(|a| a == "keys");
+    let set = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    if !long || set.contains("glibc.malloc.mmap_threshold") || !cfg!(target_env = "gnu") {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else { return };
+    let tunables = if set.is_empty() { TUNABLES.to_string() } else { format!("{set}:{TUNABLES}") };
+    // Only returns if the exec failed; then run untuned.
+    let _ = std::process::Command::new(exe).args(std::env::args_os().skip(1)).env("GLIBC_TUNABLES", tunables).exec();
+}
+
 fn main() -> ExitCode {
+    tune_malloc();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,libp2p=error,s3s=off,cairn_s3_gateway=info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();

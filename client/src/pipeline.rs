@@ -145,11 +145,15 @@ where
 fn read_segment(reader: &mut impl BufRead, layout: &Layout) -> Result<Option<(u32, Vec<u8>)>, Error> {
     let full = layout.segment(layout.segment_size);
     // Plaintext slots are overwritten by the read, tags by sealing; the
-    // padding after the ciphertext is zeroed below.
-    let mut buf = pool::global().take(full.padded_len());
+    // padding after the ciphertext is zeroed below. The buffer grows block
+    // by block, so a short last (or only) segment touches only its pages.
+    let mut buf = pool::global().take_growable(full.padded_len());
     let mut len = 0u32;
     'blocks: for b in 0..full.block_count() {
         let slot = segment::plaintext_slot(&full, b);
+        if buf.len() < slot.end {
+            buf.resize(slot.end, 0);
+        }
         let mut got = 0;
         while got < slot.len() {
             let n = reader.read(&mut buf[slot.start + got..slot.end])?;
@@ -169,7 +173,7 @@ fn read_segment(reader: &mut impl BufRead, layout: &Layout) -> Result<Option<(u3
     // A short segment has fewer blocks and shorter shards: trim the buffer
     // (block slots of a prefix are the same in both geometries) and zero
     // the padding after the last tag.
-    buf.truncate(seg.padded_len());
+    buf.resize(seg.padded_len(), 0);
     buf[seg.cipher_len() as usize..].fill(0);
     Ok(Some((len, buf)))
 }

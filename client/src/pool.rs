@@ -13,6 +13,10 @@ use bytes::Bytes;
 /// Most buffers kept idle. With the default parallelism (2 per core, 2-3
 /// buffers per segment) this covers the segments in flight on small hosts.
 const MAX_IDLE: usize = 16;
+/// Most bytes kept idle, so a process serving many transfers does not keep
+/// a buffer resident for each. (48 MiB was measured too: 50 MiB less
+/// resident at rest, the same peak, 10-20 % slower large puts.)
+const MAX_IDLE_BYTES: usize = 96 * 1024 * 1024;
 /// Buffers larger than this are not kept.
 const MAX_POOLED_LEN: usize = 80 * 1024 * 1024;
 
@@ -47,6 +51,25 @@ impl BufferPool {
         }
     }
 
+    /// A buffer with room for `len` bytes whose length is whatever a
+    /// pooled buffer had (at most `len`; its bytes unspecified) or 0 for a
+    /// fresh one: callers grow it as they fill it, so a fresh buffer only
+    /// becomes resident as far as it is used (a small object in a 16 MiB
+    /// segment slot touches only its own pages).
+    pub fn take_growable(&self, len: usize) -> Vec<u8> {
+        let found = self.idle.lock().ok().and_then(|mut idle| {
+            let i = idle.iter().position(|b| b.capacity() >= len)?;
+            Some(idle.swap_remove(i))
+        });
+        match found {
+            Some(mut b) => {
+                b.truncate(len);
+                b
+            }
+            None => Vec::with_capacity(len),
+        }
+    }
+
     /// A zero-filled buffer of `len` bytes.
     pub fn take_zeroed(&self, len: usize) -> Vec<u8> {
         let mut b = self.take(len);
@@ -61,6 +84,7 @@ impl BufferPool {
         }
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < MAX_IDLE
+            && idle.iter().map(Vec::capacity).sum::<usize>() + buf.capacity() <= MAX_IDLE_BYTES
         {
             idle.push(buf);
         }

@@ -279,9 +279,16 @@ impl Read for ChunkReader {
 }
 
 /// Streams `range` of an opened object as a response body.
-pub fn download(bucket: Bucket, object: Opened, range: std::ops::Range<u64>) -> StreamingBlob {
+/// `budget` (the memory share the download holds) is released when it ends.
+pub fn download(
+    bucket: Bucket,
+    object: Opened,
+    range: std::ops::Range<u64>,
+    budget: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> StreamingBlob {
     let (mut w, r) = tokio::io::duplex(PIPE);
     let task = tokio::spawn(async move {
+        let _budget = budget;
         // A reader that went away ends the write with an error: fine.
         bucket.read(&object, range, &mut w).await
     });

@@ -10,6 +10,14 @@ use s3s::{S3Result, s3_error};
 use crate::convert::{self, s3_error};
 use crate::keys::Keys;
 
+/// Memory the gateway lets transfers in progress hold, MiB. A transfer
+/// waits for its share before it starts (its socket is not read
+/// meanwhile), so many clients at once slow down rather than push the
+/// process past this.
+pub const MEMORY_BUDGET_MIB: u32 = 96;
+/// Objects below this live inside the index and need no budget.
+const SMALL: u64 = 32 * 1024;
+
 /// S3's largest single PUT (5 GiB).
 pub const MAX_PUT: u64 = 5 << 30;
 /// Uploads left unfinished this long are aborted and their data collected.
@@ -20,12 +28,33 @@ pub const UPLOAD_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 pub struct Gateway {
     pub(crate) client: Arc<Client>,
     pub(crate) keys: Arc<Keys>,
+    budget: Arc<tokio::sync::Semaphore>,
+}
+
+/// What a transfer holds in memory at most, in MiB, as measured per
+/// object size (a segment is at most 16 MiB; an upload holds two in the
+/// encoder and two being stored, a download two, each with its shards).
+pub(crate) fn transfer_mib(len: u64, upload: bool) -> u32 {
+    if len < SMALL {
+        return 0;
+    }
+    let seg = len.min(16 << 20);
+    let bytes = if upload { seg * 6 } else { seg * 4 };
+    (bytes.div_ceil(1 << 20) as u32).clamp(1, MEMORY_BUDGET_MIB)
 }
 
 impl Gateway {
     /// Serves `client`'s buckets to holders of `keys`.
     pub fn new(client: Arc<Client>, keys: Arc<Keys>) -> Self {
-        Self { client, keys }
+        Self { client, keys, budget: Arc::new(tokio::sync::Semaphore::new(MEMORY_BUDGET_MIB as usize)) }
+    }
+
+    /// Waits for `mib` of the memory budget; held until the guard drops.
+    pub(crate) async fn reserve(&self, mib: u32) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if mib == 0 {
+            return None;
+        }
+        Arc::clone(&self.budget).acquire_many_owned(mib).await.ok()
     }
 
     /// Opens `name` for `creds` (`write`: to change it).
@@ -172,6 +201,15 @@ mod tests {
             ..Default::default()
         };
         assert!(c.check(&o, true).is_ok());
+    }
+
+    #[test]
+    fn transfers_reserve_by_segment_and_never_more_than_the_budget() {
+        assert_eq!(transfer_mib(4096, true), 0);
+        assert_eq!(transfer_mib(4 << 20, true), 24);
+        assert_eq!(transfer_mib(4 << 20, false), 16);
+        assert_eq!(transfer_mib(5 << 30, true), 96);
+        assert!(transfer_mib(u64::MAX, true) <= MEMORY_BUDGET_MIB);
     }
 
     #[test]

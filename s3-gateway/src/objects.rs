@@ -142,6 +142,7 @@ impl Gateway {
             i.checksum_sha256.as_deref(),
         ];
         let expect = expect(&req, i.content_md5.as_deref(), sums, MAX_PUT)?;
+        let req_headers = req.headers;
         let input = req.input;
         let opts = PutOptions {
             content_type: input.content_type.map(|c| c.to_string()),
@@ -157,6 +158,8 @@ impl Gateway {
             checksums: checksums(&expect),
             if_absent: matches!(input.if_none_match, Some(ETagCondition::Any)),
         };
+        let _budget =
+            self.reserve(crate::gateway::transfer_mib(declared_len(&req_headers, input.content_length), true)).await;
         let reader = body::reader(input.body.unwrap_or_else(no_body), expect);
         let info = bucket.put(&input.key, reader, opts).await.map_err(s3_error)?;
         let [crc32, crc32c, crc64, sha1, sha256] = checksum_fields(&info);
@@ -199,6 +202,7 @@ impl Gateway {
             (None, None) => (0..size, None),
         };
         let len = range.end - range.start;
+        let budget = self.reserve(crate::gateway::transfer_mib(len, false)).await;
         let mut out = object_headers(&info, i.checksum_mode.is_some() && content_range.is_none());
         if let Some(t) = i.response_content_type {
             out.content_type = Some(t);
@@ -207,7 +211,7 @@ impl Gateway {
         out.content_disposition = i.response_content_disposition.or(out.content_disposition);
         out.content_encoding = i.response_content_encoding.or(out.content_encoding);
         out.content_language = i.response_content_language.or(out.content_language);
-        let body = if len == 0 { no_body() } else { body::download(bucket, object, range) };
+        let body = if len == 0 { no_body() } else { body::download(bucket, object, range, budget) };
         Ok(S3Response::new(GetObjectOutput {
             body: Some(body),
             content_length: Some(len as i64),
@@ -367,6 +371,7 @@ impl Gateway {
                     PutOptions { content_type, headers, meta, checksums: Vec::new(), if_absent: false }
                 }
             };
+            let _budget = self.reserve(crate::gateway::transfer_mib(src_info.size, true)).await;
             let reader = pipe(src, object, 0..src_info.size);
             dst.put(&i.key, reader, opts).await.map_err(s3_error)?
         };
@@ -379,6 +384,13 @@ impl Gateway {
             ..Default::default()
         }))
     }
+}
+
+/// The body length a request declares (aws-chunked: the decoded length);
+/// unknown counts as a full segment.
+pub(crate) fn declared_len(h: &http::HeaderMap, content_length: Option<i64>) -> u64 {
+    let decoded = h.get("x-amz-decoded-content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    decoded.or(content_length.and_then(|n| u64::try_from(n).ok())).unwrap_or(16 << 20)
 }
 
 /// Deletes `key`; a key that is not there is not an error (S3's 204).

@@ -59,7 +59,9 @@ impl Gateway {
         ];
         let expect = expect(&req, i.content_md5.as_deref(), sums, MAX_PART_SIZE)?;
         let number = part_number(i.part_number)?;
+        let declared = crate::objects::declared_len(&req.headers, i.content_length);
         let i = req.input;
+        let _budget = self.reserve(crate::gateway::transfer_mib(declared, true)).await;
         let empty = || StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>());
         let reader = body::reader(i.body.unwrap_or_else(empty), expect);
         let part = bucket.upload_part(&i.key, &i.upload_id, number, reader).await.map_err(s3_error)?;
@@ -96,6 +98,7 @@ impl Gateway {
         if range.end - range.start > MAX_PART_SIZE {
             return Err(s3_error!(EntityTooLarge, "a part is at most 5 GiB"));
         }
+        let _budget = self.reserve(crate::gateway::transfer_mib(range.end - range.start, true)).await;
         let reader = pipe(src, object, range);
         let part = dst.upload_part(&i.key, &i.upload_id, number, reader).await.map_err(s3_error)?;
         Ok(S3Response::new(UploadPartCopyOutput {
