@@ -267,9 +267,19 @@ impl Bucket {
         }
     }
 
+    /// The entry under `key`. A key missing from a cached view is looked
+    /// up again at the newest head, so an object another client has just
+    /// written is found (a changed object may still read as its version of
+    /// up to `READ_FRESHNESS` ago).
     async fn entry(&self, key: &str) -> Result<Entry, Error> {
         let snap = self.snapshot().await?;
-        Ok(self.entry_at(&snap, key).await?.0)
+        match self.entry_at(&snap, key).await {
+            Err(Error::NoSuchKey { .. }) => {
+                let fresh = self.tree.snapshot(Duration::ZERO).await?;
+                Ok(self.entry_at(&fresh, key).await?.0)
+            }
+            r => Ok(r?.0),
+        }
     }
 
     /// Commits `ops` (one atomic group) and, when they retired data,

@@ -20,6 +20,8 @@ pub struct GatewayProcess {
     pub secret: String,
     /// The client config it serves.
     pub config: PathBuf,
+    /// `http://ADDR/metrics`, if started with `--metrics`.
+    pub metrics: Option<String>,
 }
 
 fn cairn(config: &Path, args: &[&str]) -> String {
@@ -53,34 +55,74 @@ impl GatewayProcess {
                 .unwrap_or_else(|| panic!("no {label} in {added}"))
         };
         let (key, secret) = (field("access key:"), field("secret:"));
-        let mut child = Command::new(binary("cairn"))
-            .arg("--config")
-            .arg(&config)
-            .args(["gateway", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("RUST_LOG", "warn,s3s=off")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the gateway");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let endpoint = loop {
-            match lines.next() {
-                Some(Ok(l)) => {
-                    if let Some(url) = l.strip_prefix("S3 gateway listening on ") {
-                        break url.trim().to_string();
-                    }
-                }
-                _ => {
-                    let _ = child.kill();
-                    panic!("the gateway exited before listening");
+        let (child, endpoint, metrics) = spawn(&config, extra);
+        Self { child, endpoint, key, secret, config, metrics }
+    }
+
+    /// A second gateway process of the same account (same config and keys).
+    pub fn another(&self) -> Self {
+        let (child, endpoint, metrics) = spawn(&self.config, &[]);
+        Self {
+            child,
+            endpoint,
+            key: self.key.clone(),
+            secret: self.secret.clone(),
+            config: self.config.clone(),
+            metrics,
+        }
+    }
+}
+
+/// Starts `cairn gateway` on an ephemeral port; returns it, its endpoint
+/// and its metrics address (if `--metrics` was given).
+fn spawn(config: &Path, extra: &[&str]) -> (Child, String, Option<String>) {
+    let mut child = Command::new(binary("cairn"))
+        .arg("--config")
+        .arg(config)
+        .args(["gateway", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("RUST_LOG", "warn,s3s=off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the gateway");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut metrics = None;
+    let endpoint = loop {
+        match lines.next() {
+            Some(Ok(l)) => {
+                if let Some(url) = l.strip_prefix("S3 gateway listening on ") {
+                    break url.trim().to_string();
                 }
             }
-        };
-        // Keep reading its output so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, endpoint, key, secret, config }
+            _ => {
+                let _ = child.kill();
+                panic!("the gateway exited before listening");
+            }
+        }
+    };
+    if extra.contains(&"--metrics") {
+        if let Some(Ok(l)) = lines.next() {
+            metrics = l.strip_prefix("metrics on ").map(|m| m.trim().to_string());
+        }
+    }
+    // Keep reading its output so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, endpoint, metrics)
+}
+
+impl GatewayProcess {
+    /// Fetches the gateway's Prometheus metrics (started with `--metrics`).
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let url = self.metrics.as_deref().expect("started with --metrics");
+        let addr = url.trim_start_matches("http://").trim_end_matches("/metrics");
+        let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("request");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("metrics");
+        out
     }
 }
 

@@ -31,8 +31,34 @@ fn python(gw: &GatewayProcess, script: &str, extra: &[&str]) -> Command {
 #[test]
 fn boto3_uses_every_supported_operation() {
     let cluster = TestCluster::start(8);
-    let gw = GatewayProcess::start(&cluster, "boto");
+    let gw = GatewayProcess::start_with(&cluster, "boto", &["--metrics", "127.0.0.1:0"]);
     run(python(&gw, "boto3_suite.py", &[]), "the boto3 suite");
+    let metrics = gw.metrics();
+    for line in ["cairn_s3_requests_total{method=\"PUT\",status=\"200\"}", "cairn_s3_request_seconds_count"] {
+        assert!(metrics.contains(line), "no {line} in the metrics:\n{metrics}");
+    }
+}
+
+#[test]
+fn uploads_cross_gateways_of_one_account_and_keys_keep_their_scope() {
+    let cluster = TestCluster::start(8);
+    let a = GatewayProcess::start(&cluster, "two");
+    let b = a.another();
+    let out = Command::new(cairn_tests::binary("cairn"))
+        .arg("--config")
+        .arg(&a.config)
+        .args(["gateway", "keys", "add", "reader", "--read-only", "--bucket", "shared"])
+        .output()
+        .expect("keys add");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |label: &str| {
+        text.lines().find_map(|l| l.strip_prefix(label)).map(|v| v.trim().to_string()).expect("key printed")
+    };
+    let (ro_key, ro_secret) = (field("access key:"), field("secret:"));
+    let mut c = Command::new(venv().join("bin/python"));
+    c.arg(suite().join("two_gateways.py")).args([&a.endpoint, &b.endpoint, &a.key, &a.secret, &ro_key, &ro_secret]);
+    run(c, "two gateways");
 }
 
 #[test]
