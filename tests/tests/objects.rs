@@ -242,3 +242,31 @@ async fn a_client_refuses_a_head_older_than_one_it_has_seen() {
     assert_eq!(keys, ["first"]);
     fresh.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_uploads_expire_and_their_data_leaves_the_nodes() {
+    let cluster = TestCluster::start(8);
+    let client = cluster.client(&RootSecret::generate()).await;
+    client.create_bucket("uploads", None).await.expect("mb");
+    let b = client.bucket("uploads").await.expect("bucket");
+    let baseline = used(&client).await;
+    let id = b.create_upload("big", cairn_client::PutOptions::default()).await.expect("create");
+    b.upload_part("big", &id, 1, std::io::Cursor::new(vec![7u8; 3 << 20])).await.expect("part 1");
+    b.upload_part("big", &id, 2, std::io::Cursor::new(vec![8u8; 100])).await.expect("part 2");
+    let other = b.create_upload("other", cairn_client::PutOptions::default()).await.expect("create");
+    assert!(used(&client).await > baseline + (3 << 20), "parts are stored");
+    // Young uploads stay; a limit of zero takes them all.
+    assert_eq!(b.expire_uploads(3_600_000).await.expect("expire"), 0);
+    assert_eq!(b.list_uploads("", "", "", 10).await.expect("list").0.len(), 2);
+    assert_eq!(b.expire_uploads(0).await.expect("expire"), 2);
+    assert!(b.list_uploads("", "", "", 10).await.expect("list").0.is_empty());
+    assert!(matches!(b.list_parts("big", &id, 0, 10).await, Err(cairn_client::Error::NoSuchUpload { .. })));
+    assert!(matches!(b.abort_upload("other", &other).await, Err(cairn_client::Error::NoSuchUpload { .. })));
+    // Nothing is listed, and the parts' data leaves the nodes.
+    assert!(b.list("", None, "", 10).await.expect("ls").objects.is_empty());
+    while b.collect_garbage(true).await.expect("sweep") > 0 {}
+    client.settle().await;
+    let left = used(&client).await;
+    assert!(left < baseline + 2 * 1024 * 1024, "{left} bytes stored after expiry (before: {baseline})");
+    client.shutdown().await;
+}
