@@ -102,10 +102,10 @@ fn spawn(config: &Path, extra: &[&str]) -> (Child, String, Option<String>) {
             }
         }
     };
-    if extra.contains(&"--metrics") {
-        if let Some(Ok(l)) = lines.next() {
-            metrics = l.strip_prefix("metrics on ").map(|m| m.trim().to_string());
-        }
+    if extra.contains(&"--metrics")
+        && let Some(Ok(l)) = lines.next()
+    {
+        metrics = l.strip_prefix("metrics on ").map(|m| m.trim().to_string());
     }
     // Keep reading its output so it never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
