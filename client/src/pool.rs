@@ -37,11 +37,7 @@ impl BufferPool {
     /// A buffer of `len` bytes with unspecified contents: callers must
     /// overwrite every byte they use.
     pub fn take(&self, len: usize) -> Vec<u8> {
-        let found = self.idle.lock().ok().and_then(|mut idle| {
-            let i = idle.iter().position(|b| b.capacity() >= len)?;
-            Some(idle.swap_remove(i))
-        });
-        match found {
+        match self.find(len) {
             Some(mut b) => {
                 // Shrinking keeps old bytes, growing zero-fills: either way no fault.
                 b.resize(len, 0);
@@ -57,17 +53,20 @@ impl BufferPool {
     /// becomes resident as far as it is used (a small object in a 16 MiB
     /// segment slot touches only its own pages).
     pub fn take_growable(&self, len: usize) -> Vec<u8> {
-        let found = self.idle.lock().ok().and_then(|mut idle| {
-            let i = idle.iter().position(|b| b.capacity() >= len)?;
-            Some(idle.swap_remove(i))
-        });
-        match found {
+        match self.find(len) {
             Some(mut b) => {
                 b.truncate(len);
                 b
             }
             None => Vec::with_capacity(len),
         }
+    }
+
+    /// An idle buffer with room for `len` bytes.
+    fn find(&self, len: usize) -> Option<Vec<u8>> {
+        let mut idle = self.idle.lock().ok()?;
+        let i = idle.iter().position(|b| b.capacity() >= len)?;
+        Some(idle.swap_remove(i))
     }
 
     /// A zero-filled buffer of `len` bytes.

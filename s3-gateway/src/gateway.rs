@@ -94,6 +94,28 @@ pub(crate) struct Conditions {
     pub if_unmodified_since: Option<Timestamp>,
 }
 
+/// The conditions of an input: `conditions!(input)` for `If-*`,
+/// `conditions!(copy input)` for `x-amz-copy-source-if-*`.
+macro_rules! conditions {
+    (copy $i:expr) => {
+        $crate::gateway::Conditions {
+            if_match: $i.copy_source_if_match,
+            if_none_match: $i.copy_source_if_none_match,
+            if_modified_since: $i.copy_source_if_modified_since,
+            if_unmodified_since: $i.copy_source_if_unmodified_since,
+        }
+    };
+    ($i:expr) => {
+        $crate::gateway::Conditions {
+            if_match: $i.if_match,
+            if_none_match: $i.if_none_match,
+            if_modified_since: $i.if_modified_since,
+            if_unmodified_since: $i.if_unmodified_since,
+        }
+    };
+}
+pub(crate) use conditions;
+
 impl Conditions {
     /// Checks the conditions against the object (RFC 9110 §13.2.2 order).
     /// `read`: a failed If-None-Match or If-Modified-Since is 304 (GET,

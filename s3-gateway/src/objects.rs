@@ -8,7 +8,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use crate::body::{self, ALGORITHMS, Expect};
 use crate::convert::{self, s3_error};
-use crate::gateway::{Conditions, Gateway, MAX_PUT};
+use crate::gateway::{Gateway, MAX_PUT, conditions};
 
 /// The stored headers S3 lets a writer set.
 pub(crate) struct Headers {
@@ -33,6 +33,31 @@ impl Headers {
         add("content-language", self.content_language);
         add("expires", self.expires.as_ref().and_then(convert::http_date));
         v
+    }
+}
+
+/// The five `x-amz-checksum-*` fields of an input, in [`ALGORITHMS`] order.
+macro_rules! sums {
+    ($i:expr) => {
+        [
+            $i.checksum_crc32.as_deref(),
+            $i.checksum_crc32c.as_deref(),
+            $i.checksum_crc64nvme.as_deref(),
+            $i.checksum_sha1.as_deref(),
+            $i.checksum_sha256.as_deref(),
+        ]
+    };
+}
+pub(crate) use sums;
+
+/// The bucket and key of a copy source (version "null" or none).
+pub(crate) fn copy_source(cs: &CopySource) -> S3Result<(String, String)> {
+    match cs {
+        CopySource::Bucket { bucket, key, version_id } => {
+            check_version(version_id.as_deref())?;
+            Ok((bucket.to_string(), key.to_string()))
+        }
+        _ => Err(s3_error!(NotImplemented, "access points and outposts")),
     }
 }
 
@@ -134,13 +159,7 @@ impl Gateway {
         if i.if_match.is_some() {
             return Err(s3_error!(NotImplemented, "If-Match on PUT is not supported"));
         }
-        let sums = [
-            i.checksum_crc32.as_deref(),
-            i.checksum_crc32c.as_deref(),
-            i.checksum_crc64nvme.as_deref(),
-            i.checksum_sha1.as_deref(),
-            i.checksum_sha256.as_deref(),
-        ];
+        let sums = sums!(i);
         let expect = expect(&req, i.content_md5.as_deref(), sums, MAX_PUT)?;
         let req_headers = req.headers;
         let input = req.input;
@@ -180,13 +199,7 @@ impl Gateway {
         check_version(i.version_id.as_deref())?;
         let object = bucket.open(&i.key).await.map_err(s3_error)?;
         let info = object.info.clone();
-        Conditions {
-            if_match: i.if_match,
-            if_none_match: i.if_none_match,
-            if_modified_since: i.if_modified_since,
-            if_unmodified_since: i.if_unmodified_since,
-        }
-        .check(&info, true)?;
+        conditions!(i).check(&info, true)?;
         let size = info.size;
         let (range, content_range) = match (i.range, i.part_number) {
             (Some(_), Some(_)) => return Err(s3_error!(InvalidRequest, "Range and partNumber together")),
@@ -241,13 +254,7 @@ impl Gateway {
         let i = req.input;
         check_version(i.version_id.as_deref())?;
         let info = bucket.head(&i.key).await.map_err(s3_error)?;
-        Conditions {
-            if_match: i.if_match,
-            if_none_match: i.if_none_match,
-            if_modified_since: i.if_modified_since,
-            if_unmodified_since: i.if_unmodified_since,
-        }
-        .check(&info, true)?;
+        conditions!(i).check(&info, true)?;
         let (content_length, content_range) = match (i.range, i.part_number) {
             (Some(r), _) => {
                 let r = r.check(info.size).map_err(|_| s3_error!(InvalidRange, "the range is outside the object"))?;
@@ -317,22 +324,12 @@ impl Gateway {
 
     pub(crate) async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
         let creds = req.credentials.as_ref();
-        let (src_bucket, src_key, version) = match &req.input.copy_source {
-            CopySource::Bucket { bucket, key, version_id } => (bucket.to_string(), key.to_string(), version_id.clone()),
-            _ => return Err(s3_error!(NotImplemented, "access points and outposts")),
-        };
-        check_version(version.as_deref())?;
+        let (src_bucket, src_key) = copy_source(&req.input.copy_source)?;
         let src = self.bucket(creds, &src_bucket, false).await?;
         let dst = self.bucket(creds, &req.input.bucket, true).await?;
         let i = req.input;
         let object = src.open(&src_key).await.map_err(s3_error)?;
-        Conditions {
-            if_match: i.copy_source_if_match,
-            if_none_match: i.copy_source_if_none_match,
-            if_modified_since: i.copy_source_if_modified_since,
-            if_unmodified_since: i.copy_source_if_unmodified_since,
-        }
-        .check(&object.info, false)?;
+        conditions!(copy i).check(&object.info, false)?;
         let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == s3s::dto::MetadataDirective::REPLACE);
         let same = src_bucket == i.bucket && src_key == i.key;
         if same && !replace {

@@ -8,8 +8,8 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use crate::body;
 use crate::convert::{self, s3_error};
-use crate::gateway::{Conditions, Gateway, url_encode};
-use crate::objects::{Headers, check_version, expect, pipe};
+use crate::gateway::{Gateway, conditions, url_encode};
+use crate::objects::{Headers, copy_source, expect, pipe, sums};
 
 /// S3's largest part.
 const MAX_PART_SIZE: u64 = 5 << 30;
@@ -50,13 +50,7 @@ impl Gateway {
         if i.content_length.is_some_and(|n| n as u64 > MAX_PART_SIZE) {
             return Err(s3_error!(EntityTooLarge, "a part is at most 5 GiB"));
         }
-        let sums = [
-            i.checksum_crc32.as_deref(),
-            i.checksum_crc32c.as_deref(),
-            i.checksum_crc64nvme.as_deref(),
-            i.checksum_sha1.as_deref(),
-            i.checksum_sha256.as_deref(),
-        ];
+        let sums = sums!(i);
         let expect = expect(&req, i.content_md5.as_deref(), sums, MAX_PART_SIZE)?;
         let number = part_number(i.part_number)?;
         let declared = crate::objects::declared_len(&req.headers, i.content_length);
@@ -73,23 +67,13 @@ impl Gateway {
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         let creds = req.credentials.as_ref();
-        let (src_bucket, src_key, version) = match &req.input.copy_source {
-            CopySource::Bucket { bucket, key, version_id } => (bucket.to_string(), key.to_string(), version_id.clone()),
-            _ => return Err(s3_error!(NotImplemented, "access points and outposts")),
-        };
-        check_version(version.as_deref())?;
+        let (src_bucket, src_key) = copy_source(&req.input.copy_source)?;
         let src = self.bucket(creds, &src_bucket, false).await?;
         let dst = self.bucket(creds, &req.input.bucket, true).await?;
         let i = req.input;
         let number = part_number(i.part_number)?;
         let object = src.open(&src_key).await.map_err(s3_error)?;
-        Conditions {
-            if_match: i.copy_source_if_match,
-            if_none_match: i.copy_source_if_none_match,
-            if_modified_since: i.copy_source_if_modified_since,
-            if_unmodified_since: i.copy_source_if_unmodified_since,
-        }
-        .check(&object.info, false)?;
+        conditions!(copy i).check(&object.info, false)?;
         let size = object.info.size;
         let range = match i.copy_source_range.as_deref() {
             None => 0..size,
