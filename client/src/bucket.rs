@@ -148,6 +148,27 @@ pub struct Opened {
     body: Body,
 }
 
+impl Opened {
+    /// The byte ranges of the object's extents, in order (one for an object
+    /// stored inside the index). A completed multipart upload has one
+    /// extent per non-empty part.
+    pub fn extents(&self) -> Vec<Range<u64>> {
+        match &self.body {
+            Body::Inline(b) => vec![0..b.len() as u64],
+            Body::Stored(s) => {
+                let mut at = 0;
+                s.extents
+                    .iter()
+                    .map(|e| {
+                        at += e.len;
+                        at - e.len..at
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
 /// Options of a put.
 #[derive(Clone, Debug, Default)]
 pub struct PutOptions {

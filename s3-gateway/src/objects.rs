@@ -208,9 +208,10 @@ impl Gateway {
                 let cr = format!("bytes {}-{}/{size}", r.start, r.end.saturating_sub(1));
                 (r, Some(cr))
             }
-            (None, Some(1)) if !is_multipart(&info) => (0..size, None),
-            (None, Some(_)) => {
-                return Err(s3_error!(NotImplemented, "partNumber reads of multipart objects are not supported"));
+            (None, Some(n)) => {
+                let r = part_range(&object, n)?;
+                let cr = format!("bytes {}-{}/{size}", r.start, r.end.saturating_sub(1));
+                (r, Some(cr))
             }
             (None, None) => (0..size, None),
         };
@@ -260,7 +261,11 @@ impl Gateway {
                 let r = r.check(info.size).map_err(|_| s3_error!(InvalidRange, "the range is outside the object"))?;
                 (r.end - r.start, Some(format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), info.size)))
             }
-            _ => (info.size, None),
+            (None, Some(n)) => {
+                let r = part_range(&bucket.open(&i.key).await.map_err(s3_error)?, n)?;
+                (r.end - r.start, Some(format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), info.size)))
+            }
+            (None, None) => (info.size, None),
         };
         let mut out = object_headers(&info, i.checksum_mode.is_some());
         out.content_length = Some(content_length as i64);
@@ -407,8 +412,23 @@ pub(crate) fn check_version(v: Option<&str>) -> S3Result<()> {
     }
 }
 
-fn is_multipart(info: &ObjectInfo) -> bool {
-    info.etag.as_deref().is_some_and(|e| e.contains('-'))
+/// The bytes of part `n` (1-based): a multipart object's extents are its
+/// parts; any other object is one part.
+fn part_range(object: &Opened, n: i32) -> S3Result<std::ops::Range<u64>> {
+    let parts: Option<usize> =
+        object.info.etag.as_deref().and_then(|e| e.rsplit_once('-')).and_then(|(_, p)| p.parse().ok());
+    let extents = object.extents();
+    let ranges = match parts {
+        None => vec![0..object.info.size],
+        Some(p) if p == extents.len() => extents,
+        // An empty part left no extent: boundaries are unknown.
+        Some(_) => return Err(s3_error!(NotImplemented, "this object's part boundaries are not known")),
+    };
+    usize::try_from(n)
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|i| ranges.get(i).cloned())
+        .ok_or_else(|| s3_error!(InvalidArgument, "the object has no such part"))
 }
 
 /// Everything a GET or HEAD says about an object besides its body.
@@ -416,7 +436,8 @@ fn object_headers(info: &ObjectInfo, checksums: bool) -> HeadObjectOutput {
     let [crc32, crc32c, crc64, sha1, sha256] = if checksums { checksum_fields(info) } else { Default::default() };
     HeadObjectOutput {
         content_length: Some(info.size as i64),
-        content_type: info.content_type.as_deref().and_then(|t| t.parse().ok()),
+        // S3's type for objects stored without one.
+        content_type: info.content_type.as_deref().unwrap_or("binary/octet-stream").parse().ok(),
         cache_control: convert::header(info, "cache-control"),
         content_disposition: convert::header(info, "content-disposition"),
         content_encoding: convert::header(info, "content-encoding"),

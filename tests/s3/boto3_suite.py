@@ -127,6 +127,11 @@ cfg = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20)
 s3.upload_file(path, B, "big/20m", Config=cfg)
 h = s3.head_object(Bucket=B, Key="big/20m")
 assert h["ETag"].endswith('-3"') and h["ContentLength"] == len(data), h
+part2 = s3.get_object(Bucket=B, Key="big/20m", PartNumber=2)
+assert part2["ContentLength"] == 8 << 20 and part2["PartsCount"] == 3, part2
+assert part2["Body"].read() == data[8 << 20:16 << 20]
+assert s3.head_object(Bucket=B, Key="big/20m", PartNumber=3)["ContentLength"] == 4 << 20
+assert code_of(s3.get_object, Bucket=B, Key="big/20m", PartNumber=4)[1] == 400
 s3.download_file(B, "big/20m", path + ".back", Config=cfg)
 with open(path + ".back", "rb") as f:
     assert hashlib.sha256(f.read()).digest() == hashlib.sha256(data).digest()
