@@ -154,7 +154,7 @@ impl Opened {
     /// extent per non-empty part.
     pub fn extents(&self) -> Vec<Range<u64>> {
         match &self.body {
-            Body::Inline(b) => vec![0..b.len() as u64],
+            Body::Inline(b) => std::iter::once(0..b.len() as u64).collect(),
             Body::Stored(s) => {
                 let mut at = 0;
                 s.extents

@@ -419,7 +419,7 @@ fn part_range(object: &Opened, n: i32) -> S3Result<std::ops::Range<u64>> {
         object.info.etag.as_deref().and_then(|e| e.rsplit_once('-')).and_then(|(_, p)| p.parse().ok());
     let extents = object.extents();
     let ranges = match parts {
-        None => vec![0..object.info.size],
+        None => std::iter::once(0..object.info.size).collect(),
         Some(p) if p == extents.len() => extents,
         // An empty part left no extent: boundaries are unknown.
         Some(_) => return Err(s3_error!(NotImplemented, "this object's part boundaries are not known")),
