@@ -45,9 +45,6 @@ use crate::tasks::Tasks;
 const QUEUE: usize = 1024;
 /// Most ops in one commit.
 const MAX_BATCH: usize = 4096;
-/// How long a writer builds on the head it published without looking it
-/// up (a compare-and-swap at the nodes catches anyone who wrote since).
-const OWN_HEAD_MAX_AGE: Duration = Duration::from_secs(5);
 /// Attempts before a commit gives up.
 const ATTEMPTS: u32 = 10;
 /// Pages fetched at once.
@@ -81,8 +78,6 @@ pub struct Snapshot {
     root_ptr: Option<PagePtr>,
     clock: u64,
     taken: Instant,
-    /// This writer published it (see [`Inner::own_head`]).
-    own: bool,
 }
 
 type Reply = oneshot::Sender<Result<Replaced, Error>>;
@@ -314,22 +309,9 @@ impl Inner {
                 self.merge(variants).await?
             }
         };
-        let snap = Snapshot { seq, root: Arc::new(root), root_ptr, clock, taken: Instant::now(), own: false };
+        let snap = Snapshot { seq, root: Arc::new(root), root_ptr, clock, taken: Instant::now() };
         self.remember(&snap).await;
         Ok(snap)
-    }
-
-    /// The head this writer published last, if it is still the newest it
-    /// knows and recent: a first attempt builds on it without looking the
-    /// head up. Safe because publishing is a compare-and-swap at the
-    /// nodes: if another writer has published since, they refuse this
-    /// sequence, and the next attempt looks the head up (and merges).
-    fn own_head(&self, attempt: u32) -> Option<Snapshot> {
-        if attempt > 0 {
-            return None;
-        }
-        let s = self.lock_latest().clone()?;
-        (s.own && s.taken.elapsed() <= OWN_HEAD_MAX_AGE).then_some(s)
     }
 
     /// Joins diverged trees into one new root (stored, not yet published).
@@ -473,10 +455,7 @@ impl Inner {
         groups: &[Vec<Op>],
         attempt: u32,
     ) -> Result<(Vec<Result<Replaced, Conflict>>, Vec<PagePtr>), Error> {
-        let base = match self.own_head(attempt) {
-            Some(s) => s,
-            None => self.load().await?,
-        };
+        let base = self.load().await?;
         let now_ms = crate::bucket::now_ms();
         let (slots, results, clock, replaced_pages) = self.edit(&base, groups, now_ms).await?;
         if results.iter().all(Result::is_err) {
@@ -502,7 +481,7 @@ impl Inner {
         }
         let mut garbage = replaced_pages;
         garbage.extend(base.root_ptr.clone());
-        let snap = Snapshot { seq, root: Arc::new(root), root_ptr, clock, taken: Instant::now(), own: true };
+        let snap = Snapshot { seq, root: Arc::new(root), root_ptr, clock, taken: Instant::now() };
         self.remember(&snap).await;
         Ok((results, garbage))
     }
@@ -525,11 +504,6 @@ impl Inner {
                 Err(e) => {
                     tracing::debug!(attempt, error = %e, "commit attempt failed; retrying");
                     last = Some(e);
-                    if attempt == 0 {
-                        // Most often another writer published since the
-                        // head this attempt built on: look it up at once.
-                        continue;
-                    }
                     let jitter = u64::from(rand::random::<u8>());
                     let wait = 20u64 << attempt.min(6);
                     tokio::time::sleep(Duration::from_millis(wait + jitter)).await;
