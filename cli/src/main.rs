@@ -456,9 +456,9 @@ const TUNABLES: &str = "glibc.malloc.mmap_threshold=1048576:glibc.malloc.arena_m
 /// (docs/BENCHMARKS.md; mimalloc was measured too: 800 MiB). glibc reads
 /// these settings only at start and setting them from Rust needs `unsafe`,
 /// so such a command starts itself again (same pid) with them set.
-fn tune_malloc() {
+fn tune_malloc(command: &Command) {
     use std::os::unix::process::CommandExt;
-    let long = std::env::args().any(|a| a == "gateway" || a == "devnet") && !std::env::args().any(|a| a == "keys");
+    let long = matches!(command, Command::Gateway { keys: None, .. } | Command::Devnet { .. });
     let set = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
     if !long || set.contains("glibc.malloc.mmap_threshold") || !cfg!(target_env = "gnu") {
         return;
@@ -470,11 +470,12 @@ fn tune_malloc() {
 }
 
 fn main() -> ExitCode {
-    tune_malloc();
+    let cli = Cli::parse();
+    tune_malloc(&cli.command);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,libp2p=error,s3s=off,cairn_s3_gateway=info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of our output went away (`| head`): nothing to say.
         Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {

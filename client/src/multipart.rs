@@ -21,7 +21,8 @@ use crate::bucket::{Bucket, ObjectInfo, PutOptions, check_key, now_ms, still};
 use crate::entry::{Body, Entry, check_meta};
 use crate::error::Error;
 use crate::formats;
-use crate::index::{Expect, Op};
+use crate::index::{Expect, Op, Value};
+use crate::tree::Snapshot;
 
 /// Uploads in progress.
 const UPLOADS: &str = "\0u/";
@@ -81,7 +82,7 @@ fn check_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
-fn part_of(k: &str, v: &crate::index::Value) -> Result<Option<Part>, Error> {
+fn part_of(k: &str, v: &Value) -> Result<Option<Part>, Error> {
     let Some(n) = k.rsplit_once('/').and_then(|(_, n)| n.parse::<u32>().ok()) else { return Ok(None) };
     let e = formats::decode_entry(v.live().unwrap_or_default())?;
     Ok(Some(Part { number: n, size: e.size, etag: e.etag.unwrap_or_default(), modified_ms: e.modified_ms }))
@@ -102,14 +103,18 @@ impl Bucket {
         Ok(id)
     }
 
-    /// The upload record, or `NoSuchUpload`.
-    async fn upload_entry(&self, key: &str, id: &str) -> Result<(Entry, crate::index::Value), Error> {
+    /// The newest view, for multipart's read-modify-writes.
+    async fn fresh(&self) -> Result<Snapshot, Error> {
+        self.tree().snapshot(std::time::Duration::ZERO).await
+    }
+
+    /// The upload record in `snap`, or `NoSuchUpload`.
+    async fn upload_entry(&self, snap: &Snapshot, key: &str, id: &str) -> Result<(Entry, Value), Error> {
         let missing = || Error::NoSuchUpload { key: key.into(), upload: id.into() };
         if !check_id(id) {
             return Err(missing());
         }
-        let snap = self.tree().snapshot(std::time::Duration::ZERO).await?;
-        match self.entry_at(&snap, &upload_key(key, id)).await {
+        match self.entry_at(snap, &upload_key(key, id)).await {
             Err(Error::NoSuchKey { .. }) => Err(missing()),
             r => r,
         }
@@ -118,7 +123,7 @@ impl Bucket {
     /// Describes an upload in progress.
     pub async fn upload_info(&self, key: &str, id: &str) -> Result<Upload, Error> {
         check_key(key)?;
-        let (e, _) = self.upload_entry(key, id).await?;
+        let (e, _) = self.upload_entry(&self.fresh().await?, key, id).await?;
         Ok(Upload {
             key: key.into(),
             id: id.into(),
@@ -139,7 +144,7 @@ impl Bucket {
         if !(1..=MAX_PART).contains(&number) {
             return Err(Error::BadPartNumber(number));
         }
-        self.upload_entry(key, id).await?;
+        self.upload_entry(&self.fresh().await?, key, id).await?;
         let info = self.put_at(&part_key(id, number), reader, PutOptions::default()).await?;
         Ok(Part { number, size: info.size, etag: info.etag.unwrap_or_default(), modified_ms: info.modified_ms })
     }
@@ -148,8 +153,8 @@ impl Bucket {
     /// whether more follow.
     pub async fn list_parts(&self, key: &str, id: &str, after: u32, limit: usize) -> Result<(Vec<Part>, bool), Error> {
         check_key(key)?;
-        self.upload_entry(key, id).await?;
-        let snap = self.tree().snapshot(std::time::Duration::ZERO).await?;
+        let snap = self.fresh().await?;
+        self.upload_entry(&snap, key, id).await?;
         let start = part_key(id, after);
         let from = if after == 0 { Bound::Unbounded } else { Bound::Excluded(start.as_str()) };
         let listed = self.tree().list(&snap, &parts_prefix(id), from, limit.saturating_add(1)).await?;
@@ -166,8 +171,8 @@ impl Bucket {
     /// with no byte uploaded again; the upload and all its parts go.
     pub async fn complete_upload(&self, key: &str, id: &str, parts: &[(u32, String)]) -> Result<ObjectInfo, Error> {
         check_key(key)?;
-        let (record, record_value) = self.upload_entry(key, id).await?;
-        let snap = self.tree().snapshot(std::time::Duration::ZERO).await?;
+        let snap = self.fresh().await?;
+        let (record, record_value) = self.upload_entry(&snap, key, id).await?;
         let listed = self.tree().list(&snap, &parts_prefix(id), Bound::Unbounded, MAX_PART as usize + 1).await?;
         let mut have = std::collections::BTreeMap::new();
         for (k, v) in &listed {
@@ -218,7 +223,7 @@ impl Bucket {
         match self.compose_with(key, &keys, opts, true, extra).await {
             Err(e) if matches!(e.root(), Error::Conflict { .. }) => {
                 // Another completion or an abort won; say which.
-                self.upload_entry(key, id).await?;
+                self.upload_entry(&self.fresh().await?, key, id).await?;
                 Err(e)
             }
             r => r,
@@ -229,13 +234,15 @@ impl Bucket {
     /// collected.
     pub async fn abort_upload(&self, key: &str, id: &str) -> Result<(), Error> {
         check_key(key)?;
-        let (_, record_value) = self.upload_entry(key, id).await?;
-        self.remove_upload(&upload_key(key, id), Some(record_value), id).await
+        let snap = self.fresh().await?;
+        let (_, record_value) = self.upload_entry(&snap, key, id).await?;
+        self.remove_upload(&snap, &upload_key(key, id), Some(record_value), id).await
     }
 
-    async fn remove_upload(&self, record: &str, value: Option<crate::index::Value>, id: &str) -> Result<(), Error> {
-        let snap = self.tree().snapshot(std::time::Duration::ZERO).await?;
-        let listed = self.tree().list(&snap, &parts_prefix(id), Bound::Unbounded, MAX_PART as usize + 1).await?;
+    /// Removes the parts of upload `id` listed in `snap` and its record
+    /// (if given), each only if unchanged since.
+    async fn remove_upload(&self, snap: &Snapshot, record: &str, value: Option<Value>, id: &str) -> Result<(), Error> {
+        let listed = self.tree().list(snap, &parts_prefix(id), Bound::Unbounded, MAX_PART as usize + 1).await?;
         let mut ops: Vec<Op> = listed.iter().map(|(k, v)| Op::delete(k.as_str()).expecting(still(v))).collect();
         if let Some(v) = value {
             ops.push(Op::delete(record).expecting(still(&v)));
@@ -257,7 +264,7 @@ impl Bucket {
         id_marker: &str,
         limit: usize,
     ) -> Result<(Vec<Upload>, bool), Error> {
-        let snap = self.tree().snapshot(std::time::Duration::ZERO).await?;
+        let snap = self.fresh().await?;
         // Without an id marker, every upload of the marker key is skipped
         // ('~' sorts after every hex digit).
         let after = format!("{UPLOADS}{key_marker}\0{}", if id_marker.is_empty() { "~" } else { id_marker });
@@ -283,8 +290,8 @@ impl Bucket {
     /// parts whose upload is gone. Returns the uploads aborted.
     pub async fn expire_uploads(&self, max_age_ms: u64) -> Result<usize, Error> {
         let horizon = now_ms().saturating_sub(max_age_ms);
-        let snap = self.tree().snapshot(std::time::Duration::ZERO).await?;
-        let mut live = std::collections::HashSet::new();
+        let snap = self.fresh().await?;
+        let mut recorded = std::collections::HashSet::new();
         let mut expired = Vec::new();
         let mut start = String::new();
         loop {
@@ -297,10 +304,11 @@ impl Bucket {
                 let Some((_, id)) = split_upload_key(&k) else { continue };
                 let id = id.to_string();
                 let e = formats::decode_entry(v.live().unwrap_or_default())?;
+                // Every upload with a record; the expired ones' parts go
+                // with them below.
+                recorded.insert(id.clone());
                 if e.modified_ms < horizon {
                     expired.push((k, v, id));
-                } else {
-                    live.insert(id);
                 }
             }
             if short {
@@ -309,17 +317,17 @@ impl Bucket {
         }
         let count = expired.len();
         for (k, v, id) in expired {
-            self.remove_upload(&k, Some(v), &id).await?;
+            self.remove_upload(&snap, &k, Some(v), &id).await?;
         }
-        // Parts of uploads that no longer exist.
+        // Parts of uploads that have no record (in this view).
         let parts = self.tree().list(&snap, PARTS, Bound::Unbounded, BATCH).await?;
         let orphans: std::collections::BTreeSet<String> = parts
             .iter()
             .filter_map(|(k, _)| k.strip_prefix(PARTS)?.split_once('/').map(|(id, _)| id.to_string()))
-            .filter(|id| !live.contains(id))
+            .filter(|id| !recorded.contains(id))
             .collect();
         for id in orphans {
-            self.remove_upload("", None, &id).await?;
+            self.remove_upload(&snap, "", None, &id).await?;
         }
         Ok(count)
     }

@@ -12,11 +12,13 @@ use std::io::Read;
 
 use bytes::Bytes;
 use cairn_client::{Bucket, ChecksumAlgorithm, Opened};
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use md5::{Digest, Md5};
 use s3s::TrailingHeaders;
 use s3s::crypto::{Checksum as _, Crc32, Crc32c, Crc64Nvme, Sha1, Sha256};
 use s3s::dto::StreamingBlob;
+use tokio::io::DuplexStream;
+use tokio::task::JoinHandle;
 use tokio_util::io::ReaderStream;
 
 /// Bytes a GET keeps between the decoder and the socket.
@@ -278,6 +280,24 @@ impl Read for ChunkReader {
     }
 }
 
+/// Reads `range` of an opened object into a bounded pipe on a task of its
+/// own (holding `budget` until it ends); the task's result says whether
+/// what went into the pipe is whole.
+fn spawn_read(
+    bucket: Bucket,
+    object: Opened,
+    range: std::ops::Range<u64>,
+    budget: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> (DuplexStream, JoinHandle<Result<(), cairn_client::Error>>) {
+    let (mut w, r) = tokio::io::duplex(PIPE);
+    let task = tokio::spawn(async move {
+        let _budget = budget;
+        // A reader that went away ends the write with an error: fine.
+        bucket.read(&object, range, &mut w).await
+    });
+    (r, task)
+}
+
 /// Streams `range` of an opened object as a response body.
 /// `budget` (the memory share the download holds) is released when it ends.
 pub fn download(
@@ -286,12 +306,7 @@ pub fn download(
     range: std::ops::Range<u64>,
     budget: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> StreamingBlob {
-    let (mut w, r) = tokio::io::duplex(PIPE);
-    let task = tokio::spawn(async move {
-        let _budget = budget;
-        // A reader that went away ends the write with an error: fine.
-        bucket.read(&object, range, &mut w).await
-    });
+    let (r, task) = spawn_read(bucket, object, range, budget);
     let tail = futures::stream::once(async move {
         match task.await {
             Ok(Ok(())) => None,
@@ -303,15 +318,44 @@ pub fn download(
         }
     })
     .filter_map(futures::future::ready);
-    let body: std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send + Sync>> =
-        Box::pin(ReaderStream::with_capacity(r, 256 * 1024).chain(tail));
-    StreamingBlob::wrap(sync_wrapper(body))
+    StreamingBlob::wrap(ReaderStream::with_capacity(r, 256 * 1024).chain(tail))
 }
 
-/// `StreamingBlob` wants `Sync`; a stream polled from one task at a time
-/// is.
-fn sync_wrapper<S: Stream + Send + Sync>(s: S) -> S {
-    s
+/// Reads `range` of an opened object as a blocking reader (the source of a
+/// copy between buckets); a failed or short download fails the read, never
+/// a silent short body.
+pub fn pipe(bucket: Bucket, object: Opened, range: std::ops::Range<u64>) -> impl Read + Send + 'static {
+    let want = range.end - range.start;
+    let (r, task) = spawn_read(bucket, object, range, None);
+    let handle = tokio::runtime::Handle::current();
+    Piped { inner: tokio_util::io::SyncIoBridge::new(r), task: Some(task), handle, got: 0, want }
+}
+
+struct Piped {
+    inner: tokio_util::io::SyncIoBridge<DuplexStream>,
+    task: Option<JoinHandle<Result<(), cairn_client::Error>>>,
+    handle: tokio::runtime::Handle,
+    got: u64,
+    want: u64,
+}
+
+impl Read for Piped {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.got += n as u64;
+        if n == 0
+            && !buf.is_empty()
+            && let Some(task) = self.task.take()
+        {
+            match self.handle.block_on(task) {
+                Ok(Ok(())) if self.got == self.want => {}
+                Ok(Ok(())) => return Err(std::io::Error::other("the source ended early")),
+                Ok(Err(e)) => return Err(std::io::Error::other(e)),
+                Err(e) => return Err(std::io::Error::other(e)),
+            }
+        }
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

@@ -58,7 +58,11 @@ pub fn render() -> String {
 /// Serves `GET /metrics` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener) {
     loop {
-        let Ok((socket, _)) = listener.accept().await else { continue };
+        let Ok((socket, _)) = listener.accept().await else {
+            // Out of file descriptors and the like: wait, not spin.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
         let handler = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
             let (status, body) = if req.uri().path() == "/metrics" {
                 (http::StatusCode::OK, render())

@@ -1,7 +1,4 @@
 //! Object operations: PUT, GET, HEAD, DELETE, DeleteObjects, CopyObject.
-
-use std::io::Read;
-
 use cairn_client::{Bucket, ChecksumAlgorithm, ObjectInfo, Opened, PutOptions};
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
@@ -110,43 +107,6 @@ pub(crate) fn checksum_fields(info: &ObjectInfo) -> [Option<String>; 5] {
         get(ChecksumAlgorithm::Sha1),
         get(ChecksumAlgorithm::Sha256),
     ]
-}
-
-/// Reads `range` of an opened object as a blocking reader; a failure of
-/// the download fails the read (never a silent short body).
-pub(crate) fn pipe(bucket: Bucket, object: Opened, range: std::ops::Range<u64>) -> impl Read + Send + 'static {
-    let want = range.end - range.start;
-    let (mut w, r) = tokio::io::duplex(1 << 20);
-    let task = tokio::spawn(async move { bucket.read(&object, range, &mut w).await });
-    let handle = tokio::runtime::Handle::current();
-    Piped { inner: tokio_util::io::SyncIoBridge::new(r), task: Some(task), handle, got: 0, want }
-}
-
-struct Piped {
-    inner: tokio_util::io::SyncIoBridge<tokio::io::DuplexStream>,
-    task: Option<tokio::task::JoinHandle<Result<(), cairn_client::Error>>>,
-    handle: tokio::runtime::Handle,
-    got: u64,
-    want: u64,
-}
-
-impl Read for Piped {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.got += n as u64;
-        if n == 0
-            && !buf.is_empty()
-            && let Some(task) = self.task.take()
-        {
-            match self.handle.block_on(task) {
-                Ok(Ok(())) if self.got == self.want => {}
-                Ok(Ok(())) => return Err(std::io::Error::other("the source ended early")),
-                Ok(Err(e)) => return Err(std::io::Error::other(e)),
-                Err(e) => return Err(std::io::Error::other(e)),
-            }
-        }
-        Ok(n)
-    }
 }
 
 impl Gateway {
@@ -374,7 +334,7 @@ impl Gateway {
                 }
             };
             let _budget = self.reserve(crate::gateway::transfer_mib(src_info.size, true)).await;
-            let reader = pipe(src, object, 0..src_info.size);
+            let reader = body::pipe(src, object, 0..src_info.size);
             dst.put(&i.key, reader, opts).await.map_err(s3_error)?
         };
         Ok(S3Response::new(CopyObjectOutput {

@@ -6,10 +6,10 @@ use cairn_client::PutOptions;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
-use crate::body;
+use crate::body::{self, pipe};
 use crate::convert::{self, s3_error};
 use crate::gateway::{Gateway, conditions, url_encode};
-use crate::objects::{Headers, copy_source, expect, pipe, sums};
+use crate::objects::{Headers, copy_source, expect, sums};
 
 /// S3's largest part.
 const MAX_PART_SIZE: u64 = 5 << 30;
