@@ -16,6 +16,8 @@ use crate::config::{ConfigFile, Defaults, create_key};
 
 /// How long a node may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// The bucket `cairn devnet --mount` mounts.
+pub const MOUNT_BUCKET: &str = "files";
 /// How long a node gets to stop after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -193,7 +195,13 @@ pub fn write_client_config(dir: &Path, nodes: &[NodeProcess], kdf: KdfParams) ->
 }
 
 /// `cairn devnet`: runs until Ctrl-C or SIGTERM.
-pub async fn run(dir: &Path, count: usize, capacity: &str, s3: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+pub async fn run(
+    dir: &Path,
+    count: usize,
+    capacity: &str,
+    s3: Option<std::net::SocketAddr>,
+    mount: Option<PathBuf>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     let (d, c) = (dir.clone(), capacity.to_string());
@@ -212,18 +220,50 @@ pub async fn run(dir: &Path, count: usize, capacity: &str, s3: Option<std::net::
     println!("  cairn get photos/some-file ./copy");
     println!("  cairn status");
     println!();
-    let gateway = match s3 {
-        Some(addr) => Some(start_gateway(&config, addr).await?),
-        None => None,
+    // One client serves the gateway and the mount (a client's cache is
+    // one process's).
+    let client = if s3.is_some() || mount.is_some() {
+        let file = ConfigFile::load(&config)?;
+        let root = crate::config::open_key(&file.key_path(&config))?;
+        Some(std::sync::Arc::new(cairn_client::Client::connect(&root, file.client_config(&config)?).await?))
+    } else {
+        None
     };
+    let (stop_tx, _) = tokio::sync::watch::channel(false);
+    let stopped = |tx: &tokio::sync::watch::Sender<bool>| {
+        let mut rx = tx.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut served = Vec::new();
+    if let (Some(addr), Some(client)) = (s3, &client) {
+        let bound = start_gateway(&config, std::sync::Arc::clone(client), addr).await?;
+        served.push(tokio::spawn(bound.run(stopped(&stop_tx))));
+    }
+    if let (Some(at), Some(client)) = (mount, &client) {
+        if let Err(cairn_client::Error::NoSuchBucket(_)) = client.bucket(MOUNT_BUCKET).await {
+            client.create_bucket(MOUNT_BUCKET, None).await?;
+        }
+        std::fs::create_dir_all(&at)?;
+        let args = crate::mount::MountArgs {
+            bucket: MOUNT_BUCKET.into(),
+            dir: at.clone(),
+            cache_dir: crate::mount::default_cache_dir(&config, MOUNT_BUCKET),
+            cache_size: 10 << 30,
+            read_only: false,
+            allow_other: false,
+        };
+        let (c, stop) = (std::sync::Arc::clone(client), stopped(&stop_tx));
+        served.push(tokio::spawn(async move {
+            if let Err(e) = crate::mount::serve(c, &args, stop).await {
+                eprintln!("mount: {e:#}");
+            }
+        }));
+        println!("  bucket {MOUNT_BUCKET} is mounted at {} (also `cairn ls {MOUNT_BUCKET}`)", at.display());
+        println!();
+    }
     println!("Ctrl-C stops the nodes; run the same command again to resume with the same data.");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let served = gateway.map(|(bound, client)| {
-        let run = bound.run(async {
-            let _ = stop_rx.await;
-        });
-        (tokio::spawn(run), client)
-    });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -243,12 +283,12 @@ pub async fn run(dir: &Path, count: usize, capacity: &str, s3: Option<std::net::
             }
         }
     }
-    let _ = stop_tx.send(());
-    if let Some((task, client)) = served {
+    let _ = stop_tx.send(true);
+    for task in served {
         let _ = task.await;
-        if let Ok(c) = std::sync::Arc::try_unwrap(client) {
-            c.shutdown().await;
-        }
+    }
+    if let Some(c) = client.and_then(|c| std::sync::Arc::try_unwrap(c).ok()) {
+        c.shutdown().await;
     }
     println!("stopping {} nodes", nodes.len());
     tokio::task::spawn_blocking(move || {
@@ -264,13 +304,11 @@ pub async fn run(dir: &Path, count: usize, capacity: &str, s3: Option<std::net::
 /// taken) with a key, and prints how to use it.
 async fn start_gateway(
     config: &Path,
+    client: std::sync::Arc<cairn_client::Client>,
     addr: std::net::SocketAddr,
-) -> anyhow::Result<(crate::gateway::Bound, std::sync::Arc<cairn_client::Client>)> {
+) -> anyhow::Result<crate::gateway::Bound> {
     let keys = crate::gateway::keys_path(config, None);
     let key = crate::gateway::ensure_key(&keys, "devnet")?;
-    let file = ConfigFile::load(config)?;
-    let root = crate::config::open_key(&file.key_path(config))?;
-    let client = std::sync::Arc::new(cairn_client::Client::connect(&root, file.client_config(config)?).await?);
     let mut opts = crate::gateway::Serve { listen: addr, keys, tls: None, insecure_http: false, metrics: None };
     let bound = match crate::gateway::bind(std::sync::Arc::clone(&client), &opts).await {
         Ok(b) => b,
@@ -291,5 +329,5 @@ async fn start_gateway(
     );
     println!("  aws --endpoint-url {endpoint} s3 ls");
     println!();
-    Ok((bound, client))
+    Ok(bound)
 }

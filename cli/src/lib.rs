@@ -5,3 +5,4 @@
 pub mod config;
 pub mod devnet;
 pub mod gateway;
+pub mod mount;

@@ -7,7 +7,7 @@ mod bench_node;
 mod bench_s3;
 mod commands;
 
-use cairn_cli::{config, devnet, gateway};
+use cairn_cli::{config, devnet, gateway, mount};
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -141,6 +141,34 @@ enum Command {
         #[arg(long)]
         keys_file: Option<PathBuf>,
     },
+    /// Mount a bucket as a folder (until Ctrl-C, SIGTERM or
+    /// `fusermount3 -u DIR`). Writes are uploaded when a file is closed or
+    /// fsynced; a failed upload is an error to the program.
+    Mount {
+        /// The bucket.
+        bucket: String,
+        /// An existing empty directory.
+        dir: PathBuf,
+        /// Where written files wait for upload (default: mount-cache/BUCKET
+        /// next to the config).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Most bytes waiting there; past it a write uploads its file first.
+        #[arg(long, default_value = "10GiB", value_parser = parse_size)]
+        cache_size: u64,
+        /// Refuse every change.
+        #[arg(long)]
+        read_only: bool,
+        /// Let other users use the mount (access checked by mode bits).
+        #[arg(long)]
+        allow_other: bool,
+        /// Detach once mounted; the pid goes to --pid-file.
+        #[arg(long)]
+        daemon: bool,
+        /// Pid file of --daemon (default: mount.pid in the cache directory).
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+    },
     /// Run a local network of storage nodes on 127.0.0.1 until Ctrl-C.
     Devnet {
         /// Number of nodes.
@@ -158,6 +186,9 @@ enum Command {
         /// Start no S3 gateway.
         #[arg(long)]
         no_s3: bool,
+        /// Also mount the bucket `files` (made if absent) at this directory.
+        #[arg(long)]
+        mount: Option<PathBuf>,
     },
     /// Measure Cairn's speed on this machine.
     #[command(subcommand)]
@@ -275,6 +306,10 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    cairn_proto::units::parse_size(s)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -402,8 +437,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rm { path } => with_client(config, |c| async move { commands::rm(c, &path).await }.boxed())?,
         Command::Stat { path } => with_client(config, |c| async move { commands::stat(c, &path).await }.boxed())?,
         Command::Status => with_client(config, |c| commands::status(c).boxed())?,
-        Command::Devnet { nodes, dir, capacity, s3, no_s3 } => {
-            runtime()?.block_on(devnet::run(&dir, nodes, &capacity, (!no_s3).then_some(s3)))?
+        Command::Devnet { nodes, dir, capacity, s3, no_s3, mount } => {
+            runtime()?.block_on(devnet::run(&dir, nodes, &capacity, (!no_s3).then_some(s3), mount))?
+        }
+        Command::Mount { bucket, dir, cache_dir, cache_size, read_only, allow_other, daemon, pid_file } => {
+            let path = config::config_path(config);
+            let cache_dir = cache_dir.unwrap_or_else(|| mount::default_cache_dir(&path, &bucket));
+            if daemon {
+                let pid_file = pid_file.unwrap_or_else(|| cache_dir.join("mount.pid"));
+                return mount::daemonize(&cache_dir, &pid_file);
+            }
+            let args = mount::MountArgs { bucket, dir, cache_dir, cache_size, read_only, allow_other };
+            runtime()?.block_on(async {
+                let client = std::sync::Arc::new(commands::connect(&path).await?);
+                let r = mount::serve(std::sync::Arc::clone(&client), &args, gateway::stop_signal()).await;
+                match std::sync::Arc::try_unwrap(client) {
+                    Ok(c) => c.shutdown().await,
+                    Err(c) => c.settle().await,
+                }
+                r
+            })?
         }
         Command::Gateway { keys: Some(GatewayCommand::Keys(k)), .. } => keys_command(config, k)?,
         Command::Gateway { keys: None, listen, tls_cert, tls_key, insecure_http, metrics, keys_file } => {
@@ -458,7 +511,7 @@ const TUNABLES: &str = "glibc.malloc.mmap_threshold=1048576:glibc.malloc.arena_m
 /// so such a command starts itself again (same pid) with them set.
 fn tune_malloc(command: &Command) {
     use std::os::unix::process::CommandExt;
-    let long = matches!(command, Command::Gateway { keys: None, .. } | Command::Devnet { .. });
+    let long = matches!(command, Command::Gateway { keys: None, .. } | Command::Devnet { .. } | Command::Mount { .. });
     let set = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
     if !long || set.contains("glibc.malloc.mmap_threshold") || !cfg!(target_env = "gnu") {
         return;

@@ -182,6 +182,10 @@ pub struct PutOptions {
     pub checksums: Vec<Checksum>,
     /// Write only if the key holds no object (`If-None-Match: *`).
     pub if_absent: bool,
+    /// POSIX attributes to record (the mount).
+    pub posix: Option<Posix>,
+    /// Modification time to record instead of now, ms since the epoch.
+    pub modified_ms: Option<u64>,
 }
 
 /// Health of one segment.
@@ -350,11 +354,12 @@ impl Bucket {
             let up = self.upload(std::io::Cursor::new(head).chain(reader)).await?;
             (Body::Stored(Stored::whole(up.manifest.clone())), up.md5, Some(up.manifest))
         };
-        let mut entry = Entry::file(body, now_ms());
+        let mut entry = Entry::file(body, opts.modified_ms.unwrap_or_else(now_ms));
         entry.content_type = opts.content_type;
         entry.headers = opts.headers;
         entry.meta = opts.meta;
         entry.checksums = opts.checksums;
+        entry.posix = opts.posix;
         entry.etag = Some(md5);
         let expect = if opts.if_absent { Expect::Absent } else { Expect::Any };
         let stored = self.store(key, entry, expect).await;

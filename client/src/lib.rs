@@ -52,7 +52,7 @@ pub use client::{BucketInfo, Client, ClientConfig, NodeStatus};
 pub use entry::{Checksum, ChecksumAlgorithm, Kind, Posix};
 pub use error::Error;
 pub use multipart::{Part, Upload};
-pub use objects::MetadataDirective;
+pub use objects::{MetadataDirective, Patch};
 pub use pipeline::{EncodeSummary, Parallelism, decode_object, encode_object};
 pub use range::{ShardSource, read_object_range, read_segment_range};
 pub use segment::{DecodedSegment, EncodedSegment, SegmentPos};

@@ -217,8 +217,7 @@ impl Bucket {
             content_type: record.content_type,
             headers: record.headers,
             meta: record.meta,
-            checksums: Vec::new(),
-            if_absent: false,
+            ..PutOptions::default()
         };
         match self.compose_with(key, &keys, opts, true, extra).await {
             Err(e) if matches!(e.root(), Error::Conflict { .. }) => {

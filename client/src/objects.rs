@@ -19,6 +19,23 @@ use crate::index::{Expect, Op};
 /// Attempts of a read-modify-write before a conflict is returned.
 const RMW_ATTEMPTS: usize = 8;
 
+/// A change made through a writable cache (the mount's files): the bytes
+/// past `keep` are dropped, the object is cut or extended with zeros to
+/// `len`, then each write lands at its offset.
+#[derive(Debug)]
+pub struct Patch<R> {
+    /// Bytes of the current object kept (the smallest size it was cut to).
+    pub keep: u64,
+    /// Size afterwards.
+    pub len: u64,
+    /// Bytes written, by offset (inside `0..len`).
+    pub writes: Vec<(u64, R)>,
+    /// POSIX attributes to record.
+    pub posix: Option<crate::entry::Posix>,
+    /// Modification time to record instead of now.
+    pub modified_ms: Option<u64>,
+}
+
 /// What a copy does with the metadata (S3's `x-amz-metadata-directive`).
 #[derive(Clone, Debug, Default)]
 pub enum MetadataDirective {
@@ -79,6 +96,12 @@ impl Bucket {
     /// update, no data moves. Fails with a conflict if `src` changed
     /// meanwhile, after retrying.
     pub async fn rename(&self, src: &str, dst: &str) -> Result<ObjectInfo, Error> {
+        self.rename_with(src, dst, true).await
+    }
+
+    /// [`Bucket::rename`]; without `replace`, fails with
+    /// [`Error::Conflict`] if `dst` exists (`RENAME_NOREPLACE`).
+    pub async fn rename_with(&self, src: &str, dst: &str, replace: bool) -> Result<ObjectInfo, Error> {
         check_key(dst)?;
         if src == dst {
             return self.head(src).await;
@@ -88,14 +111,129 @@ impl Bucket {
             let snap = self.tree().snapshot(std::time::Duration::ZERO).await?;
             let (entry, value) = self.entry_at(&snap, src).await?;
             let info = crate::bucket::info_of(&entry, dst.to_string());
-            let ops = vec![Op::put(dst, formats::encode_entry(&entry)), Op::delete(src).expecting(still(&value))];
+            let to = if replace { Expect::Any } else { Expect::Absent };
+            let ops = vec![
+                Op::put(dst, formats::encode_entry(&entry)).expecting(to),
+                Op::delete(src).expecting(still(&value)),
+            ];
             match self.commit(ops).await {
                 Ok(_) => return Ok(info),
+                Err(e) if replace && matches!(e.root(), Error::Conflict { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(Error::Stopped))
+    }
+
+    /// Moves every key under the prefix `src` (a directory, ending in `/`,
+    /// its own entry included) under `dst`, in one commit: another client
+    /// sees all of the tree moved or none of it. Fails with a conflict if
+    /// any of them changed meanwhile, after retrying. Returns the number
+    /// of keys moved.
+    pub async fn rename_tree(&self, src: &str, dst: &str) -> Result<usize, Error> {
+        check_key(src)?;
+        check_key(dst)?;
+        if dst.starts_with(src) {
+            return Err(Error::BadName { name: dst.into(), reason: "a directory cannot move inside itself" });
+        }
+        let mut last = None;
+        for _ in 0..RMW_ATTEMPTS {
+            let snap = self.tree().snapshot(std::time::Duration::ZERO).await?;
+            let mut ops = Vec::new();
+            let mut after = String::new();
+            loop {
+                let from = if after.is_empty() {
+                    std::ops::Bound::Unbounded
+                } else {
+                    std::ops::Bound::Excluded(after.as_str())
+                };
+                let batch = self.tree().list(&snap, src, from, 1000).await?;
+                let Some((end, _)) = batch.last() else { break };
+                after = end.clone();
+                for (k, v) in batch {
+                    let Some(data) = v.live() else { continue };
+                    let moved = format!("{dst}{}", &k[src.len()..]);
+                    check_key(&moved)?;
+                    ops.push(Op::put(moved, data.to_vec()));
+                    ops.push(Op::delete(k).expecting(still(&v)));
+                }
+            }
+            let moved = ops.len() / 2;
+            if moved == 0 {
+                return Ok(0);
+            }
+            match self.commit(ops).await {
+                Ok(_) => return Ok(moved),
                 Err(e) if matches!(e.root(), Error::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
         Err(last.unwrap_or(Error::Stopped))
+    }
+
+    /// Removes `key` and records the explicit directory `dir` (ending in
+    /// `/`) in the same commit, so a directory whose last file goes away
+    /// stays (the mount's `unlink`).
+    pub async fn delete_keeping(&self, key: &str, dir: &str) -> Result<(), Error> {
+        check_key(key)?;
+        check_key(dir)?;
+        let mut entry = Entry::file(Body::Inline(Vec::new()), now_ms());
+        entry.kind = Kind::Directory;
+        let ops = vec![Op::delete(key), Op::put(dir, formats::encode_entry(&entry))];
+        match self.commit(ops).await?.first().cloned().flatten() {
+            Some(_) => Ok(()),
+            None => Err(Error::NoSuchKey { bucket: self.name().into(), key: key.into() }),
+        }
+    }
+
+    /// Applies a [`Patch`] to `key` (absent: a new file) in one commit:
+    /// only the written ranges are uploaded, each as a data version of its
+    /// own; the rest of the object keeps its extents.
+    pub async fn patch<R: Read + Send + 'static>(&self, key: &str, patch: Patch<R>) -> Result<ObjectInfo, Error> {
+        check_key(key)?;
+        let Patch { keep, len, writes, posix, modified_ms } = patch;
+        let mut fresh = Vec::new();
+        for (at, reader) in writes {
+            match self.upload(reader).await {
+                Ok(up) => fresh.push((at, up.manifest)),
+                Err(e) => {
+                    for (_, m) in &fresh {
+                        self.delete_manifest(m);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let result = self
+            .rewrite_with(
+                key,
+                true,
+                |body| {
+                    let Body::Stored(mut s) = body else { return body };
+                    s.truncate(keep.min(s.size()));
+                    s.truncate(len);
+                    for (at, m) in &fresh {
+                        s.write(*at, m.clone());
+                    }
+                    s.truncate(len);
+                    Body::Stored(s)
+                },
+                |entry| {
+                    if posix.is_some() {
+                        entry.posix = posix;
+                    }
+                    if let Some(ms) = modified_ms {
+                        entry.modified_ms = ms;
+                    }
+                },
+            )
+            .await;
+        if result.is_err() {
+            for (_, m) in &fresh {
+                self.delete_manifest(m);
+            }
+        }
+        result
     }
 
     /// Writes what `reader` yields into `key` at `offset` (creating the
@@ -147,6 +285,17 @@ impl Bucket {
     /// an inline body is first stored as a data version, so the change
     /// sees extents.
     async fn rewrite(&self, key: &str, stored: bool, change: impl Fn(Body) -> Body) -> Result<ObjectInfo, Error> {
+        self.rewrite_with(key, stored, change, |_| {}).await
+    }
+
+    /// [`Self::rewrite`], then `finish` on the entry before it is stored.
+    async fn rewrite_with(
+        &self,
+        key: &str,
+        stored: bool,
+        change: impl Fn(Body) -> Body,
+        finish: impl Fn(&mut Entry),
+    ) -> Result<ObjectInfo, Error> {
         let mut last = None;
         for _ in 0..RMW_ATTEMPTS {
             let snap = self.tree().snapshot(std::time::Duration::ZERO).await?;
@@ -189,6 +338,7 @@ impl Bucket {
             // The bytes changed: the single-upload MD5 no longer holds.
             entry.etag = None;
             entry.checksums.clear();
+            finish(&mut entry);
             match self.store(key, entry, expect).await {
                 Ok(info) => {
                     for m in &dropped {

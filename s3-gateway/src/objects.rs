@@ -136,6 +136,7 @@ impl Gateway {
             meta: convert::meta_pairs(input.metadata),
             checksums: checksums(&expect),
             if_absent: matches!(input.if_none_match, Some(ETagCondition::Any)),
+            ..PutOptions::default()
         };
         let _budget =
             self.reserve(crate::gateway::transfer_mib(declared_len(&req_headers, input.content_length), true)).await;
@@ -327,10 +328,11 @@ impl Gateway {
                     headers: src_info.headers.clone(),
                     meta: src_info.meta.clone(),
                     checksums: src_info.checksums.clone(),
-                    if_absent: false,
+                    posix: src_info.posix,
+                    ..PutOptions::default()
                 },
                 cairn_client::MetadataDirective::Replace { content_type, headers, meta } => {
-                    PutOptions { content_type, headers, meta, checksums: Vec::new(), if_absent: false }
+                    PutOptions { content_type, headers, meta, ..PutOptions::default() }
                 }
             };
             let _budget = self.reserve(crate::gateway::transfer_mib(src_info.size, true)).await;

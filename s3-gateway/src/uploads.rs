@@ -32,8 +32,7 @@ impl Gateway {
             }
             .pairs(),
             meta: convert::meta_pairs(i.metadata),
-            checksums: Vec::new(),
-            if_absent: false,
+            ..PutOptions::default()
         };
         let id = bucket.create_upload(&i.key, opts).await.map_err(s3_error)?;
         Ok(S3Response::new(CreateMultipartUploadOutput {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod gateway;
+pub mod mount;
 
 use cairn_cli::devnet::{NodeProcess, start_node};
 use cairn_client::{BucketSettings, Client, ClientConfig};
