@@ -33,9 +33,11 @@ pub struct Dirty {
 }
 
 impl Dirty {
-    /// A cache file at `path` for a file whose stored version has `size`
-    /// bytes (0 for a new file).
-    pub fn create(path: PathBuf, size: u64) -> std::io::Result<Self> {
+    /// A cache file at `path` for the file `name` (its path in the bucket,
+    /// noted beside it for a later mount to find after a crash) whose
+    /// stored version has `size` bytes (0 for a new file).
+    pub fn create(path: PathBuf, name: &str, size: u64) -> std::io::Result<Self> {
+        std::fs::write(note_of(&path), name)?;
         let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
         file.set_len(size)?;
         Ok(Self { file, path, written: Ranges::default(), keep: size, len: size, posix: None, mtime_ms: None })
@@ -104,7 +106,15 @@ impl Dirty {
     /// Removes the cache file.
     pub fn remove(self) {
         let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(note_of(&self.path));
     }
+}
+
+/// The file beside a cache file that names the file it holds.
+pub fn note_of(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".path");
+    PathBuf::from(p)
 }
 
 /// Reads a range of a cache file.
@@ -140,7 +150,8 @@ mod tests {
     #[test]
     fn plan_separates_written_kept_and_zero_bytes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut d = Dirty::create(dir.path().join("f"), 100).expect("create");
+        let mut d = Dirty::create(dir.path().join("f"), "a/f", 100).expect("create");
+        assert_eq!(std::fs::read_to_string(dir.path().join("f.path")).expect("note"), "a/f");
         assert!(!d.complete());
         d.write(10, &[1; 10]).expect("write");
         d.truncate(50).expect("cut");
@@ -156,5 +167,6 @@ mod tests {
         d.reader(0..80).expect("reader").read_to_end(&mut all).expect("read");
         assert_eq!(all.len(), 80);
         d.remove();
+        assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 0);
     }
 }

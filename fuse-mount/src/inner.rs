@@ -179,7 +179,8 @@ impl Inner {
         }
         let mut all = (*listed).clone();
         for path in local {
-            if let Some(ino) = lock(&self.table).ino(&path) {
+            let ino = lock(&self.table).ino(&path);
+            if let Some(ino) = ino {
                 let (_, attr) = self.node(ino)?;
                 all.insert(split(&path).1.to_string(), attr);
             }
@@ -285,7 +286,8 @@ impl Inner {
     /// version of `size` bytes.
     pub fn new_dirty(&self, ino: u64, size: u64) -> Result<Dirty, Errno> {
         let name = format!("{ino}-{:016x}", rand::random::<u64>());
-        Dirty::create(self.settings.cache_dir.join(name), size).map_err(|e| {
+        let path = self.node(ino)?.0;
+        Dirty::create(self.settings.cache_dir.join(name), &path, size).map_err(|e| {
             tracing::warn!(error = %e, "cannot make a cache file");
             Errno::from(e)
         })
@@ -433,7 +435,8 @@ impl Inner {
             let path = self.node(ino).map(|n| n.0).unwrap_or_default();
             if let Some(d) = state.dirty.lock().await.take() {
                 let _ = std::fs::create_dir_all(kept);
-                let to = kept.join(path.replace('/', "%2F"));
+                let to = crate::kept_name(kept, &path);
+                let _ = std::fs::remove_file(crate::dirty::note_of(d.path()));
                 match std::fs::rename(d.path(), &to) {
                     Ok(()) => eprintln!("cairn mount: {path} was not uploaded; its bytes are in {}", to.display()),
                     Err(e) => {

@@ -160,8 +160,22 @@ impl Mounted {
     }
 }
 
+/// Where the bytes of `path` (in the bucket) are kept in `kept`: its path
+/// with `/` written `%2F`, and a number if that name is taken.
+pub fn kept_name(kept: &Path, path: &str) -> PathBuf {
+    let base = path.replace('%', "%25").replace('/', "%2F");
+    let mut to = kept.join(&base);
+    let mut n = 1;
+    while to.exists() {
+        to = kept.join(format!("{base}.{n}"));
+        n += 1;
+    }
+    to
+}
+
 /// Moves cache files of mounts that are no longer running (a crash) to
-/// `kept`, so nothing written is deleted unseen.
+/// `kept`, named after the file they hold, so nothing written is deleted
+/// unseen.
 fn rescue_leftovers(cache: &Path, mine: &Path, kept: &Path) -> std::io::Result<()> {
     for e in std::fs::read_dir(cache)? {
         let path = e?.path();
@@ -171,18 +185,26 @@ fn rescue_leftovers(cache: &Path, mine: &Path, kept: &Path) -> std::io::Result<(
         if path == mine || Path::new("/proc").join(pid).exists() {
             continue;
         }
-        let mut moved = 0;
+        let mut moved = Vec::new();
         for f in std::fs::read_dir(&path)? {
             let f = f?.path();
-            std::fs::create_dir_all(kept)?;
-            if let Some(n) = f.file_name() {
-                std::fs::rename(&f, kept.join(n))?;
-                moved += 1;
+            if f.extension().is_some_and(|x| x == "path") {
+                continue;
             }
+            let note = dirty::note_of(&f);
+            let name = std::fs::read_to_string(&note).unwrap_or_else(|_| f.to_string_lossy().into_owned());
+            std::fs::create_dir_all(kept)?;
+            std::fs::rename(&f, kept_name(kept, &name))?;
+            let _ = std::fs::remove_file(&note);
+            moved.push(name);
         }
-        std::fs::remove_dir(&path)?;
-        if moved > 0 {
-            eprintln!("cairn mount: {moved} file(s) a mount that stopped had not uploaded are in {}", kept.display());
+        std::fs::remove_dir_all(&path)?;
+        if !moved.is_empty() {
+            eprintln!(
+                "cairn mount: a mount that stopped had not uploaded {}; their bytes are in {}",
+                moved.join(", "),
+                kept.display()
+            );
         }
     }
     Ok(())
