@@ -3,6 +3,7 @@
 //! Argument parsing and printing only; the work lives in library crates.
 
 mod bench_e2e;
+mod bench_mount;
 mod bench_node;
 mod bench_s3;
 mod commands;
@@ -293,6 +294,26 @@ enum Bench {
         #[arg(long)]
         load: Option<usize>,
     },
+    /// A FUSE mount (in this process) against `Bucket` driven directly, on
+    /// a local devnet: large sequential write and read, many 4 KiB files,
+    /// `ls -lR`, and a local directory for reference. Needs /dev/fuse.
+    Mount {
+        /// Storage nodes.
+        #[arg(long, default_value_t = 8)]
+        nodes: usize,
+        /// Size of the large file.
+        #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+        size: u64,
+        /// Repetitions of each large transfer; the best counts.
+        #[arg(long, default_value_t = 2)]
+        runs: usize,
+        /// 4 KiB files for the small-file figure.
+        #[arg(long, default_value_t = 2000)]
+        small: usize,
+        /// Files for the `ls -lR` figure.
+        #[arg(long, default_value_t = 10_000)]
+        tree: usize,
+    },
     /// Shard put/get throughput of one real cairn-node on loopback, against
     /// bare quinn streams. Needs `cairn-node` next to `cairn`.
     Node {
@@ -489,6 +510,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(Bench::S3 { nodes, runs, small, load }) => {
             runtime()?.block_on(bench_s3::S3Bench { nodes, runs, small, load }.run())?;
+        }
+        Command::Bench(Bench::Mount { nodes, size, runs, small, tree }) => {
+            runtime()?.block_on(bench_mount::MountBench { nodes, size, runs, small, tree }.run())?;
         }
         Command::Bench(Bench::Node { concurrency, shard_size, runs }) => {
             let rt = runtime()?;

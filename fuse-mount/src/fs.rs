@@ -159,7 +159,7 @@ impl Filesystem for CairnFs {
                 let mut attr = Attr::dir(owner, info.modified_ms);
                 attr.perm = mode & !umask & 0o7777;
                 let mut t = lock(&inner.table);
-                t.changed(&dir);
+                t.changed_child(&dir, &name, Some(attr.clone()));
                 Ok((t.set(&path, attr.clone()), attr))
             }
             .await;
@@ -204,7 +204,7 @@ impl Filesystem for CairnFs {
                 }
                 let mut t = lock(&inner.table);
                 t.remove(&path);
-                t.changed(&dir);
+                t.changed_child(&dir, &name, None);
                 Ok(())
             }
             .await;
@@ -232,7 +232,7 @@ impl Filesystem for CairnFs {
                 attr.uid = owner.0;
                 attr.gid = owner.1;
                 let mut t = lock(&inner.table);
-                t.changed(&dir);
+                t.changed_child(&dir, &name, Some(attr.clone()));
                 Ok((t.set(&path, attr.clone()), attr))
             }
             .await;
@@ -714,7 +714,7 @@ async fn unlink(inner: &Inner, dir: &str, name: &str) -> Result<(), Errno> {
     }
     let mut t = lock(&inner.table);
     t.remove(&path);
-    t.changed(dir);
+    t.changed_child(dir, name, None);
     Ok(())
 }
 

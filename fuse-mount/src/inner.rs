@@ -335,7 +335,16 @@ impl Inner {
         if range.start >= end {
             return Ok(Vec::new());
         }
-        h.ahead.lock().await.read(&self.bucket, &base, range.start..end).await
+        let range = range.start..end;
+        let chunks = h.ahead.lock().await.start(&self.bucket, &base, &range);
+        match chunks {
+            Some(chunks) => crate::readahead::assemble(chunks, range).await,
+            None => {
+                let mut out = Vec::with_capacity((range.end - range.start) as usize);
+                self.bucket.read(&base, range, &mut out).await.map_err(|e| errno(&e))?;
+                Ok(out)
+            }
+        }
     }
 
     /// Uploads what was written to `ino` and commits it: the whole file
@@ -375,10 +384,12 @@ impl Inner {
             Ok(info) => {
                 self.drop_dirty(g.take());
                 *lock(&state.base) = None;
+                let attr = Attr::of(&info, self.settings.owner);
                 let mut t = lock(&self.table);
                 t.local.remove(&path);
-                t.set(&path, Attr::of(&info, self.settings.owner));
-                t.changed(split(&path).0);
+                t.set(&path, attr.clone());
+                let (dir, name) = split(&path);
+                t.changed_child(dir, name, Some(attr));
                 Ok(())
             }
             Err(e) => {

@@ -261,6 +261,20 @@ impl Table {
         self.listings.remove(dir);
     }
 
+    /// Notes that `name` in `dir` changed here (None: it is gone): the
+    /// cached listing is updated rather than dropped, so a directory being
+    /// filled is not listed again per file.
+    pub fn changed_child(&mut self, dir: &str, name: &str, attr: Option<Attr>) {
+        *self.generations.entry(dir.to_string()).or_default() += 1;
+        if let Some(l) = self.listings.get_mut(dir) {
+            let children = Arc::make_mut(&mut l.children);
+            match attr {
+                Some(a) => children.insert(name.to_string(), a),
+                None => children.remove(name),
+            };
+        }
+    }
+
     /// Files created here, not yet uploaded, directly in `dir`.
     pub fn local_in(&self, dir: &str) -> Vec<String> {
         let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
@@ -317,6 +331,12 @@ mod tests {
         let g = t.generation("d");
         t.cache_listing("d", g, Arc::new(BTreeMap::new()));
         assert!(t.listing("d", Duration::from_secs(60)).is_some());
+        // A change made here updates the cached listing in place.
+        t.changed_child("d", "f", Some(file()));
+        let l = t.listing("d", Duration::from_secs(60)).expect("still cached");
+        assert_eq!(l.get("f"), Some(&file()));
+        t.changed_child("d", "f", None);
+        assert!(t.listing("d", Duration::from_secs(60)).expect("cached").is_empty());
         assert!(t.listing("d", Duration::ZERO).is_none());
     }
 }

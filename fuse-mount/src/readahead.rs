@@ -21,7 +21,8 @@ pub const CHUNK: u64 = 4 << 20;
 /// Most chunks in flight or held ahead of the reader.
 pub const WINDOW: u64 = 8;
 
-type Chunk = Shared<BoxFuture<'static, Result<Bytes, Errno>>>;
+/// A chunk being fetched (or fetched).
+pub type Chunk = Shared<BoxFuture<'static, Result<Bytes, Errno>>>;
 
 /// A chunk's fetch, cancelled when the chunk is dropped.
 struct Fetch(Chunk, tokio::task::AbortHandle);
@@ -39,6 +40,9 @@ pub struct ReadAhead {
     next: u64,
     /// Sequential reads in a row.
     streak: u64,
+    /// A read came before (the first is served on its own: it may be the
+    /// only one).
+    started: bool,
     chunks: BTreeMap<u64, Fetch>,
 }
 
@@ -59,23 +63,27 @@ pub fn wanted(range: &Range<u64>, streak: u64, size: u64) -> Range<u64> {
 }
 
 impl ReadAhead {
-    /// Reads `range` (inside the object) of `object`.
-    pub async fn read(&mut self, bucket: &Bucket, object: &Arc<Opened>, range: Range<u64>) -> Result<Vec<u8>, Errno> {
+    /// Notes a read of `range` (inside `object`) and starts the chunks a
+    /// sequential reader will want; returns the chunks that hold `range`,
+    /// or None for a read elsewhere (served on its own). The kernel sends
+    /// a sequential reader's requests several at a time, so a read within
+    /// a chunk of the last one still counts as sequential.
+    pub fn start(&mut self, bucket: &Bucket, object: &Arc<Opened>, range: &Range<u64>) -> Option<Vec<Chunk>> {
         let size = object.info.size;
-        if range.start == self.next {
+        let near = self.started && range.start <= self.next + CHUNK && range.start + CHUNK >= self.next;
+        self.started = true;
+        if near {
             self.streak += 1;
+            self.next = self.next.max(range.end);
         } else {
             self.streak = 0;
+            self.next = range.end;
             self.chunks.clear();
+            return None;
         }
-        self.next = range.end;
-        if self.streak == 0 {
-            let mut out = Vec::with_capacity((range.end - range.start) as usize);
-            bucket.read(object, range, &mut out).await.map_err(|e| errno(&e))?;
-            return Ok(out);
-        }
-        let want = wanted(&range, self.streak, size);
-        self.chunks.retain(|i, _| want.contains(i));
+        let want = wanted(range, self.streak, size);
+        // Keep one chunk behind: requests arrive slightly out of order.
+        self.chunks.retain(|i, _| *i + 1 >= want.start && *i < want.end);
         for i in want.clone() {
             self.chunks.entry(i).or_insert_with(|| {
                 let (bucket, object) = (bucket.clone(), Arc::clone(object));
@@ -91,21 +99,31 @@ impl ReadAhead {
                 Fetch(shared, task.abort_handle())
             });
         }
-        let mut out = Vec::with_capacity((range.end - range.start) as usize);
-        let mut at = range.start;
-        while at < range.end {
-            let i = at / CHUNK;
-            let chunk = self.chunks.get(&i).map(|f| f.0.clone()).ok_or(Errno::EIO)?.await?;
-            let from = (at - i * CHUNK) as usize;
-            let to = ((range.end - i * CHUNK) as usize).min(chunk.len());
-            if from >= to {
-                return Err(Errno::EIO);
-            }
-            out.extend_from_slice(&chunk[from..to]);
-            at = i * CHUNK + to as u64;
-        }
-        Ok(out)
+        let first = range.start / CHUNK;
+        let last = (range.end.max(range.start + 1) - 1) / CHUNK;
+        (first..=last).map(|i| self.chunks.get(&i).map(|f| f.0.clone())).collect()
     }
+}
+
+/// Copies `range` out of `chunks` (the ones [`ReadAhead::start`] gave).
+pub async fn assemble(chunks: Vec<Chunk>, range: Range<u64>) -> Result<Vec<u8>, Errno> {
+    let mut out = Vec::with_capacity((range.end - range.start) as usize);
+    let mut at = range.start;
+    for c in chunks {
+        let i = at / CHUNK;
+        let chunk = c.await?;
+        let from = (at - i * CHUNK) as usize;
+        let to = ((range.end - i * CHUNK) as usize).min(chunk.len());
+        if from >= to {
+            return Err(Errno::EIO);
+        }
+        out.extend_from_slice(&chunk[from..to]);
+        at = i * CHUNK + to as u64;
+    }
+    if at != range.end {
+        return Err(Errno::EIO);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
