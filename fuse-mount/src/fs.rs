@@ -743,15 +743,15 @@ async fn rename(inner: &Inner, from: (&str, &str), to: (&str, &str), replace: bo
         let state = inner.state(ino);
         inner.flush(ino, &state).await?;
     }
+    let target_dir = target == Some(NodeKind::Dir);
     match (&kind, &target) {
-        (NodeKind::Dir, Some(NodeKind::Dir)) => {
-            if inner.has_children(&dst).await? {
-                return Err(Errno::ENOTEMPTY);
-            }
-        }
+        (NodeKind::Dir, Some(NodeKind::Dir)) => {}
         (NodeKind::Dir, Some(_)) => return Err(Errno::ENOTDIR),
         (_, Some(NodeKind::Dir)) => return Err(Errno::EISDIR),
         _ => {}
+    }
+    if target_dir && inner.has_children(&dst).await? {
+        return Err(Errno::ENOTEMPTY);
     }
     if kind == NodeKind::Dir {
         let moved = inner.bucket.rename_tree(&below, &format!("{dst}/")).await.map_err(|e| errno(&e))?;

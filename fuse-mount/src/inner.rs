@@ -59,6 +59,9 @@ pub struct FileState {
     pub unlinked: AtomicBool,
 }
 
+/// An open directory's entries: inode, name, attributes.
+pub type DirItems = Vec<(u64, String, Attr)>;
+
 /// An open file.
 #[derive(Debug)]
 pub struct Handle {
@@ -88,7 +91,7 @@ pub struct Inner {
     /// Open files, by handle.
     pub handles: Mutex<HashMap<u64, Arc<Handle>>>,
     /// Open directories: the listing taken at open.
-    pub dirs: Mutex<HashMap<u64, Arc<Vec<(u64, String, Attr)>>>>,
+    pub dirs: Mutex<HashMap<u64, Arc<DirItems>>>,
     /// Next handle number.
     pub next_fh: AtomicU64,
     /// Bytes held in the cache directory.

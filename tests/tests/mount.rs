@@ -335,6 +335,34 @@ fn a_failed_upload_is_an_error_and_the_bytes_are_not_lost() {
 }
 
 #[test]
+fn a_crash_loses_only_what_was_never_flushed_and_keeps_its_bytes() {
+    if !fuse_available() {
+        return;
+    }
+    let cluster = TestCluster::start(6);
+    let mut m = MountProcess::start(&cluster, "crash", "crash", &[]);
+    std::fs::create_dir(m.dir.join("d")).expect("mkdir");
+    std::fs::write(m.dir.join("d/committed"), vec![1u8; 300_000]).expect("write");
+    std::fs::write(m.dir.join("old"), b"old version").expect("write");
+    // Changes that are never flushed: a new file and an overwrite.
+    let mut open = std::fs::File::create(m.dir.join("d/unflushed")).expect("create");
+    open.write_all(&[2u8; 100_000]).expect("write");
+    let changed = std::fs::OpenOptions::new().write(true).open(m.dir.join("old")).expect("open");
+    changed.write_all_at(b"NEW", 0).expect("pwrite");
+    m.kill();
+    drop((open, changed));
+    m.mount(&[]);
+    assert_eq!(std::fs::read(m.dir.join("d/committed")).expect("read"), vec![1u8; 300_000]);
+    assert_eq!(std::fs::read(m.dir.join("old")).expect("read"), b"old version", "the old version, not a mix");
+    assert!(!m.dir.join("d/unflushed").exists());
+    // Their bytes are kept, under their names, and the mount said so.
+    let kept = m.cache.join("kept");
+    assert_eq!(std::fs::read(kept.join("d%2Funflushed")).expect("kept copy"), vec![2u8; 100_000]);
+    assert!(kept.join("old").exists(), "the overwrite is kept too");
+    assert!(m.log_text().contains("had not uploaded"), "{}", m.log_text());
+}
+
+#[test]
 fn daemon_mode_detaches_and_stops_on_sigterm() {
     if !fuse_available() {
         return;
@@ -388,7 +416,7 @@ fn scopeguard(dir: &Path, pid: &str) -> impl Drop {
             while alive(&self.1) && start.elapsed() < Duration::from_secs(60) {
                 std::thread::sleep(Duration::from_millis(100));
             }
-            let _ = Command::new("fusermount3").arg("-uz").arg(&self.0).status();
+            let _ = Command::new("fusermount3").arg("-uz").arg(&self.0).stderr(std::process::Stdio::null()).status();
         }
     }
     Guard(dir.to_path_buf(), pid.to_string())
