@@ -10,9 +10,10 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use cairn_client::Posix;
+use cairn_client::{ObjectInfo, Posix};
 
 use crate::ranges::Ranges;
+use crate::stream::{STREAM_AFTER, Streaming, TailReader};
 
 /// Changes not yet uploaded.
 #[derive(Debug)]
@@ -30,6 +31,10 @@ pub struct Dirty {
     pub posix: Option<Posix>,
     /// Modification time to record (set by `utimens`), ms.
     pub mtime_ms: Option<u64>,
+    /// The upload running while a new file is written ([`crate::stream`]).
+    pub stream: Option<Streaming>,
+    /// A stream failed: the file goes up the ordinary way.
+    pub stream_failed: bool,
 }
 
 impl Dirty {
@@ -40,7 +45,17 @@ impl Dirty {
         std::fs::write(note_of(&path), name)?;
         let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
         file.set_len(size)?;
-        Ok(Self { file, path, written: Ranges::default(), keep: size, len: size, posix: None, mtime_ms: None })
+        Ok(Self {
+            file,
+            path,
+            written: Ranges::default(),
+            keep: size,
+            len: size,
+            posix: None,
+            mtime_ms: None,
+            stream: None,
+            stream_failed: false,
+        })
     }
 
     /// Where the cache file is.
@@ -50,16 +65,47 @@ impl Dirty {
 
     /// Writes `data` at `at`; returns how many bytes the cache holds more.
     pub fn write(&mut self, at: u64, data: &[u8]) -> std::io::Result<u64> {
+        if at != self.len {
+            // Not an append: a stream of the file so far no longer holds.
+            self.stream = None;
+        }
         self.file.write_all_at(data, at)?;
         let before = self.written.total();
         self.written.insert(at..at + data.len() as u64);
         self.len = self.len.max(at + data.len() as u64);
+        if let Some(s) = &self.stream {
+            s.grow(self.len);
+        }
         Ok(self.written.total() - before)
+    }
+
+    /// Whether the file is new and was written from its start to its end
+    /// in order (so a stream of it can go on).
+    pub fn appended_only(&self) -> bool {
+        self.keep == 0 && self.written.iter().count() == 1 && self.written.covers(0..self.len)
+    }
+
+    /// Starts a stream of this file if it is new, written in order and
+    /// long enough; `start` starts the put on the reader it is given.
+    pub fn maybe_stream(
+        &mut self,
+        start: impl FnOnce(TailReader) -> tokio::task::JoinHandle<Result<ObjectInfo, cairn_client::Error>>,
+    ) -> std::io::Result<()> {
+        if self.stream.is_none()
+            && !self.stream_failed
+            && self.mtime_ms.is_none()
+            && self.len >= STREAM_AFTER
+            && self.appended_only()
+        {
+            self.stream = Some(Streaming::start(self.file.try_clone()?, self.len, start));
+        }
+        Ok(())
     }
 
     /// Cuts or extends the file to `len`; returns how many bytes the cache
     /// holds fewer.
     pub fn truncate(&mut self, len: u64) -> std::io::Result<u64> {
+        self.stream = None;
         self.file.set_len(len)?;
         let before = self.written.total();
         self.written.truncate(len);

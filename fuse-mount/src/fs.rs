@@ -346,6 +346,7 @@ impl Filesystem for CairnFs {
                 let added = d.write(offset, data)?;
                 // A write changes the time `utimens` set.
                 d.mtime_ms = None;
+                inner.stream(ino.0, d)?;
                 Ok::<_, Errno>(inner.used.fetch_add(added, Ordering::SeqCst) + added > inner.settings.cache_size)
             })?;
             if over {

@@ -365,23 +365,18 @@ impl Inner {
         }
         let (path, attr) = self.node(ino)?;
         let Some(d) = g.as_mut() else { return Ok(()) };
-        self.fill(state, &path, d).await?;
         let posix = Some(Posix { mode: attr.type_bits() | attr.perm, uid: attr.uid, gid: attr.gid });
         let posix = d.posix.or(posix);
-        let result = if d.complete() {
-            let mut opts = PutOptions { posix, modified_ms: d.mtime_ms, ..PutOptions::default() };
-            if let Some(b) = lock(&state.base).as_ref() {
-                opts.content_type = b.info.content_type.clone();
-                opts.headers = b.info.headers.clone();
-                opts.meta = b.info.meta.clone();
+        let result = match d.stream.take() {
+            Some(s) if d.mtime_ms.is_none() && d.appended_only() => {
+                let r = s.finish(d.len).await;
+                d.stream_failed = r.is_err();
+                r
             }
-            let reader = d.reader(0..d.len)?;
-            self.bucket.put(&path, reader, opts).await
-        } else {
-            let writes =
-                d.written.iter().map(|r| Ok((r.start, d.reader(r.clone())?))).collect::<std::io::Result<Vec<_>>>()?;
-            let patch = Patch { keep: d.keep, len: d.len, writes, posix, modified_ms: d.mtime_ms };
-            self.bucket.patch(&path, patch).await
+            other => {
+                drop(other);
+                self.upload(state, &path, d, posix).await?
+            }
         };
         match result {
             Ok(info) => {
@@ -403,6 +398,47 @@ impl Inner {
                 })
             }
         }
+    }
+
+    /// Starts streaming file `ino` up while it is written, if it is new,
+    /// written in order and long enough ([`crate::stream`]).
+    pub fn stream(&self, ino: u64, d: &mut Dirty) -> Result<(), Errno> {
+        if d.stream.is_some() || d.stream_failed || d.len < crate::stream::STREAM_AFTER || !d.appended_only() {
+            return Ok(());
+        }
+        let (path, attr) = self.node(ino)?;
+        let posix = d.posix.or(Some(Posix { mode: attr.type_bits() | attr.perm, uid: attr.uid, gid: attr.gid }));
+        let (bucket, rt) = (self.bucket.clone(), self.rt.clone());
+        d.maybe_stream(|reader| {
+            rt.spawn(async move { bucket.put(&path, reader, PutOptions { posix, ..PutOptions::default() }).await })
+        })?;
+        Ok(())
+    }
+
+    /// The ordinary upload of `d`: whole, or the written ranges.
+    async fn upload(
+        &self,
+        state: &FileState,
+        path: &str,
+        d: &mut Dirty,
+        posix: Option<Posix>,
+    ) -> Result<Result<cairn_client::ObjectInfo, cairn_client::Error>, Errno> {
+        self.fill(state, path, d).await?;
+        Ok(if d.complete() {
+            let mut opts = PutOptions { posix, modified_ms: d.mtime_ms, ..PutOptions::default() };
+            if let Some(b) = lock(&state.base).as_ref() {
+                opts.content_type = b.info.content_type.clone();
+                opts.headers = b.info.headers.clone();
+                opts.meta = b.info.meta.clone();
+            }
+            let reader = d.reader(0..d.len)?;
+            self.bucket.put(path, reader, opts).await
+        } else {
+            let writes =
+                d.written.iter().map(|r| Ok((r.start, d.reader(r.clone())?))).collect::<std::io::Result<Vec<_>>>()?;
+            let patch = Patch { keep: d.keep, len: d.len, writes, posix, modified_ms: d.mtime_ms };
+            self.bucket.patch(path, patch).await
+        })
     }
 
     /// Fetches stored bytes into the cache so the upload is one piece (a

@@ -23,6 +23,7 @@ pub mod inner;
 pub mod nodes;
 pub mod ranges;
 pub mod readahead;
+pub mod stream;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

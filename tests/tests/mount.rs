@@ -268,6 +268,23 @@ fn a_big_file_survives_a_remount_and_sigterm_keeps_an_open_file() {
     let want = sha256(&local);
     std::fs::copy(&local, m.dir.join("big")).expect("copy in");
     assert_eq!(sha256(&m.dir.join("big")), want);
+    // A new file that starts streaming up and is then changed elsewhere
+    // (the stream is dropped; the file goes up the ordinary way).
+    let mut expect = Vec::new();
+    {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let mut f = std::fs::File::create(m.dir.join("changed")).expect("create");
+        for _ in 0..20 {
+            let chunk = random_bytes(&mut rng, 1 << 20);
+            f.write_all(&chunk).expect("write");
+            expect.extend_from_slice(&chunk);
+        }
+        f.write_all_at(b"HEAD", 0).expect("pwrite");
+        expect[..4].copy_from_slice(b"HEAD");
+        f.set_len(19 << 20).expect("truncate");
+        expect.truncate(19 << 20);
+    }
+    assert!(std::fs::read(m.dir.join("changed")).expect("read") == expect);
     // A file still open for writing when SIGTERM comes: its bytes go up
     // before the mount exits.
     let mut open = std::fs::File::create(m.dir.join("open")).expect("create");
@@ -277,6 +294,7 @@ fn a_big_file_survives_a_remount_and_sigterm_keeps_an_open_file() {
     m.mount(&[]);
     assert_eq!(sha256(&m.dir.join("big")), want, "after a remount");
     assert_eq!(std::fs::read(m.dir.join("open")).expect("read"), vec![5u8; 3 << 20]);
+    assert!(std::fs::read(m.dir.join("changed")).expect("read") == expect, "after a remount");
     // A range in the middle, as a program that seeks would read it.
     let f = std::fs::File::open(m.dir.join("big")).expect("open");
     let mut mid = vec![0u8; 100_000];
