@@ -626,18 +626,7 @@ async fn setattr(inner: &Inner, ino: u64, c: Change) -> Result<Attr, Errno> {
         NodeKind::Dir if c.size.is_some() => return Err(Errno::EISDIR),
         NodeKind::Dir => {}
         NodeKind::Symlink(_) if c.size.is_some() => return Err(Errno::EINVAL),
-        NodeKind::Symlink(_) => {
-            let info = inner
-                .bucket
-                .update(&path, |e| {
-                    e.posix = Some(posix);
-                    e.modified_ms = new.mtime_ms;
-                    Ok(())
-                })
-                .await
-                .map_err(|e| errno(&e))?;
-            new = Attr::of(&info, inner.settings.owner);
-        }
+        NodeKind::Symlink(_) => new = store_attrs(inner, &path, posix, new.mtime_ms).await?,
         NodeKind::File => {
             let state = inner.state(ino);
             let local = lock(&inner.table).local.contains(&path);
@@ -664,16 +653,7 @@ async fn setattr(inner: &Inner, ino: u64, c: Change) -> Result<Attr, Errno> {
                     return inner.node(ino).map(|n| n.1);
                 }
             } else {
-                let info = inner
-                    .bucket
-                    .update(&path, |e| {
-                        e.posix = Some(posix);
-                        e.modified_ms = new.mtime_ms;
-                        Ok(())
-                    })
-                    .await
-                    .map_err(|e| errno(&e))?;
-                new = Attr::of(&info, inner.settings.owner);
+                new = store_attrs(inner, &path, posix, new.mtime_ms).await?;
             }
         }
     }
@@ -682,6 +662,21 @@ async fn setattr(inner: &Inner, ino: u64, c: Change) -> Result<Attr, Errno> {
         n.seen = std::time::Instant::now();
     }
     inner.node(ino).map(|n| n.1)
+}
+
+/// Records `posix` and `mtime_ms` with the stored entry of `path` (one
+/// index update; the bytes stay).
+async fn store_attrs(inner: &Inner, path: &str, posix: Posix, mtime_ms: u64) -> Result<Attr, Errno> {
+    let info = inner
+        .bucket
+        .update(path, |e| {
+            e.posix = Some(posix);
+            e.modified_ms = mtime_ms;
+            Ok(())
+        })
+        .await
+        .map_err(|e| errno(&e))?;
+    Ok(Attr::of(&info, inner.settings.owner))
 }
 
 async fn unlink(inner: &Inner, dir: &str, name: &str) -> Result<(), Errno> {
