@@ -48,6 +48,19 @@ impl CairnFs {
         fh
     }
 
+    /// `O_TRUNC`: the file starts empty here; the close commits it.
+    fn truncate_on_open(&self, ino: u64, state: &crate::inner::FileState) -> Result<(), Errno> {
+        let mut g = state.dirty.blocking_lock();
+        match g.as_mut() {
+            Some(d) => {
+                let freed = d.truncate(0)?;
+                self.0.used.fetch_sub(freed, Ordering::SeqCst);
+            }
+            None => *g = Some(self.0.new_dirty(ino, 0)?),
+        }
+        Ok(())
+    }
+
     fn handle(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
         lock(&self.0.handles).get(&fh.0).cloned().ok_or(Errno::EBADF)
     }
@@ -85,6 +98,9 @@ impl Filesystem for CairnFs {
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // `open(O_TRUNC)` arrives as one open, not as a truncate (which,
+        // with nothing open, would commit an empty file) and then an open.
+        let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         Ok(())
     }
 
@@ -285,6 +301,9 @@ impl Filesystem for CairnFs {
                 NodeKind::Symlink(_) => return Err(Errno::ELOOP),
             }
             let state = self.0.state(ino.0);
+            if flags.0 & O_TRUNC != 0 && flags.acc_mode() != OpenAccMode::O_RDONLY {
+                self.truncate_on_open(ino.0, &state)?;
+            }
             // Reads start from the newest stored version seen.
             let stale = lock(&state.base)
                 .as_ref()
@@ -563,6 +582,9 @@ impl Filesystem for CairnFs {
                     return Err(Errno::EISDIR);
                 }
                 let ino = self.0.remember(&path, existing.clone());
+                if flags & O_TRUNC != 0 {
+                    self.truncate_on_open(ino, &self.0.state(ino))?;
+                }
                 let fh = self.open_handle(ino);
                 return Ok((ino, self.0.node(ino)?.1, fh));
             }
@@ -600,6 +622,9 @@ impl Filesystem for CairnFs {
 const fn libc_o_excl() -> i32 {
     0o200
 }
+
+/// `O_TRUNC` on Linux.
+const O_TRUNC: i32 = 0o1000;
 
 /// What a `setattr` changes.
 #[derive(Debug)]

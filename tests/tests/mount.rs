@@ -172,6 +172,10 @@ fn file_operations_match_a_local_copy() {
     assert_eq!(std::fs::read(m.dir.join("ren/z/b/f")).expect("read"), b"inside");
     assert!(!m.dir.join("ren/a").exists());
     std::fs::remove_dir_all(m.dir.join("ren")).expect("rm -r");
+    // A shell redirection onto an existing file (open with O_TRUNC).
+    sh(&m.dir, "seq 1 100000 > trunc && echo short > trunc");
+    assert_eq!(std::fs::read(m.dir.join("trunc")).expect("read"), b"short\n");
+    std::fs::remove_file(m.dir.join("trunc")).expect("rm");
     // Modes and times are kept.
     let p = m.dir.join("moded");
     std::fs::write(&p, b"x").expect("write");
