@@ -308,13 +308,26 @@ impl Filesystem for CairnFs {
             let stale = lock(&state.base)
                 .as_ref()
                 .is_some_and(|b| b.info.modified_ms != attr.mtime_ms || b.info.size != attr.size);
-            if stale && state.dirty.try_lock().is_ok_and(|d| d.is_none()) {
+            let clean = state.dirty.try_lock().is_ok_and(|d| d.is_none());
+            if stale && clean {
                 *lock(&state.base) = None;
             }
-            Ok(self.open_handle(ino.0))
+            // The kernel's page cache of this file is the cache of recently
+            // read blocks: kept across opens while the version is the same.
+            let version = (attr.mtime_ms, attr.size);
+            let keep = match lock(&self.0.table).get_mut(ino.0) {
+                Some(n) if clean => n.opened.replace(version) == Some(version),
+                Some(n) => {
+                    n.opened = None;
+                    false
+                }
+                None => false,
+            };
+            let flags = if keep { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
+            Ok((self.open_handle(ino.0), flags))
         })();
         match r {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok((fh, flags)) => reply.opened(FileHandle(fh), flags),
             Err(e) => reply.error(e),
         }
     }

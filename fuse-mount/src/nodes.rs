@@ -132,6 +132,9 @@ pub struct Node {
     pub attr: Attr,
     /// When they were seen.
     pub seen: Instant,
+    /// The version (mtime, size) the kernel cached pages of at the last
+    /// open: if the next open finds the same, the pages are kept.
+    pub opened: Option<(u64, u64)>,
 }
 
 /// Inode numbers, names and cached listings.
@@ -159,7 +162,7 @@ impl Table {
             generations: HashMap::new(),
             local: BTreeSet::new(),
         };
-        t.by_ino.insert(ROOT, Node { path: String::new(), attr: root, seen: Instant::now() });
+        t.by_ino.insert(ROOT, Node { path: String::new(), attr: root, seen: Instant::now(), opened: None });
         t.by_path.insert(String::new(), ROOT);
         t
     }
@@ -195,7 +198,7 @@ impl Table {
         }
         let ino = self.next;
         self.next += 1;
-        self.by_ino.insert(ino, Node { path: path.to_string(), attr, seen: Instant::now() });
+        self.by_ino.insert(ino, Node { path: path.to_string(), attr, seen: Instant::now(), opened: None });
         self.by_path.insert(path.to_string(), ino);
         ino
     }

@@ -418,6 +418,14 @@ fn daemon_mode_detaches_and_stops_on_sigterm() {
         assert!(start.elapsed() < Duration::from_secs(10), "the first mount never saw the second's file");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // A change by the other mount shows within a few seconds, though this
+    // one read the old version before (its cached pages are dropped).
+    std::fs::write(m.dir.join("from-first"), b"one, changed").expect("overwrite");
+    let start = Instant::now();
+    while std::fs::read(dir.join("from-first")).ok().as_deref() != Some(b"one, changed".as_slice()) {
+        assert!(start.elapsed() < Duration::from_secs(10), "the change never showed in the second mount");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     drop(unmount);
     assert!(!alive(&pid), "the daemon exited");
 }
