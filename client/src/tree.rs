@@ -41,6 +41,8 @@ use crate::index::{
 use crate::pages::Pages;
 use crate::tasks::Tasks;
 
+/// Lookups of a head before finding an older one than seen is an error.
+const BEHIND_ATTEMPTS: u32 = 3;
 /// Groups waiting for the committer.
 const QUEUE: usize = 1024;
 /// Most ops in one commit.
@@ -149,6 +151,19 @@ impl Tree {
             && s.taken.elapsed() <= max_age
         {
             return Ok(s);
+        }
+        // A lookup may reach only nodes that missed the newest record (a
+        // commit needs a majority, not all): an older head is looked up
+        // again before it is called a rollback.
+        let mut wait = Duration::from_millis(50);
+        for _ in 1..BEHIND_ATTEMPTS {
+            match self.inner.load().await {
+                Err(Error::HeadBehind { .. }) => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 3;
+                }
+                r => return r,
+            }
         }
         self.inner.load().await
     }
