@@ -223,7 +223,9 @@ impl MountBench {
         let puts = futures::stream::iter(0..small)
             .map(|i| {
                 let b = direct.clone();
-                async move { cairn_client::bucket::put_bytes(&b, &format!("small-direct/f{i}"), vec![1u8; 4096]).await }
+                // As the mount's writers: 16 directories.
+                let key = format!("small-direct/w{}/f{i}", i % 16);
+                async move { cairn_client::bucket::put_bytes(&b, &key, vec![1u8; 4096]).await }
             })
             .buffer_unordered(16);
         for r in puts.collect::<Vec<_>>().await {
