@@ -11,10 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use cairn_cli::config::{ConfigFile, open_key};
-use cairn_cli::devnet::{start_nodes, write_client_config};
-use cairn_client::{Bucket, Client, PutOptions};
-use cairn_crypto::KdfParams;
+use cairn_cli::devnet::start_scratch;
+use cairn_client::{Bucket, PutOptions};
 use futures::StreamExt;
 use rand::{RngCore, SeedableRng};
 
@@ -143,14 +141,8 @@ impl MountBench {
             bail!("/dev/fuse is missing: this machine cannot mount FUSE file systems");
         }
         let dir = tempfile::tempdir()?;
-        let d = dir.path().to_path_buf();
-        let n = self.nodes;
-        let nodes = tokio::task::spawn_blocking(move || start_nodes(&d, n, "64GiB")).await??;
-        let kdf = KdfParams { m_cost: 8, t_cost: 1, p_cost: 1 };
-        let config = write_client_config(dir.path(), &nodes, kdf)?;
-        let file = ConfigFile::load(&config)?;
-        let root = open_key(&file.key_path(&config))?;
-        let client = Arc::new(Client::connect(&root, file.client_config(&config)?).await?);
+        let (nodes, config) = start_scratch(dir.path(), self.nodes).await?;
+        let client = Arc::new(crate::commands::connect(&config).await?);
         client.create_bucket("bench", None).await?;
         let direct = client.bucket("bench").await?;
         let s = client.bucket_defaults();

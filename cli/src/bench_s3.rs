@@ -13,10 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use cairn_cli::config::{ConfigFile, open_key};
-use cairn_cli::devnet::{start_nodes, write_client_config};
-use cairn_client::{Bucket, Client, PutOptions};
-use cairn_crypto::KdfParams;
+use cairn_cli::devnet::start_scratch;
+use cairn_client::{Bucket, PutOptions};
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HttpClient;
@@ -211,11 +209,7 @@ impl S3Bench {
     /// Runs the benchmark and prints its figures.
     pub async fn run(self) -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let d = dir.path().to_path_buf();
-        let n = self.nodes;
-        let nodes = tokio::task::spawn_blocking(move || start_nodes(&d, n, "64GiB")).await??;
-        let kdf = KdfParams { m_cost: 8, t_cost: 1, p_cost: 1 };
-        let config = write_client_config(dir.path(), &nodes, kdf)?;
+        let (nodes, config) = start_scratch(dir.path(), self.nodes).await?;
         let keys_file = cairn_cli::gateway::keys_path(&config, None);
         let key = cairn_s3_gateway::keys::add(&keys_file, "bench", false, None)?;
         let mut child = Command::new(std::env::current_exe()?)
@@ -240,9 +234,7 @@ impl S3Bench {
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        let file = ConfigFile::load(&config)?;
-        let root = open_key(&file.key_path(&config))?;
-        let client = Client::connect(&root, file.client_config(&config)?).await?;
+        let client = crate::commands::connect(&config).await?;
         client.create_bucket("bench", None).await?;
         let direct = client.bucket("bench").await?;
         let mut connector = HttpConnector::new();

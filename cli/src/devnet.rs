@@ -194,6 +194,16 @@ pub fn write_client_config(dir: &Path, nodes: &[NodeProcess], kdf: KdfParams) ->
     Ok(path)
 }
 
+/// A throwaway network for a benchmark: `count` nodes with room to spare
+/// under `dir`, and a client config for them (with a fast key derivation:
+/// the key dies with the directory).
+pub async fn start_scratch(dir: &Path, count: usize) -> anyhow::Result<(Vec<NodeProcess>, PathBuf)> {
+    let d = dir.to_path_buf();
+    let nodes = tokio::task::spawn_blocking(move || start_nodes(&d, count, "64GiB")).await??;
+    let config = write_client_config(dir, &nodes, KdfParams { m_cost: 8, t_cost: 1, p_cost: 1 })?;
+    Ok((nodes, config))
+}
+
 /// `cairn devnet`: runs until Ctrl-C or SIGTERM.
 pub async fn run(
     dir: &Path,
