@@ -25,9 +25,6 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
-    /// The bucket could not be opened.
-    #[error(transparent)]
-    Client(#[from] ClientError),
     /// Files whose changes could not be uploaded before the mount ended;
     /// their local copies are kept.
     #[error("{} file(s) were not uploaded; their local copies are kept in {}", .files.len(), .kept.display())]

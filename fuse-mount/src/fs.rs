@@ -61,6 +61,25 @@ impl CairnFs {
         Ok(())
     }
 
+    /// The directory and name a change applies to (refused when read-only).
+    fn target(&self, parent: INodeNo, name: &OsStr) -> Result<(String, String), Errno> {
+        self.writable()?;
+        Ok((self.0.dir_path(parent.0)?, name_str(name)?.to_string()))
+    }
+
+    /// Uploads what file `ino` holds for `fh` (flush and fsync).
+    fn upload(&self, ino: INodeNo, fh: FileHandle, reply: ReplyEmpty) {
+        let h = match self.handle(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        let inner = Arc::clone(&self.0);
+        self.spawn(async move {
+            let r = inner.flush(ino.0, &h.state).await;
+            empty(reply, r);
+        });
+    }
+
     fn handle(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
         lock(&self.0.handles).get(&fh.0).cloned().ok_or(Errno::EBADF)
     }
@@ -163,7 +182,7 @@ impl Filesystem for CairnFs {
         let inner = Arc::clone(&self.0);
         let ttl = self.ttl();
         let owner = (req.uid(), req.gid());
-        let prepared = self.writable().and_then(|()| Ok((self.0.dir_path(parent.0)?, name_str(name)?.to_string())));
+        let prepared = self.target(parent, name);
         self.spawn(async move {
             let r = async {
                 let (dir, name) = prepared?;
@@ -185,7 +204,7 @@ impl Filesystem for CairnFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let inner = Arc::clone(&self.0);
-        let prepared = self.writable().and_then(|()| Ok((self.0.dir_path(parent.0)?, name_str(name)?.to_string())));
+        let prepared = self.target(parent, name);
         self.spawn(async move {
             let r = async {
                 let (dir, name) = prepared?;
@@ -198,7 +217,7 @@ impl Filesystem for CairnFs {
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let inner = Arc::clone(&self.0);
-        let prepared = self.writable().and_then(|()| Ok((self.0.dir_path(parent.0)?, name_str(name)?.to_string())));
+        let prepared = self.target(parent, name);
         self.spawn(async move {
             let r = async {
                 let (dir, name) = prepared?;
@@ -233,8 +252,7 @@ impl Filesystem for CairnFs {
         let ttl = self.ttl();
         let owner = (req.uid(), req.gid());
         let target = target.to_str().map(str::to_string).ok_or(Errno::EINVAL);
-        let prepared =
-            self.writable().and_then(|()| Ok((self.0.dir_path(parent.0)?, name_str(link_name)?.to_string())));
+        let prepared = self.target(parent, link_name);
         self.spawn(async move {
             let r = async {
                 let (dir, name) = prepared?;
@@ -271,17 +289,10 @@ impl Filesystem for CairnFs {
         }
         let inner = Arc::clone(&self.0);
         let replace = !flags.contains(RenameFlags::RENAME_NOREPLACE);
-        let prepared = self.writable().and_then(|()| {
-            Ok((
-                self.0.dir_path(parent.0)?,
-                name_str(name)?.to_string(),
-                self.0.dir_path(newparent.0)?,
-                name_str(newname)?.to_string(),
-            ))
-        });
+        let prepared = self.target(parent, name).and_then(|from| Ok((from, self.target(newparent, newname)?)));
         self.spawn(async move {
             let r = async {
-                let (dir, name, newdir, newname) = prepared?;
+                let ((dir, name), (newdir, newname)) = prepared?;
                 rename(&inner, (&dir, &name), (&newdir, &newname), replace).await
             }
             .await;
@@ -395,15 +406,7 @@ impl Filesystem for CairnFs {
     }
 
     fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        let h = match self.handle(fh) {
-            Ok(h) => h,
-            Err(e) => return reply.error(e),
-        };
-        let inner = Arc::clone(&self.0);
-        self.spawn(async move {
-            let r = inner.flush(ino.0, &h.state).await;
-            empty(reply, r);
-        });
+        self.upload(ino, fh, reply);
     }
 
     fn release(
@@ -434,15 +437,7 @@ impl Filesystem for CairnFs {
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let h = match self.handle(fh) {
-            Ok(h) => h,
-            Err(e) => return reply.error(e),
-        };
-        let inner = Arc::clone(&self.0);
-        self.spawn(async move {
-            let r = inner.flush(ino.0, &h.state).await;
-            empty(reply, r);
-        });
+        self.upload(ino, fh, reply);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -588,7 +583,7 @@ impl Filesystem for CairnFs {
             let name = name_str(name)?;
             let path = join(&dir, name);
             if let Some(existing) = self.0.children(&dir)?.get(name) {
-                if flags & libc_o_excl() != 0 {
+                if flags & O_EXCL != 0 {
                     return Err(Errno::EEXIST);
                 }
                 if existing.kind != NodeKind::File {
@@ -632,9 +627,7 @@ impl Filesystem for CairnFs {
 }
 
 /// `O_EXCL` on Linux.
-const fn libc_o_excl() -> i32 {
-    0o200
-}
+const O_EXCL: i32 = 0o200;
 
 /// `O_TRUNC` on Linux.
 const O_TRUNC: i32 = 0o1000;
@@ -725,8 +718,10 @@ async fn unlink(inner: &Inner, dir: &str, name: &str) -> Result<(), Errno> {
         Some(NodeKind::Dir) => return Err(Errno::EISDIR),
         Some(_) => {}
     }
-    let ino = lock(&inner.table).ino(&path);
-    let local = lock(&inner.table).local.contains(&path);
+    let (ino, local) = {
+        let t = lock(&inner.table);
+        (t.ino(&path), t.local.contains(&path))
+    };
     if let Some(state) = ino.and_then(|i| lock(&inner.files).get(&i).cloned()) {
         state.unlinked.store(true, Ordering::SeqCst);
         if let Ok(mut g) = state.dirty.try_lock() {
