@@ -178,7 +178,7 @@ impl Client {
         let signer = account.bucket_list_signer();
         let key = account.bucket_list_key();
         let pages = Pages::new(key.clone(), signer.public_key(), Arc::clone(&transfer), cache.clone());
-        let list = Tree::new(net, signer, key, pages, TreeOptions::default(), &tasks);
+        let list = Tree::new(signer, key, pages, TreeOptions::default(), &tasks);
         Ok(Self {
             network: Some(network),
             account,
@@ -326,7 +326,7 @@ impl Client {
         let pages =
             Pages::new(keys.index.clone(), keys.signer.public_key(), Arc::clone(&self.transfer), self.cache.clone());
         let opts = TreeOptions { retire: Some(Arc::new(crate::gc::Retirer)), must_exist: info.head_published };
-        Tree::new(self.transfer.net().clone(), keys.signer.clone(), keys.index.clone(), pages, opts, &self.tasks)
+        Tree::new(keys.signer.clone(), keys.index.clone(), pages, opts, &self.tasks)
     }
 }
 

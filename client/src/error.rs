@@ -127,6 +127,36 @@ pub enum Error {
         /// Highest sequence seen before.
         seen: u64,
     },
+    /// Too few of the nodes that hold a tree's head record answered.
+    #[error("only {answered} of the {needed} nodes needed for head record {record} answered: {last}")]
+    HeadUnreachable {
+        /// The tree's head record.
+        record: RecordId,
+        /// Nodes that answered.
+        answered: usize,
+        /// Answers needed (a majority of the record's nodes).
+        needed: usize,
+        /// The last failure.
+        last: Box<Error>,
+    },
+    /// A commit lost its compare-and-swap: nodes hold a head record of the
+    /// sequence it offered or a higher one (another writer was first). The
+    /// committer reads the new head and applies its ops again.
+    #[error("another writer published head record {record} first (sequence {held})")]
+    HeadRaced {
+        /// The tree's head record.
+        record: RecordId,
+        /// Highest sequence the refusing nodes hold.
+        held: u64,
+    },
+    /// A node answered a head request with an answer of another kind.
+    #[error("a node answered {got} to a head {asked}")]
+    BadHeadAnswer {
+        /// What was asked.
+        asked: &'static str,
+        /// What came back.
+        got: &'static str,
+    },
     /// Head records were found, but none opens and decodes.
     #[error("no version of head record {record} (sequence {seq}) can be read: sealed with another key or damaged")]
     HeadUnreadable {

@@ -13,7 +13,8 @@
 //!   ([`transfer`]).
 //! - Metadata: each bucket is a tree of sealed index pages ([`index`],
 //!   [`pages`]) whose root a signed head record in the DHT names, written
-//!   with group commit and compare-and-swap ([`tree`]); objects live in
+//!   with group commit and compare-and-swap ([`tree`]) on a majority of
+//!   the record's nodes (`heads`); objects live in
 //!   buckets ([`bucket`]), buckets in the account's list ([`client`]).
 //! - Objects as extents over shared data versions ([`entry`], [`objects`]),
 //!   collected once no name uses them ([`gc`]); listing ([`listing`]);
@@ -32,6 +33,7 @@ pub mod error;
 pub mod etag;
 pub mod formats;
 pub mod gc;
+mod heads;
 pub mod index;
 pub mod listing;
 pub mod multipart;

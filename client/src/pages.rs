@@ -50,6 +50,11 @@ impl Pages {
         self.cache.as_ref()
     }
 
+    /// The transfers pages go through.
+    pub fn transfer(&self) -> &Arc<Transfer> {
+        &self.transfer
+    }
+
     /// The token that deletes a page's copies.
     pub fn token(&self, id: &ShardId) -> [u8; 32] {
         delete_token(self.key.as_bytes(), &id.0)

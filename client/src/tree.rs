@@ -7,14 +7,20 @@
 //! Each group applies atomically or not at all (its preconditions, see
 //! [`Expect`]); the tree stamps every op from its hybrid logical clock.
 //!
-//! A commit is a compare-and-swap on the sequence number: it reads the
-//! newest head, applies its ops, and publishes `sequence + 1` to a majority
-//! of the record's closest nodes. Nodes refuse a sequence they already
-//! hold, so of two writers racing on one sequence at most one gets its
-//! majority; the other reads again and re-applies its ops on top. A reader
-//! that finds two records with the newest sequence (a writer that lost a
-//! race, or a majority that could not be reached) merges their trees key
-//! by key, the larger stamp winning, tombstones included.
+//! A commit is a compare-and-swap on the sequence number: it applies its
+//! ops to the newest head it knows and publishes `sequence + 1` to a
+//! majority of the record's closest nodes (see `heads`). Nodes refuse a
+//! sequence they already hold, and answer with the record they hold, so of
+//! two writers racing on one sequence at most one gets its majority; the
+//! other reads again and re-applies its ops on top. The first attempt
+//! builds on the head this client last read or published, without asking
+//! the nodes again: if another writer was first, the refusals say so in
+//! the same round trip. Head reads ask the same nodes and end at a
+//! majority of answers, which always meets the majority that took the
+//! newest acknowledged record. A reader that finds two records with the
+//! newest sequence (a writer that lost a race, or a majority that could
+//! not be reached) merges their trees key by key, the larger stamp
+//! winning, tombstones included.
 //!
 //! A tree never goes back: the client keeps the highest (sequence, root)
 //! it has seen in memory and in its cache, and a head lookup that finds
@@ -27,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_crypto::{RecordSigner, SymmetricKey};
-use cairn_net::{NetHandle, PeerId};
+use cairn_net::PeerId;
 use cairn_proto::RecordId;
 use cairn_proto::head::HeadRecord;
 use futures::{StreamExt, TryStreamExt, stream};
@@ -35,6 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, PageFault};
 use crate::formats::{self, HeadPayload, Mark};
+use crate::heads;
 use crate::index::{
     self, Clock, Conflict, Edit, Expect, Leaf, LeafRef, Op, Page, PagePtr, Replaced, Root, Slot, Value,
 };
@@ -85,7 +92,7 @@ pub struct Snapshot {
 type Reply = oneshot::Sender<Result<Replaced, Error>>;
 
 struct Inner {
-    net: NetHandle,
+    tasks: Tasks,
     signer: RecordSigner,
     key: SymmetricKey,
     pages: Pages,
@@ -114,17 +121,10 @@ impl Tree {
     /// A tree whose head is signed by `signer` and whose pages and head
     /// payload are sealed with `key`. Its committer task runs on `tasks`
     /// until the last handle is dropped or the client shuts down.
-    pub fn new(
-        net: NetHandle,
-        signer: RecordSigner,
-        key: SymmetricKey,
-        pages: Pages,
-        opts: TreeOptions,
-        tasks: &Tasks,
-    ) -> Self {
+    pub fn new(signer: RecordSigner, key: SymmetricKey, pages: Pages, opts: TreeOptions, tasks: &Tasks) -> Self {
         let id = HeadRecord::record_id_for(&signer.public_key());
         let inner = Arc::new(Inner {
-            net,
+            tasks: tasks.clone(),
             signer,
             key,
             pages,
@@ -285,13 +285,23 @@ impl Inner {
         }
     }
 
-    /// Reads the newest head from the DHT; merges diverged variants.
+    /// The head records a majority of the record's nodes hold. If too few
+    /// answer, the nodes are looked up again once (they may have changed).
+    async fn read_heads(&self) -> Result<Vec<HeadRecord>, Error> {
+        let transfer = self.pages.transfer();
+        let peers = self.record_peers(false).await?;
+        match heads::read(transfer, &self.tasks, self.id, &peers).await {
+            Err(Error::HeadUnreachable { .. }) => {
+                let peers = self.record_peers(true).await?;
+                heads::read(transfer, &self.tasks, self.id, &peers).await
+            }
+            r => r,
+        }
+    }
+
+    /// Reads the newest head from the record's nodes; merges diverged variants.
     async fn load(&self) -> Result<Snapshot, Error> {
-        let records = match self.net.get_record(self.id).await {
-            Ok(r) => r,
-            Err(cairn_net::Error::RecordNotFound) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
+        let records = self.read_heads().await?;
         let public = self.signer.public_key();
         let seq = records.iter().filter(|r| r.public_key == public).map(|r| r.sequence).max().unwrap_or(0);
         let seen = self.floor().await;
@@ -401,8 +411,9 @@ impl Inner {
         {
             return Ok(p);
         }
-        let peers: Vec<PeerId> =
-            self.net.closest_peers(self.id.0.to_vec()).await?.into_iter().map(|(p, _)| p).collect();
+        let found = self.pages.transfer().net().closest_peers(self.id.0.to_vec()).await?;
+        self.pages.transfer().nodes().add(found.iter().cloned());
+        let peers: Vec<PeerId> = found.into_iter().map(|(p, _)| p).collect();
         if peers.is_empty() {
             return Err(Error::NoNodes);
         }
@@ -464,13 +475,18 @@ impl Inner {
         }
     }
 
-    /// One attempt: read, apply, store pages, publish with a majority.
+    /// One attempt: apply to the newest head known (the first attempt) or
+    /// read, store pages, publish with a majority.
     async fn try_commit(
         &self,
         groups: &[Vec<Op>],
         attempt: u32,
     ) -> Result<(Vec<Result<Replaced, Conflict>>, Vec<PagePtr>), Error> {
-        let base = self.load().await?;
+        let known = if attempt == 0 { self.lock_latest().clone() } else { None };
+        let base = match known {
+            Some(s) => s,
+            None => self.load().await?,
+        };
         let now_ms = crate::bucket::now_ms();
         let (slots, results, clock, replaced_pages) = self.edit(&base, groups, now_ms).await?;
         if results.iter().all(Result::is_err) {
@@ -485,11 +501,10 @@ impl Inner {
         let public_key = self.signer.public_key();
         let signature = self.signer.sign(&HeadRecord::signing_bytes(&public_key, seq, &sealed));
         let record = HeadRecord { public_key, sequence: seq, payload: sealed, signature };
-        let peers = self.record_peers(attempt > 0).await?;
-        let quorum = peers.len() / 2 + 1;
+        let peers = self.record_peers(attempt > 1).await?;
         // Pages of an attempt that lost are left to expire: a minority of
         // nodes may hold its record, and a reader merges what it names.
-        self.net.put_record_to(record, peers, quorum).await?;
+        heads::publish(self.pages.transfer(), &self.tasks, &peers, &record).await?;
         {
             let mut c = self.clock.lock().unwrap_or_else(|e| e.into_inner());
             *c = (*c).max(clock);
@@ -515,6 +530,12 @@ impl Inner {
                 // build on it. Say so at once.
                 Err(e @ (Error::HeadBehind { .. } | Error::HeadUnreadable { .. })) if attempt + 1 >= 3 => {
                     return Err(e);
+                }
+                // The first attempt built on a head that was not the newest:
+                // read it and go again at once.
+                Err(e @ Error::HeadRaced { .. }) if attempt == 0 => {
+                    tracing::debug!(error = %e, "commit built on an old head; reading the new one");
+                    last = Some(e);
                 }
                 Err(e) => {
                     tracing::debug!(attempt, error = %e, "commit attempt failed; retrying");

@@ -61,6 +61,14 @@ pub enum Error {
         /// Response received.
         got: String,
     },
+    /// The peer sent a head record that is not valid under the id asked.
+    #[error("peer {peer} sent an invalid head record: {reason}")]
+    BadRecord {
+        /// The peer.
+        peer: PeerId,
+        /// What is wrong with it.
+        reason: cairn_proto::head::RecordRefused,
+    },
     /// A request took too long.
     #[error("request to {peer} timed out")]
     Timeout {

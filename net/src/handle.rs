@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::error::Error;
-use crate::store::RecordBackend;
+use crate::store::{Heads, RecordBackend};
 use crate::swarm::{self, Command, NetConfig};
 
 /// The shard protocol as a libp2p protocol name.
@@ -23,6 +23,9 @@ pub const SHARD: StreamProtocol = StreamProtocol::new(SHARD_PROTOCOL);
 pub struct Network {
     /// Talk to the network through this.
     pub handle: NetHandle,
+    /// The head records this peer holds (a node serves `GetHead` and
+    /// `PutHead` from them).
+    pub heads: Arc<Heads>,
     task: JoinHandle<()>,
 }
 
@@ -30,9 +33,10 @@ impl Network {
     /// Starts the Swarm on the current tokio runtime. `records` holds the
     /// DHT records this peer stores.
     pub fn start(cfg: NetConfig, records: Arc<dyn RecordBackend>) -> Result<Self, Error> {
-        let (ev, commands, control, peer) = swarm::build(cfg, records)?;
+        let heads = Heads::new(records);
+        let (ev, commands, control, peer) = swarm::build(cfg, Arc::clone(&heads))?;
         let task = tokio::spawn(ev.run());
-        Ok(Self { handle: NetHandle { commands, control, peer }, task })
+        Ok(Self { handle: NetHandle { commands, control, peer }, heads, task })
     }
 
     /// Stops the event loop (open connections are closed) and waits for it.

@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use cairn_proto::ShardId;
 use cairn_proto::codec::{self, FRAME_HEADER_LEN};
+use cairn_proto::head::HeadRecord;
 use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, NodeStats, Request, Response};
+use cairn_proto::{RecordId, ShardId};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, Stream};
 
@@ -24,6 +25,16 @@ impl Default for Timeouts {
     fn default() -> Self {
         Self { open: Duration::from_secs(10), request: Duration::from_secs(120) }
     }
+}
+
+/// What a node did with an offered head record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeadPut {
+    /// It stored it (or held this very record).
+    Stored,
+    /// It holds this valid record, with the same sequence or a higher one,
+    /// and kept it.
+    Held(HeadRecord),
 }
 
 /// Talks the shard protocol to one peer.
@@ -187,5 +198,32 @@ impl ShardClient {
             Response::Stats(s) => Ok(s),
             other => Err(self.unexpected("stats", other)),
         }
+    }
+
+    /// The head record the peer holds under `record` (checked: the id and
+    /// signature must match).
+    pub async fn get_head(&self, record: RecordId) -> Result<Option<HeadRecord>, Error> {
+        match self.exchange(Request::GetHead { record }, None, 0).await?.0 {
+            Response::Head(None) => Ok(None),
+            Response::Head(Some(h)) => self.checked(record, h).map(Some),
+            other => Err(self.unexpected("get head", other)),
+        }
+    }
+
+    /// Offers a head record; the peer stores it only if it is newer than
+    /// the one it holds, and otherwise answers with the one it holds.
+    pub async fn put_head(&self, record: HeadRecord) -> Result<HeadPut, Error> {
+        let id = record.record_id();
+        match self.exchange(Request::PutHead { record }, None, 0).await?.0 {
+            Response::HeadStored => Ok(HeadPut::Stored),
+            Response::HeadHeld(h) => self.checked(id, h).map(HeadPut::Held),
+            other => Err(self.unexpected("put head", other)),
+        }
+    }
+
+    /// A record a peer sent, if it is valid under `id`.
+    fn checked(&self, id: RecordId, h: HeadRecord) -> Result<HeadRecord, Error> {
+        cairn_proto::head::accept(&id, None, &h).map_err(|reason| Error::BadRecord { peer: self.peer, reason })?;
+        Ok(h)
     }
 }

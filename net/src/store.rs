@@ -12,10 +12,24 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cairn_proto::RecordId;
-use cairn_proto::head::{self, HeadRecord, MAX_HEAD_RECORD_SIZE};
+use cairn_proto::head::{self, HeadRecord, MAX_HEAD_RECORD_SIZE, RecordRefused};
 use libp2p::PeerId;
 use libp2p::kad::store::{self, MemoryStore, RecordStore};
 use libp2p::kad::{ProviderRecord, Record, RecordKey};
+
+/// Why a backend could not store a record.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The store holds as many records as it may.
+    #[error("the record store is full ({max} records)")]
+    Full {
+        /// Its limit.
+        max: usize,
+    },
+    /// The storage under it failed.
+    #[error("the record store failed: {0}")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
 
 /// Where head records are kept. Implementations must be quick: they are
 /// called from the network event loop (RocksDB point reads and small
@@ -24,7 +38,7 @@ pub trait RecordBackend: Send + Sync + 'static {
     /// The stored encoding of the record under `id`.
     fn get(&self, id: &RecordId) -> Option<Vec<u8>>;
     /// Stores `bytes` under `id`, replacing what was there.
-    fn put(&self, id: &RecordId, bytes: &[u8]) -> Result<(), String>;
+    fn put(&self, id: &RecordId, bytes: &[u8]) -> Result<(), BackendError>;
     /// Forgets `id`.
     fn remove(&self, id: &RecordId);
     /// Number of records held.
@@ -43,50 +57,131 @@ impl MemoryBackend {
     pub fn new(max: usize) -> Self {
         Self { records: Mutex::default(), max }
     }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<RecordId, Vec<u8>>> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl RecordBackend for MemoryBackend {
     fn get(&self, id: &RecordId) -> Option<Vec<u8>> {
-        self.records.lock().ok()?.get(id).cloned()
+        self.records().get(id).cloned()
     }
 
-    fn put(&self, id: &RecordId, bytes: &[u8]) -> Result<(), String> {
-        let mut r = self.records.lock().map_err(|_| "poisoned".to_owned())?;
+    fn put(&self, id: &RecordId, bytes: &[u8]) -> Result<(), BackendError> {
+        let mut r = self.records();
         if r.len() >= self.max && !r.contains_key(id) {
-            return Err(format!("memory record store is full ({} records)", self.max));
+            return Err(BackendError::Full { max: self.max });
         }
         r.insert(*id, bytes.to_vec());
         Ok(())
     }
 
     fn remove(&self, id: &RecordId) {
-        if let Ok(mut r) = self.records.lock() {
-            r.remove(id);
-        }
+        self.records().remove(id);
     }
 
     fn count(&self) -> usize {
-        self.records.lock().map(|r| r.len()).unwrap_or(0)
+        self.records().len()
+    }
+}
+
+/// Why an offered head record was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum Offer {
+    /// The record is invalid, or not newer than the one held.
+    #[error(transparent)]
+    Refused(#[from] RecordRefused),
+    /// The record does not decode or is too large to.
+    #[error("the record does not decode: {0}")]
+    Malformed(#[from] cairn_proto::Error),
+    /// The record is valid and newer, but the backend failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// The head records one peer holds: a [`RecordBackend`] behind the
+/// compare-and-swap of [`head::accept`]. Kademlia's `PUT_VALUE` (on the
+/// event loop) and the shard protocol's `PutHead` (on the node's stream
+/// tasks) both come through here, and one lock makes each check-and-store
+/// atomic, so two records with one sequence can never both be accepted.
+pub struct Heads {
+    backend: Arc<dyn RecordBackend>,
+    cas: Mutex<()>,
+}
+
+impl std::fmt::Debug for Heads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Heads").field("records", &self.backend.count()).finish()
+    }
+}
+
+impl Heads {
+    /// Records kept in `backend`.
+    pub fn new(backend: Arc<dyn RecordBackend>) -> Arc<Self> {
+        Arc::new(Self { backend, cas: Mutex::new(()) })
+    }
+
+    /// The valid record held under `id`.
+    pub fn get(&self, id: &RecordId) -> Option<HeadRecord> {
+        let held = HeadRecord::from_bytes(&self.backend.get(id)?).ok()?;
+        (held.record_id() == *id && held.verify().is_ok()).then_some(held)
+    }
+
+    /// Stores `offered` under `id` if [`head::accept`] takes it; a record
+    /// equal to the one held is accepted and not written again. A record
+    /// refused as stale comes back with the one held (see [`Self::get`]).
+    pub fn offer(&self, id: &RecordId, offered: &HeadRecord) -> Result<(), Offer> {
+        let _cas = self.cas.lock().unwrap_or_else(|e| e.into_inner());
+        let held = self.backend.get(id).and_then(|b| HeadRecord::from_bytes(&b).ok());
+        head::accept(id, held.as_ref(), offered)?;
+        if held.as_ref() == Some(offered) {
+            return Ok(());
+        }
+        Ok(self.backend.put(id, &offered.to_bytes())?)
+    }
+
+    /// Decodes and offers the bytes of a Kademlia record.
+    pub fn offer_bytes(&self, key: &RecordKey, value: &[u8]) -> Result<(), Offer> {
+        let id = record_id(key).ok_or(RecordRefused::WrongId)?;
+        if value.len() > MAX_HEAD_RECORD_SIZE {
+            return Err(RecordRefused::TooLarge(value.len()).into());
+        }
+        self.offer(&id, &HeadRecord::from_bytes(value)?)
+    }
+
+    /// Number of records held.
+    pub fn count(&self) -> usize {
+        self.backend.count()
+    }
+
+    fn raw(&self, id: &RecordId) -> Option<Vec<u8>> {
+        self.backend.get(id)
+    }
+
+    fn remove(&self, id: &RecordId) {
+        let _cas = self.cas.lock().unwrap_or_else(|e| e.into_inner());
+        self.backend.remove(id);
     }
 }
 
 /// The validating Kademlia store.
 pub struct HeadStore {
-    backend: Arc<dyn RecordBackend>,
+    heads: Arc<Heads>,
     /// Provider records are not used by Cairn; kept in memory, bounded.
     providers: MemoryStore,
 }
 
 impl std::fmt::Debug for HeadStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HeadStore").field("records", &self.backend.count()).finish()
+        f.debug_struct("HeadStore").field("records", &self.heads.count()).finish()
     }
 }
 
 impl HeadStore {
-    /// A store over `backend`; `local` is this peer's id.
-    pub fn new(local: PeerId, backend: Arc<dyn RecordBackend>) -> Self {
-        Self { backend, providers: MemoryStore::new(local) }
+    /// A store over `heads`; `local` is this peer's id.
+    pub fn new(local: PeerId, heads: Arc<Heads>) -> Self {
+        Self { heads, providers: MemoryStore::new(local) }
     }
 }
 
@@ -95,33 +190,18 @@ pub fn record_id(key: &RecordKey) -> Option<RecordId> {
     key.as_ref().try_into().ok().map(RecordId)
 }
 
-/// Checks `offered` against what `backend` holds and stores it if accepted.
-pub fn validate_and_store(backend: &dyn RecordBackend, key: &RecordKey, value: &[u8]) -> Result<(), String> {
-    let id = record_id(key).ok_or("record key is not 32 bytes")?;
-    if value.len() > MAX_HEAD_RECORD_SIZE {
-        return Err(format!("record of {} bytes is too large", value.len()));
-    }
-    let offered = HeadRecord::from_bytes(value).map_err(|e| e.to_string())?;
-    let stored = backend.get(&id).and_then(|b| HeadRecord::from_bytes(&b).ok());
-    head::accept(&id, stored.as_ref(), &offered).map_err(|e| e.to_string())?;
-    if stored.as_ref() == Some(&offered) {
-        return Ok(());
-    }
-    backend.put(&id, value)
-}
-
 impl RecordStore for HeadStore {
     type RecordsIter<'a> = std::vec::IntoIter<Cow<'a, Record>>;
     type ProvidedIter<'a> = <MemoryStore as RecordStore>::ProvidedIter<'a>;
 
     fn get(&self, k: &RecordKey) -> Option<Cow<'_, Record>> {
         let id = record_id(k)?;
-        let value = self.backend.get(&id)?;
+        let value = self.heads.raw(&id)?;
         Some(Cow::Owned(Record { key: k.clone(), value, publisher: None, expires: None }))
     }
 
     fn put(&mut self, r: Record) -> store::Result<()> {
-        validate_and_store(&*self.backend, &r.key, &r.value).map_err(|reason| {
+        self.heads.offer_bytes(&r.key, &r.value).map_err(|reason| {
             tracing::debug!(%reason, "refused a head record");
             // kad's error type has no "refused"; the sender sees a reset either way.
             store::Error::ValueTooLarge
@@ -130,7 +210,7 @@ impl RecordStore for HeadStore {
 
     fn remove(&mut self, k: &RecordKey) {
         if let Some(id) = record_id(k) {
-            self.backend.remove(&id);
+            self.heads.remove(&id);
         }
     }
 

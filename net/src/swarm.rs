@@ -20,7 +20,7 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, noise, ping, tc
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
-use crate::store::{HeadStore, RecordBackend};
+use crate::store::{HeadStore, Heads};
 
 /// Kademlia protocol name: a Cairn-only DHT, not the public IPFS one.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/kad/1");
@@ -183,7 +183,7 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
 /// Builds the Swarm, starts listening and dialling the bootstrap peers.
 pub(crate) fn build(
     cfg: NetConfig,
-    records: Arc<dyn RecordBackend>,
+    heads: Arc<Heads>,
 ) -> Result<(EventLoop, mpsc::Sender<Command>, libp2p_stream::Control, PeerId), Error> {
     let local = cfg.keypair.public().to_peer_id();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair)
@@ -204,7 +204,7 @@ pub(crate) fn build(
             // closes the substream without an answer, and the sender only
             // gives up at this timeout (kad's default: 10 s).
             kcfg.set_substreams_timeout(Duration::from_secs(5));
-            let store = HeadStore::new(peer, records);
+            let store = HeadStore::new(peer, heads);
             // Bounds what peers can open; streams per connection are bounded
             // by QUIC (100) and yamux (256), requests by the node's limiter.
             let limits = ConnectionLimits::default()

@@ -40,7 +40,7 @@ pub struct HeadRecord {
 }
 
 /// Why a node refused to store a head record.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum RecordRefused {
     /// The record is stored under an id that is not the hash of its key.
     #[error("record id does not match its public key")]

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::error::Error;
-use crate::ids::ShardId;
+use crate::head::{HeadRecord, RecordRefused};
+use crate::ids::{RecordId, ShardId};
 
 /// libp2p protocol name; the version changes when the encoding does.
 pub const SHARD_PROTOCOL: &str = "/cairn/shard/1";
@@ -78,6 +79,17 @@ pub enum Request {
     },
     /// Report capacity and usage.
     Stats,
+    /// Send the head record held under `record`, if any.
+    GetHead {
+        /// Which record.
+        record: RecordId,
+    },
+    /// Store a head record if it is valid and newer than the one held
+    /// (compare-and-swap on the sequence: see [`crate::head::accept`]).
+    PutHead {
+        /// The signed record.
+        record: HeadRecord,
+    },
 }
 
 /// Capacity figures a node reports.
@@ -112,6 +124,14 @@ pub enum Response {
     Stats(NodeStats),
     /// The request failed.
     Error(ShardError),
+    /// The head record held under the asked id (`None`: none held).
+    Head(Option<HeadRecord>),
+    /// The head record is stored (or the node held this very record).
+    HeadStored,
+    /// The head record was not stored: the node holds this one, with the
+    /// same sequence or a higher one. The writer lost a race and learns the
+    /// record it lost to in the same round trip.
+    HeadHeld(HeadRecord),
 }
 
 /// Typed failures of the shard protocol.
@@ -164,6 +184,10 @@ pub enum ShardError {
     /// The node failed (disk error...). Details are in the node's log.
     #[error("internal node error")]
     Internal,
+    /// A head record was refused for what it is (not for being older):
+    /// wrong id, bad signature, too large.
+    #[error("head record refused: {0}")]
+    HeadRefused(RecordRefused),
 }
 
 impl Request {

@@ -2,10 +2,10 @@
 //! changes, the wire or disk format changed: bump the protocol or format
 //! version instead of editing the expected bytes.
 
-use cairn_proto::head::HeadRecord;
+use cairn_proto::head::{HeadRecord, RecordRefused};
 use cairn_proto::shard::{ByteRange, NodeStats, Request, Response, ShardError};
 use cairn_proto::{
-    Layout, NodeId, ObjectManifest, ObjectVersionId, SegmentId, SegmentManifest, ShardId, ShardPlacement,
+    Layout, NodeId, ObjectManifest, ObjectVersionId, RecordId, SegmentId, SegmentManifest, ShardId, ShardPlacement,
 };
 
 fn hex(b: &[u8]) -> String {
@@ -29,7 +29,18 @@ fn shard_requests() {
     let audit = Request::Audit { shard: id, nonce: [0x33; 32], range: ByteRange { offset: 0, len: 128 } };
     assert_eq!(hex(&audit.to_frame()), format!("44000000{}{}{}{}", "03", "aa".repeat(32), "33".repeat(32), "008001"));
     assert_eq!(hex(&Request::Stats.to_frame()), "0100000004");
+    let get_head = Request::GetHead { record: RecordId([0xbb; 32]) };
+    assert_eq!(hex(&get_head.to_frame()), format!("21000000{}{}", "05", "bb".repeat(32)));
+    let put_head = Request::PutHead { record: record() };
+    assert_eq!(hex(&put_head.to_frame()), format!("66000000{}{}", "06", RECORD));
 }
+
+/// The record of [`head_record`] and its encoding (without the version byte).
+fn record() -> HeadRecord {
+    HeadRecord { public_key: [2; 32], sequence: 7, payload: vec![9, 8], signature: [3; 64] }
+}
+const RECORD: &str = "02020202020202020202020202020202020202020202020202020202020202020702090840\
+    03030303030303030303030303030303030303030303030303030303030303030303030303030303030303030303030303030303030303030303030303030303";
 
 #[test]
 fn shard_responses() {
@@ -44,12 +55,19 @@ fn shard_responses() {
     let nf = Response::Error(ShardError::NotFound(ShardId([0; 32])));
     assert_eq!(hex(&nf.to_frame()), format!("22000000{}{}", "0500", "00".repeat(32)));
     assert_eq!(hex(&Response::Error(ShardError::Internal).to_frame()), "020000000508");
+    assert_eq!(hex(&Response::Head(None).to_frame()), "020000000600");
+    assert_eq!(hex(&Response::Head(Some(record())).to_frame()), format!("67000000{}{}", "0601", RECORD));
+    assert_eq!(hex(&Response::HeadStored.to_frame()), "0100000007");
+    assert_eq!(hex(&Response::HeadHeld(record()).to_frame()), format!("66000000{}{}", "08", RECORD));
+    let stale = Response::Error(ShardError::HeadRefused(RecordRefused::Stale { offered: 1, stored: 2 }));
+    assert_eq!(hex(&stale.to_frame()), "050000000509020102");
 }
 
 #[test]
 fn head_record() {
-    let r = HeadRecord { public_key: [2; 32], sequence: 7, payload: vec![9, 8], signature: [3; 64] };
+    let r = record();
     assert_eq!(hex(&r.to_bytes()), format!("01{}07020908{}{}", "02".repeat(32), "40", "03".repeat(64)));
+    assert_eq!(hex(&r.to_bytes()), format!("01{RECORD}"));
     assert_eq!(HeadRecord::from_bytes(&r.to_bytes()).expect("decode"), r);
 }
 

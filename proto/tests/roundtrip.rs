@@ -5,7 +5,7 @@ use cairn_proto::codec;
 use cairn_proto::head::{self, HeadRecord};
 use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, NodeStats, Request, Response, ShardError};
 use cairn_proto::{
-    Layout, NodeId, ObjectManifest, ObjectVersionId, SegmentId, SegmentManifest, ShardId, ShardPlacement,
+    Layout, NodeId, ObjectManifest, ObjectVersionId, RecordId, SegmentId, SegmentManifest, ShardId, ShardPlacement,
 };
 use ed25519_dalek::{Signer, SigningKey};
 use proptest::prelude::*;
@@ -31,6 +31,28 @@ fn request() -> impl Strategy<Value = Request> {
             range
         }),
         Just(Request::Stats),
+        any::<[u8; 32]>().prop_map(|id| Request::GetHead { record: RecordId(id) }),
+        head_record().prop_map(|record| Request::PutHead { record }),
+    ]
+}
+
+/// Any record shape (signatures are not checked by the codec).
+fn head_record() -> impl Strategy<Value = HeadRecord> {
+    (any::<[u8; 32]>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..1024), any::<[u8; 32]>()).prop_map(
+        |(public_key, sequence, payload, sig)| {
+            let mut signature = [0u8; 64];
+            signature[..32].copy_from_slice(&sig);
+            HeadRecord { public_key, sequence, payload, signature }
+        },
+    )
+}
+
+fn refusal() -> impl Strategy<Value = head::RecordRefused> {
+    prop_oneof![
+        Just(head::RecordRefused::WrongId),
+        Just(head::RecordRefused::BadSignature),
+        (any::<u64>(), any::<u64>()).prop_map(|(offered, stored)| head::RecordRefused::Stale { offered, stored }),
+        any::<usize>().prop_map(head::RecordRefused::TooLarge),
     ]
 }
 
@@ -49,6 +71,7 @@ fn shard_error() -> impl Strategy<Value = ShardError> {
         any::<u64>().prop_map(|retry_after_ms| ShardError::RateLimited { retry_after_ms }),
         Just(ShardError::Malformed),
         Just(ShardError::Internal),
+        refusal().prop_map(ShardError::HeadRefused),
     ]
 }
 
@@ -64,6 +87,9 @@ fn response() -> impl Strategy<Value = Response> {
             shards
         })),
         shard_error().prop_map(Response::Error),
+        proptest::option::of(head_record()).prop_map(Response::Head),
+        Just(Response::HeadStored),
+        head_record().prop_map(Response::HeadHeld),
     ]
 }
 

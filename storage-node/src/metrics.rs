@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use cairn_proto::shard::{NodeStats, ShardError};
 
 /// Error kinds, in the order of [`ShardError`]'s variants.
-pub const ERROR_KINDS: [&str; 9] = [
+pub const ERROR_KINDS: [&str; 10] = [
     "not_found",
     "hash_mismatch",
     "no_space",
@@ -16,6 +16,7 @@ pub const ERROR_KINDS: [&str; 9] = [
     "rate_limited",
     "malformed",
     "internal",
+    "head_refused",
 ];
 
 /// Counters of one node since it started.
@@ -37,7 +38,11 @@ pub struct Metrics {
     pub active_streams: AtomicU64,
     /// Shards removed because their lease ended.
     pub expired: AtomicU64,
-    errors: [AtomicU64; 9],
+    /// Head-record reads answered.
+    pub head_gets: AtomicU64,
+    /// Head-record offers answered (stored or refused).
+    pub head_puts: AtomicU64,
+    errors: [AtomicU64; 10],
 }
 
 /// The index of an error kind in [`ERROR_KINDS`].
@@ -52,6 +57,7 @@ pub fn error_kind(e: &ShardError) -> usize {
         ShardError::RateLimited { .. } => 6,
         ShardError::Malformed => 7,
         ShardError::Internal => 8,
+        ShardError::HeadRefused(_) => 9,
     }
 }
 
@@ -90,6 +96,8 @@ impl Metrics {
         metric("deletes_total", "counter", "Shards deleted by their owners.", get(&self.deletes));
         metric("audits_total", "counter", "Audits answered.", get(&self.audits));
         metric("expired_total", "counter", "Shards collected after their lease ended.", get(&self.expired));
+        metric("head_gets_total", "counter", "Head-record reads answered.", get(&self.head_gets));
+        metric("head_puts_total", "counter", "Head-record offers answered.", get(&self.head_puts));
         metric("bytes_in_total", "counter", "Shard bytes received.", get(&self.bytes_in));
         metric("bytes_out_total", "counter", "Shard bytes sent.", get(&self.bytes_out));
         let _ = writeln!(

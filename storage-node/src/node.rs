@@ -99,6 +99,7 @@ impl Node {
             streams: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_streams)),
             idle: Duration::from_secs(cfg.limits.idle_timeout_secs.max(1)),
             direct_io: cfg.direct_io,
+            heads: Arc::clone(&net.heads),
         });
         let incoming = net.handle.accept_shard_streams()?;
         tasks.push(tokio::spawn(service::run(svc, incoming, cancel.clone(), SHUTDOWN_GRACE)));

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use cairn_net::store::{Heads, Offer};
 use cairn_proto::codec::{self, FRAME_HEADER_LEN};
+use cairn_proto::head::{HeadRecord, RecordRefused};
 use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, Request, Response, ShardError};
 use cairn_proto::{ShardId, shard};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -45,6 +47,8 @@ pub struct Service {
     pub idle: Duration,
     /// Write shard bodies with direct I/O where possible.
     pub direct_io: bool,
+    /// The head records this node holds (shared with Kademlia's store).
+    pub heads: Arc<Heads>,
 }
 
 /// Accepts streams until `cancel`, then waits up to `grace` for the ones in
@@ -83,6 +87,25 @@ fn internal<E>(_: E) -> Option<ShardError> {
 
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Stores an offered head record, or says which record the node holds
+/// instead (see [`Heads::offer`]).
+fn offer_head(heads: &Heads, record: &HeadRecord) -> Result<Response, Option<ShardError>> {
+    let id = record.record_id();
+    match heads.offer(&id, record) {
+        Ok(()) => Ok(Response::HeadStored),
+        Err(Offer::Refused(RecordRefused::Stale { .. })) => match heads.get(&id) {
+            Some(held) => Ok(Response::HeadHeld(held)),
+            None => Err(Some(ShardError::Internal)),
+        },
+        Err(Offer::Refused(r)) => Err(Some(ShardError::HeadRefused(r))),
+        Err(Offer::Malformed(_)) => Err(Some(ShardError::Malformed)),
+        Err(Offer::Backend(e)) => {
+            tracing::error!(error = %e, "cannot store a head record");
+            Err(Some(ShardError::Internal))
+        }
+    }
 }
 
 /// Removes a temp file unless the put committed it.
@@ -200,6 +223,19 @@ impl Service {
                 self.respond(stream, Response::AuditProof { hash: *h.finalize().as_bytes() }).await
             }
             Request::Stats => self.respond(stream, Response::Stats(self.store.stats())).await,
+            Request::GetHead { record } => {
+                let heads = Arc::clone(&self.heads);
+                let held = tokio::task::spawn_blocking(move || heads.get(&record)).await.map_err(internal)?;
+                self.metrics.head_gets.fetch_add(1, Ordering::Relaxed);
+                self.respond(stream, Response::Head(held)).await
+            }
+            Request::PutHead { record } => {
+                let heads = Arc::clone(&self.heads);
+                let answer =
+                    tokio::task::spawn_blocking(move || offer_head(&heads, &record)).await.map_err(internal)?;
+                self.metrics.head_puts.fetch_add(1, Ordering::Relaxed);
+                self.respond(stream, answer?).await
+            }
         }
     }
 

@@ -455,11 +455,12 @@ impl cairn_net::store::RecordBackend for ShardStore {
         self.db.get(record_key(id)).ok().flatten()
     }
 
-    fn put(&self, id: &RecordId, bytes: &[u8]) -> Result<(), String> {
-        let existed = self.db.get_pinned(record_key(id)).map_err(|e| e.to_string())?.is_some();
+    fn put(&self, id: &RecordId, bytes: &[u8]) -> Result<(), cairn_net::store::BackendError> {
+        let failed = |e: rocksdb::Error| cairn_net::store::BackendError::Failed(Box::new(e));
+        let existed = self.db.get_pinned(record_key(id)).map_err(failed)?.is_some();
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
-        self.db.put_opt(record_key(id), bytes, &wo).map_err(|e| e.to_string())?;
+        self.db.put_opt(record_key(id), bytes, &wo).map_err(failed)?;
         if !existed {
             self.records.fetch_add(1, Ordering::Relaxed);
         }

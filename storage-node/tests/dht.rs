@@ -108,3 +108,53 @@ async fn eight_nodes_share_head_records_and_refuse_bad_ones() {
         n.shutdown().await;
     }
 }
+
+/// The head requests of the shard protocol: a node stores only a newer
+/// valid record, answers a stale or racing one with the record it holds,
+/// refuses forgeries with a typed error, and shares one compare-and-swap
+/// with Kademlia's `PUT_VALUE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_requests_are_a_compare_and_swap_that_names_the_winner() {
+    use cairn_net::Error;
+    use cairn_net::shard_client::HeadPut;
+    use cairn_proto::head::RecordRefused;
+    use cairn_proto::shard::ShardError;
+
+    let node = NodeProc::start(&[]);
+    let net = client(vec![node.quic()]);
+    let shard = common::shard_client(&net, &node);
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let id = signed(&key, 1, b"").record_id();
+    assert_eq!(shard.get_head(id).await.expect("get"), None, "nothing held yet");
+
+    let v1 = signed(&key, 1, b"root v1");
+    assert_eq!(shard.put_head(v1.clone()).await.expect("put"), HeadPut::Stored);
+    assert_eq!(shard.put_head(v1.clone()).await.expect("same again"), HeadPut::Stored);
+    assert_eq!(shard.get_head(id).await.expect("get"), Some(v1.clone()));
+
+    // Two writers race on sequence 2: the first wins, the second learns
+    // which record beat it in the same answer.
+    let (a, b) = (signed(&key, 2, b"writer a"), signed(&key, 2, b"writer b"));
+    assert_eq!(shard.put_head(a.clone()).await.expect("a"), HeadPut::Stored);
+    assert_eq!(shard.put_head(b).await.expect("b"), HeadPut::Held(a.clone()));
+    assert_eq!(shard.put_head(v1).await.expect("stale"), HeadPut::Held(a.clone()));
+
+    // A forged record is refused for what it is.
+    let mut forged = signed(&key, 3, b"root v3");
+    forged.payload = b"evil".to_vec();
+    match shard.put_head(forged).await {
+        Err(Error::Refused { error: ShardError::HeadRefused(RecordRefused::BadSignature), .. }) => {}
+        other => panic!("forged record: {other:?}"),
+    }
+    assert_eq!(shard.get_head(id).await.expect("get"), Some(a.clone()));
+
+    // Kademlia's path checks against the same record: sequence 2 again is
+    // refused there, and sequence 3 stored there is what the stream path holds.
+    let racer = signed(&key, 2, b"via kademlia");
+    assert!(net.handle.put_record_to(racer, vec![node.peer_id()], 1).await.is_err());
+    let v3 = signed(&key, 3, b"root v3");
+    net.handle.put_record_to(v3.clone(), vec![node.peer_id()], 1).await.expect("kademlia put");
+    assert_eq!(shard.get_head(id).await.expect("get"), Some(v3.clone()));
+    assert_eq!(shard.put_head(a).await.expect("older"), HeadPut::Held(v3));
+    net.shutdown().await;
+}

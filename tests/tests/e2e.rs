@@ -204,12 +204,19 @@ async fn two_writers_on_one_bucket_lose_nothing() {
     a.create_bucket("shared", None).await.expect("mb");
     let b = cluster.client(&root).await;
     tokio::join!(write_many(&a, "a"), write_many(&b, "b"));
+    // A fresh client sees every acknowledged write; so do both writers once
+    // their cached views are older than the documented 0.5 s.
+    let c = cluster.client(&root).await;
+    let listed = keys(&c, "shared").await;
+    assert_eq!(listed.len(), 400, "a fresh client misses: {:?}", missing(&listed));
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     for client in [&a, &b] {
         let listed = keys(client, "shared").await;
         assert_eq!(listed.len(), 400, "missing: {:?}", missing(&listed));
     }
-    a.shutdown().await;
-    b.shutdown().await;
+    for client in [a, b, c] {
+        client.shutdown().await;
+    }
 }
 
 async fn write_many(client: &Client, who: &'static str) {
