@@ -3,15 +3,17 @@
 //! `stat` are quick and a client can find nodes when its bootstrap
 //! addresses are gone. The network copy is always the truth.
 //!
-//! Keys: `'p' ‖ page id → sealed page`, `'n' ‖ peer id → addresses`,
-//! `'h' ‖ record id → the newest head seen` ([`crate::formats::Mark`]).
+//! Keys: `'p' ‖ page id → sealed page`, `'m' ‖ peer id → addresses and
+//! health` ([`crate::formats::NodeMemo`]),
+//! `'h' ‖ record id → the newest head seen` ([`crate::formats::Mark`]),
+//! `'r' ‖ record id → the record's closest nodes` ([`crate::formats::RecordPeers`]).
 //! Pages stay sealed on disk: the cache holds nothing a node does not.
 
 use std::path::Path;
 
 use cairn_proto::{RecordId, ShardId};
 
-use crate::formats::{self, Mark};
+use crate::formats::{self, Mark, NodeMemo, RecordPeers};
 use rocksdb::{DB, Direction, IteratorMode, Options};
 
 /// Pages above this size are not cached.
@@ -36,21 +38,43 @@ fn page_key(id: &ShardId) -> [u8; 33] {
 }
 
 fn mark_key(record: &RecordId) -> [u8; 33] {
-    let mut k = [b'h'; 33];
+    record_key(b'h', record)
+}
+
+fn record_key(kind: u8, record: &RecordId) -> [u8; 33] {
+    let mut k = [kind; 33];
     k[1..].copy_from_slice(&record.0);
     k
+}
+
+/// Why the cache cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// Its directory cannot be made.
+    #[error("cannot create {path}: {source}")]
+    Create {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// RocksDB refused (another process has it open, or it is damaged).
+    #[error(transparent)]
+    Open(#[from] rocksdb::Error),
 }
 
 impl Cache {
     /// Opens (or creates) the cache in `dir`. Fails if another process has
     /// it open; callers then go on without a cache.
-    pub fn open(dir: &Path) -> Result<Self, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    pub fn open(dir: &Path) -> Result<Self, CacheError> {
+        std::fs::create_dir_all(dir).map_err(|source| CacheError::Create { path: dir.into(), source })?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_max_open_files(64);
         opts.set_keep_log_file_num(2);
-        let db = DB::open(&opts, dir).map_err(|e| e.to_string())?;
+        // A CLI call opens the cache once per process.
+        opts.set_skip_stats_update_on_db_open(true);
+        let db = DB::open(&opts, dir)?;
         Ok(Self { db })
     }
 
@@ -85,24 +109,36 @@ impl Cache {
         }
     }
 
-    /// Remembers the addresses of a storage node.
-    pub fn put_node(&self, peer: &[u8], addrs: &[String]) {
-        let mut k = Vec::with_capacity(1 + peer.len());
-        k.push(b'n');
-        k.extend_from_slice(peer);
-        let _ = self.db.put(k, formats::encode_addrs(addrs));
+    /// The closest nodes of a head record, as last looked up.
+    pub fn record_peers(&self, record: &RecordId) -> Option<RecordPeers> {
+        let bytes = self.db.get(record_key(b'r', record)).ok().flatten()?;
+        formats::decode_record_peers(&bytes).ok()
     }
 
-    /// The storage nodes remembered: `(peer id bytes, addresses)`.
-    pub fn nodes(&self) -> Vec<(Vec<u8>, Vec<String>)> {
+    /// Remembers the closest nodes of a head record.
+    pub fn put_record_peers(&self, record: &RecordId, peers: &RecordPeers) {
+        if let Err(e) = self.db.put(record_key(b'r', record), formats::encode_record_peers(peers)) {
+            tracing::debug!(error = %e, "cache write failed");
+        }
+    }
+
+    /// Remembers a storage node.
+    pub fn put_node(&self, peer: &[u8], memo: &NodeMemo) {
+        let mut k = Vec::with_capacity(1 + peer.len());
+        k.push(b'm');
+        k.extend_from_slice(peer);
+        if let Err(e) = self.db.put(k, formats::encode_node(memo)) {
+            tracing::debug!(error = %e, "cache write failed");
+        }
+    }
+
+    /// The storage nodes remembered: `(peer id bytes, memo)`.
+    pub fn nodes(&self) -> Vec<(Vec<u8>, NodeMemo)> {
         self.db
-            .iterator(IteratorMode::From(b"n", Direction::Forward))
+            .iterator(IteratorMode::From(b"m", Direction::Forward))
             .map_while(Result::ok)
-            .take_while(|(k, _)| k.first() == Some(&b'n'))
-            .filter_map(|(k, v)| {
-                let addrs = formats::decode_addrs(&v).ok()?;
-                Some((k[1..].to_vec(), addrs))
-            })
+            .take_while(|(k, _)| k.first() == Some(&b'm'))
+            .filter_map(|(k, v)| Some((k[1..].to_vec(), formats::decode_node(&v).ok()?)))
             .collect()
     }
 }
@@ -123,13 +159,18 @@ mod tests {
         let other = ShardId([9; 32]);
         cache.put_page(&other, b"not it");
         assert_eq!(cache.page(&other), None);
-        cache.put_node(b"peer-a", &["/ip4/127.0.0.1/udp/1/quic-v1".into()]);
-        assert_eq!(cache.nodes(), vec![(b"peer-a".to_vec(), vec!["/ip4/127.0.0.1/udp/1/quic-v1".to_string()])]);
+        let memo = NodeMemo { addrs: vec!["/ip4/127.0.0.1/udp/1/quic-v1".into()], down_until_ms: Some(7) };
+        cache.put_node(b"peer-a", &memo);
+        assert_eq!(cache.nodes(), vec![(b"peer-a".to_vec(), memo)]);
         let rec = RecordId([1; 32]);
         assert_eq!(cache.mark(&rec), None);
         cache.put_mark(&rec, &Mark { seq: 5, root: None });
         cache.put_mark(&rec, &Mark { seq: 3, root: None });
         assert_eq!(cache.mark(&rec).map(|m| m.seq), Some(5), "a mark never goes down");
+        let peers = RecordPeers { found_ms: 9, peers: vec![b"peer-a".to_vec()] };
+        assert_eq!(cache.record_peers(&rec), None);
+        cache.put_record_peers(&rec, &peers);
+        assert_eq!(cache.record_peers(&rec), Some(peers));
         // A second open of the same directory is refused, not corrupted.
         assert!(Cache::open(dir.path()).is_err());
     }

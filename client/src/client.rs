@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cairn_crypto::{AccountKeys, RootSecret};
 use cairn_net::store::MemoryBackend;
@@ -15,7 +15,7 @@ use futures::StreamExt;
 use crate::bucket::{Bucket, BucketSettings, now_ms};
 use crate::cache::Cache;
 use crate::error::Error;
-use crate::formats;
+use crate::formats::{self, NodeMemo};
 use crate::gc::Collector;
 use crate::index::{Expect, Op, Value};
 use crate::pages::Pages;
@@ -137,32 +137,35 @@ impl Client {
             }
         });
         let mut bootstrap = cfg.bootstrap.clone();
-        let remembered: Vec<(PeerId, Vec<Multiaddr>)> = cache
+        let remembered: Vec<(PeerId, Vec<Multiaddr>, Option<SystemTime>)> = cache
             .as_ref()
             .map(|c| c.nodes())
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|(p, a)| {
-                Some((PeerId::from_bytes(&p).ok()?, a.iter().filter_map(|s| s.parse().ok()).collect()))
+            .filter_map(|(p, m)| {
+                let addrs = m.addrs.iter().filter_map(|s| s.parse().ok()).collect();
+                let down = m.down_until_ms.map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+                Some((PeerId::from_bytes(&p).ok()?, addrs, down))
             })
             .collect();
         if bootstrap.is_empty() {
-            bootstrap.extend(remembered.iter().flat_map(|(_, a)| a.iter().take(1).cloned()));
+            bootstrap.extend(remembered.iter().flat_map(|(_, a, _)| a.iter().take(1).cloned()));
         }
         if bootstrap.is_empty() {
             return Err(Error::NoNodes);
         }
         let network = Network::start(NetConfig::client(bootstrap), Arc::new(MemoryBackend::new(1024)))?;
         let net = network.handle.clone();
+        // Nodes remembered from earlier runs can be dialled at once.
         let nodes = Arc::new(Nodes::new(net.clone()));
-        nodes.add(remembered);
-        let started = Instant::now();
-        while net.connected_peers().await?.is_empty() {
-            if started.elapsed() > CONNECT_TIMEOUT {
-                network.shutdown().await;
-                return Err(Error::NoNodes);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let known = remembered.len();
+        for (peer, addrs, down) in remembered {
+            net.add_addresses(peer, addrs.clone()).await?;
+            nodes.add_remembered(peer, addrs, down);
+        }
+        if tokio::time::timeout(CONNECT_TIMEOUT, net.wait_connected()).await.is_err() {
+            network.shutdown().await;
+            return Err(Error::NoNodes);
         }
         // Filling the routing table can wait on dead peers; nothing needs it done.
         let tasks = Tasks::new();
@@ -172,7 +175,11 @@ impl Client {
                 tracing::debug!(error = %e, "bootstrap query");
             }
         });
-        nodes.discover(rand::random()).await?;
+        // Without remembered nodes, placement needs a lookup first; with
+        // them, the view is refreshed from the DHT in the background.
+        if known == 0 {
+            nodes.discover(rand::random()).await?;
+        }
         let transfer = Arc::new(Transfer::new(net.clone(), nodes, cfg.lease_secs, cfg.hedging));
         let account = root.account();
         let signer = account.bucket_list_signer();
@@ -197,8 +204,14 @@ impl Client {
         self.transfer.finish().await;
         if let Some(c) = &self.cache {
             for n in self.transfer.nodes().report_all() {
-                let addrs: Vec<String> = n.addrs.iter().map(ToString::to_string).collect();
-                c.put_node(&n.peer.to_bytes(), &addrs);
+                let memo = NodeMemo {
+                    addrs: n.addrs.iter().map(ToString::to_string).collect(),
+                    down_until_ms: n
+                        .down_until
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map(|d| d.as_millis() as u64),
+                };
+                c.put_node(&n.peer.to_bytes(), &memo);
             }
         }
         if let Some(n) = self.network.take() {

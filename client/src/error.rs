@@ -149,6 +149,12 @@ pub enum Error {
         /// Highest sequence the refusing nodes hold.
         held: u64,
     },
+    /// A node that failed lately was not asked (others could answer).
+    #[error("node {peer} failed lately and was passed over")]
+    PassedOver {
+        /// The node.
+        peer: cairn_net::PeerId,
+    },
     /// A node answered a head request with an answer of another kind.
     #[error("a node answered {got} to a head {asked}")]
     BadHeadAnswer {

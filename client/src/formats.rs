@@ -11,7 +11,7 @@
 //! | [`Entry`] | 2 (1 read) | inside a leaf page's value |
 //! | [`BucketInfo`] | 2 (1 read) | inside a bucket-list leaf's value |
 //! | [`Garbage`] | 1 | inside a leaf's value under `\0g/…` |
-//! | [`Mark`], node addresses | 1 | the local cache |
+//! | [`Mark`], [`RecordPeers`], [`NodeMemo`] | 1 | the local cache |
 //!
 //! Golden-bytes tests pin every encoding; a property test feeds arbitrary
 //! bytes to every decoder; `fuzz/` has a target for each.
@@ -45,6 +45,8 @@ const BUCKET_V1: u8 = 1;
 const BUCKET_V2: u8 = 2;
 const GARBAGE_V1: u8 = 1;
 const MARK_V1: u8 = 1;
+const PEERS_V1: u8 = 1;
+const NODE_V1: u8 = 1;
 
 fn version_of(what: &'static str, bytes: &[u8]) -> Result<u8, ProtoError> {
     bytes.first().copied().ok_or(ProtoError::Malformed { what, reason: "empty".into() })
@@ -251,14 +253,45 @@ pub fn decode_mark(bytes: &[u8]) -> Result<Mark, ProtoError> {
     codec::from_versioned("head mark", MARK_V1, bytes, 128)
 }
 
-/// Encodes a node's addresses (cache).
-pub fn encode_addrs(addrs: &[String]) -> Vec<u8> {
-    codec::to_bytes(&addrs)
+/// The nodes closest to a head record, as a lookup found them (kept in
+/// the cache, so that a new process reads and publishes the head without
+/// a DHT lookup first).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordPeers {
+    /// When the lookup ran (ms since the Unix epoch).
+    pub found_ms: u64,
+    /// The peers' ids (libp2p `PeerId` bytes), closest first.
+    pub peers: Vec<Vec<u8>>,
 }
 
-/// Decodes a node's addresses (cache).
-pub fn decode_addrs(bytes: &[u8]) -> Result<Vec<String>, ProtoError> {
-    codec::from_bytes("node addresses", bytes, 64 * 1024)
+/// Encodes a record's closest nodes.
+pub fn encode_record_peers(p: &RecordPeers) -> Vec<u8> {
+    codec::to_versioned(PEERS_V1, p)
+}
+
+/// Decodes a record's closest nodes.
+pub fn decode_record_peers(bytes: &[u8]) -> Result<RecordPeers, ProtoError> {
+    codec::from_versioned("record peers", PEERS_V1, bytes, 8 * 1024)
+}
+
+/// What the cache remembers of a storage node across runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeMemo {
+    /// Its addresses.
+    pub addrs: Vec<String>,
+    /// Until when it is passed over after failing (ms since the Unix
+    /// epoch), so that the next run does not wait on it first.
+    pub down_until_ms: Option<u64>,
+}
+
+/// Encodes what is remembered of a node.
+pub fn encode_node(m: &NodeMemo) -> Vec<u8> {
+    codec::to_versioned(NODE_V1, m)
+}
+
+/// Decodes what is remembered of a node.
+pub fn decode_node(bytes: &[u8]) -> Result<NodeMemo, ProtoError> {
+    codec::from_versioned("node memo", NODE_V1, bytes, 64 * 1024)
 }
 
 #[cfg(test)]
@@ -335,6 +368,10 @@ mod tests {
         };
         assert_eq!(hex(&encode_bucket(&info)), "020104060280808008".to_string() + "01");
         assert_eq!(hex(&encode_mark(&Mark { seq: 5, root: None })), "010500");
+        let node = NodeMemo { addrs: vec!["a".into()], down_until_ms: Some(5) };
+        assert_eq!(hex(&encode_node(&node)), "0101016101".to_string() + "05");
+        let peers = RecordPeers { found_ms: 300, peers: vec![vec![7, 8], vec![]] };
+        assert_eq!(hex(&encode_record_peers(&peers)), "01ac0202020708".to_string() + "00");
         let e = hex(&encode_entry(&entry()));
         let m = hex(&codec::to_bytes(&manifest()));
         assert_eq!(
@@ -413,7 +450,8 @@ mod tests {
             let _ = decode_bucket("x".into(), &b);
             let _ = decode_garbage(&b);
             let _ = decode_mark(&b);
-            let _ = decode_addrs(&b);
+            let _ = decode_record_peers(&b);
+            let _ = decode_node(&b);
         }
 
         #[test]

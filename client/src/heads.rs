@@ -200,7 +200,8 @@ fn failure(record: RecordId, outcome: Outcome) -> Error {
 
 /// Asks every peer at once and returns the outcome once it is certain.
 /// A publish's requests still running then go on in the background on
-/// `tasks`, for at most [`STRAGGLERS`], so that more nodes hold the record.
+/// `tasks`, for at most [`STRAGGLERS`] and never past shutdown, so that
+/// more nodes hold the record.
 async fn round(
     transfer: &Arc<Transfer>,
     tasks: &Tasks,
@@ -213,29 +214,38 @@ async fn round(
     if peers.is_empty() {
         return Outcome::Unreachable { answered: 0, needed: 1, last: Error::NoNodes };
     }
-    let mut pending: FuturesUnordered<_> = peers
-        .iter()
-        .map(|&peer| {
-            let client = ShardClient::new(transfer.net().clone(), peer, TIMEOUTS);
-            let transfer = Arc::clone(transfer);
-            let offered = publish.cloned();
-            async move {
-                let answer = match offered {
-                    None => client.get_head(record).await.map(Answer::Holds),
-                    Some(r) => client.put_head(r).await.map(|p| match p {
-                        HeadPut::Stored => Answer::Stored,
-                        HeadPut::Held(h) => Answer::Held(h),
-                    }),
-                };
-                transfer.nodes().report(peer, answer.is_ok());
-                answer.unwrap_or_else(|e| Answer::Failed(e.into()))
+    // Nodes that failed lately are not asked while the others can still
+    // make a majority: each would be a dial that ends in a timeout.
+    let nodes = transfer.nodes();
+    let down: Vec<bool> = peers.iter().map(|p| nodes.penalized(p)).collect();
+    let pass_over = down.iter().filter(|d| !**d).count() >= round.needed;
+    let mut pending = FuturesUnordered::new();
+    for (&peer, down) in peers.iter().zip(down) {
+        if pass_over && down {
+            if let Some(outcome) = round.answer(Answer::Failed(Error::PassedOver { peer })) {
+                return outcome;
             }
-        })
-        .collect();
+            continue;
+        }
+        let client = ShardClient::new(transfer.net().clone(), peer, TIMEOUTS);
+        let transfer = Arc::clone(transfer);
+        let offered = publish.cloned();
+        pending.push(async move {
+            let answer = match offered {
+                None => client.get_head(record).await.map(Answer::Holds),
+                Some(r) => client.put_head(r).await.map(|p| match p {
+                    HeadPut::Stored => Answer::Stored,
+                    HeadPut::Held(h) => Answer::Held(h),
+                }),
+            };
+            transfer.nodes().report(peer, answer.is_ok());
+            answer.unwrap_or_else(|e| Answer::Failed(e.into()))
+        });
+    }
     while let Some(answer) = pending.next().await {
         if let Some(outcome) = round.answer(answer) {
             if ask == Ask::Publish && !pending.is_empty() {
-                tasks.spawn(async move {
+                tasks.spawn_until_shutdown(async move {
                     let _ = tokio::time::timeout(STRAGGLERS, async { while pending.next().await.is_some() {} }).await;
                 });
             }

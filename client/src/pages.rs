@@ -13,6 +13,7 @@ use crate::error::{Error, PageFault};
 use crate::formats;
 use crate::index::{Page, PagePtr};
 use crate::transfer::{Outgoing, Transfer, peer_of};
+use cairn_net::PeerId;
 
 /// Copies of each page. Any one is enough to read it; three survive two
 /// lost nodes, as the default 4-of-6 code does.
@@ -85,8 +86,10 @@ impl Pages {
 
     async fn fetch(&self, ptr: &PagePtr) -> Result<Bytes, Error> {
         let mut last = String::from("no holders recorded");
-        for holder in &ptr.holders {
-            let Some(peer) = peer_of(holder) else { continue };
+        // Holders that failed lately are asked last.
+        let mut holders: Vec<PeerId> = ptr.holders.iter().filter_map(peer_of).collect();
+        holders.sort_by_key(|p| self.transfer.nodes().penalized(p));
+        for peer in holders {
             match self.transfer.client(peer).get(ptr.id, u64::from(ptr.len).min(MAX_PAGE as u64)).await {
                 Ok(bytes) if ptr.id.matches(&bytes) => {
                     self.transfer.nodes().report(peer, true);

@@ -42,6 +42,8 @@ pub struct NodeReport {
     pub failed: u64,
     /// Passed over for now after a failure.
     pub penalized: bool,
+    /// Until when it is passed over.
+    pub down_until: Option<std::time::SystemTime>,
 }
 
 #[derive(Debug, Default)]
@@ -90,6 +92,18 @@ impl Nodes {
                     e.addrs.push(a);
                 }
             }
+        }
+    }
+
+    /// Adds a node remembered from an earlier run, passed over until
+    /// `down_until` if it had failed then.
+    pub fn add_remembered(&self, peer: PeerId, addrs: Vec<Multiaddr>, down_until: Option<std::time::SystemTime>) {
+        self.add([(peer, addrs)]);
+        let left = down_until.and_then(|t| t.duration_since(std::time::SystemTime::now()).ok());
+        if let Some(left) = left
+            && let Some(n) = self.lock().known.get_mut(&peer)
+        {
+            n.down_until = Some(Instant::now() + left.min(PENALTY));
         }
     }
 
@@ -180,15 +194,20 @@ impl Nodes {
     pub fn report_all(&self) -> Vec<NodeReport> {
         let st = self.lock();
         let now = Instant::now();
+        let wall = std::time::SystemTime::now();
         let mut v: Vec<NodeReport> = st
             .known
             .iter()
-            .map(|(p, n)| NodeReport {
-                peer: *p,
-                addrs: n.addrs.clone(),
-                ok: n.ok,
-                failed: n.failed,
-                penalized: n.down_until.is_some_and(|t| t > now),
+            .map(|(p, n)| {
+                let left = n.down_until.and_then(|t| t.checked_duration_since(now)).filter(|d| !d.is_zero());
+                NodeReport {
+                    peer: *p,
+                    addrs: n.addrs.clone(),
+                    ok: n.ok,
+                    failed: n.failed,
+                    penalized: left.is_some(),
+                    down_until: left.map(|d| wall + d),
+                }
             })
             .collect();
         v.sort_by_key(|r| r.peer.to_string());

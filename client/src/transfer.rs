@@ -26,6 +26,7 @@ use cairn_net::{NetHandle, PeerId, ShardClient, Timeouts};
 use cairn_proto::{NodeId, ShardId};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::Error;
@@ -53,6 +54,9 @@ pub enum Hedging {
 fn hedge_at(start: Instant, first_done: Option<Duration>) -> Instant {
     start + first_done.map_or(HEDGE, |t| (t * 2).max(HEDGE_MIN))
 }
+/// How long [`Transfer::finish`] lets requests not yet started open their
+/// streams before it gives them up (they are dialling a node that is down).
+const OPEN_GRACE: Duration = Duration::from_millis(300);
 /// How long [`Transfer::finish`] waits for tail uploads to be cleaned up.
 const TAIL_WAIT: Duration = Duration::from_secs(30);
 
@@ -65,8 +69,10 @@ pub struct Transfer {
     lease_secs: u64,
     hedging: Hedging,
     tails: TaskTracker,
+    /// Cancelled by [`Self::finish`]: requests not yet started then give up.
+    abandon: std::sync::Mutex<CancellationToken>,
     /// Shard bytes received from nodes (whole shards and ranges).
-    fetched: std::sync::atomic::AtomicU64,
+    fetched: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A shard to upload.
@@ -106,13 +112,29 @@ impl Transfer {
     /// Transfers over `net`, placing on `nodes`; shards are leased for `lease_secs`.
     pub fn new(net: NetHandle, nodes: Arc<Nodes>, lease_secs: u64, hedging: Hedging) -> Self {
         let timeouts = Timeouts { open: Duration::from_secs(5), request: Duration::from_secs(60) };
-        Self { net, nodes, timeouts, lease_secs, hedging, tails: TaskTracker::new(), fetched: Default::default() }
+        Self {
+            net,
+            nodes,
+            timeouts,
+            lease_secs,
+            hedging,
+            tails: TaskTracker::new(),
+            abandon: Default::default(),
+            fetched: Default::default(),
+        }
     }
 
     /// Waits (a bounded time) for uploads left running after their put
     /// returned, so that their shards are deleted before the process ends.
+    /// Uploads and deletes that have not reached their node yet (a dial to
+    /// a node that is down) are given up rather than waited for.
     pub async fn finish(&self) {
+        let abandon = std::mem::take(&mut *self.abandon.lock().unwrap_or_else(|e| e.into_inner()));
         self.tails.close();
+        // Requests to reachable nodes open their streams within the grace.
+        if tokio::time::timeout(OPEN_GRACE, self.tails.wait()).await.is_err() {
+            abandon.cancel();
+        }
         if tokio::time::timeout(TAIL_WAIT, self.tails.wait()).await.is_err() {
             tracing::warn!("tail uploads still running at shutdown; their shards expire with their lease");
         }
@@ -144,6 +166,11 @@ impl Transfer {
         ShardClient::new(self.net.clone(), peer, self.timeouts)
     }
 
+    /// The token whose cancellation gives up requests not yet started.
+    fn abandon_token(&self) -> CancellationToken {
+        self.abandon.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Uploads `shards`, each to a different node near `key`, and returns
     /// once `want` are stored: the holder of each shard, `None` for those
     /// not stored (failed everywhere, never started, or still running).
@@ -169,8 +196,10 @@ impl Transfer {
         let mut flying = vec![0usize; shards.len()];
         let mut running = FuturesUnordered::new();
         let lease = self.lease_secs;
+        // Cancelled once `want` are stored: uploads still dialling give up.
+        let enough = self.abandon_token().child_token();
         let start = |i: usize, peer: PeerId| {
-            let client = self.client(peer);
+            let client = self.client(peer).abandon_unopened_on(enough.clone());
             let s = shards[i].clone();
             let hash = *blake3::hash(&s.token).as_bytes();
             async move { (i, peer, client.put(s.id, &s.bytes, hash, lease).await) }
@@ -232,20 +261,27 @@ impl Transfer {
                     holders[i] = Some(node_of(&peer));
                     stored += 1;
                     if stored >= want {
+                        enough.cancel();
                         if !running.is_empty() {
                             let (net, timeouts) = (self.net.clone(), self.timeouts);
+                            let abandon = self.abandon_token();
                             let meta: Vec<(ShardId, [u8; 32])> = shards.iter().map(|s| (s.id, s.token)).collect();
                             self.tails.spawn(async move {
                                 while let Some((j, p, r)) = running.next().await {
                                     if r.is_ok() {
                                         let (id, token) = meta[j];
-                                        let _ = ShardClient::new(net.clone(), p, timeouts).delete(id, token).await;
+                                        let client = ShardClient::new(net.clone(), p, timeouts);
+                                        let _ = client.abandon_unopened_on(abandon.clone()).delete(id, token).await;
                                     }
                                 }
                             });
                         }
                         return Ok(holders);
                     }
+                }
+                Err(e @ cairn_net::Error::Abandoned { .. }) => {
+                    // The put was told to finish (shutdown): not the node's fault.
+                    last_error = Some(e.to_string());
                 }
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "shard upload failed");
@@ -291,11 +327,12 @@ impl Transfer {
         let mut running = FuturesUnordered::new();
         let start = |i: usize, peer: PeerId| {
             let client = self.client(peer);
-            let w = &shards[i];
+            let (id, len) = (shards[i].id, shards[i].len);
+            let fetched = Arc::clone(&self.fetched);
             async move {
-                let got = client.get(w.id, w.len).await;
+                let got = client.get(id, len).await;
                 if let Ok(b) = &got {
-                    self.count_fetched(b.len());
+                    fetched.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 }
                 (i, peer, got)
             }
@@ -304,7 +341,10 @@ impl Transfer {
             Hedging::Eager => 1,
             Hedging::Adaptive => 0,
         };
+        // Nodes with a request out, for judging the stragglers at the end.
+        let mut asked: Vec<PeerId> = Vec::new();
         for (i, peer) in order.by_ref().take(k + spare) {
+            asked.push(peer);
             running.push(start(i, peer));
         }
         let began = Instant::now();
@@ -313,9 +353,10 @@ impl Transfer {
         let mut good = 0;
         let mut last_error = String::from("no holders recorded");
         loop {
-            // Requests that are late get company: one spare once the first
-            // answers show they are late, then one more per HEDGE of
-            // silence, so a dead node costs seconds, not a timeout.
+            // Requests that are late get company: once the first answers
+            // show the others are late, a spare for each of them (as many
+            // as are still needed), then more per HEDGE of silence, so a
+            // dead node costs a fraction of a second, not a timeout.
             let due = if hedged == 0 { hedge_at(began, first_done) } else { Instant::now() + HEDGE };
             let next = tokio::select! {
                 next = running.next() => match next {
@@ -323,14 +364,19 @@ impl Transfer {
                     None => break,
                 },
                 () = tokio::time::sleep_until(due) => {
+                    // One spare per request still out, as many as are still needed.
                     hedged += 1;
-                    if let Some((j, p)) = order.next() {
+                    for (j, p) in order.by_ref().take(running.len().min(k - good).max(1)) {
+                        asked.push(p);
                         running.push(start(j, p));
                     }
                     continue;
                 }
             };
             let (i, peer, result) = next;
+            if let Some(at) = asked.iter().position(|p| *p == peer) {
+                asked.swap_remove(at);
+            }
             match result {
                 Ok(bytes) if bytes.len() as u64 == shards[i].len && shards[i].id.matches(&bytes) => {
                     self.nodes.report(peer, true);
@@ -338,6 +384,7 @@ impl Transfer {
                     out[i] = Some(Bytes::from(bytes));
                     good += 1;
                     if good == k {
+                        self.judge_stragglers(running, asked);
                         return Ok((out, bad));
                     }
                     continue;
@@ -354,10 +401,40 @@ impl Transfer {
                 }
             }
             if let Some((j, next)) = order.next() {
+                asked.push(next);
                 running.push(start(j, next));
             }
         }
         Err(Error::SegmentUnavailable { segment, usable: good, needed: k, reason: last_error })
+    }
+
+    /// Requests a download no longer needs (`pending` names their nodes):
+    /// they get [`OPEN_GRACE`] more on the tail tracker, and the nodes still
+    /// owing an answer then are passed over for a while (and so remembered
+    /// as down across runs): a node that cannot answer in that time is down
+    /// or overloaded. Their results are not used.
+    fn judge_stragglers<F, T>(&self, mut running: FuturesUnordered<F>, mut pending: Vec<PeerId>)
+    where
+        F: std::future::Future<Output = (usize, PeerId, Result<T, cairn_net::Error>)> + Send + 'static,
+        T: Send + 'static,
+    {
+        if running.is_empty() {
+            return;
+        }
+        let nodes = Arc::clone(&self.nodes);
+        self.tails.spawn(async move {
+            let deadline = Instant::now() + OPEN_GRACE;
+            while let Ok(Some((_, peer, r))) = tokio::time::timeout_at(deadline, running.next()).await {
+                nodes.report(peer, r.is_ok());
+                if let Some(at) = pending.iter().position(|p| *p == peer) {
+                    pending.swap_remove(at);
+                }
+            }
+            drop(running);
+            for peer in pending {
+                nodes.report(peer, false);
+            }
+        });
     }
 
     /// Deletes shards in the background (best effort): the caller does not
@@ -366,12 +443,13 @@ impl Transfer {
         if shards.is_empty() {
             return;
         }
-        let (net, timeouts) = (self.net.clone(), self.timeouts);
+        let (net, timeouts, abandon) = (self.net.clone(), self.timeouts, self.abandon_token());
         self.tails.spawn(async move {
             let mut running: FuturesUnordered<_> = shards
                 .into_iter()
                 .filter_map(|(id, node, token)| {
-                    let client = ShardClient::new(net.clone(), peer_of(&node)?, timeouts);
+                    let client =
+                        ShardClient::new(net.clone(), peer_of(&node)?, timeouts).abandon_unopened_on(abandon.clone());
                     Some(async move { client.delete(id, token).await })
                 })
                 .collect();

@@ -40,7 +40,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, PageFault};
-use crate::formats::{self, HeadPayload, Mark};
+use crate::formats::{self, HeadPayload, Mark, RecordPeers};
 use crate::heads;
 use crate::index::{
     self, Clock, Conflict, Edit, Expect, Leaf, LeafRef, Op, Page, PagePtr, Replaced, Root, Slot, Value,
@@ -56,6 +56,10 @@ const QUEUE: usize = 1024;
 const MAX_BATCH: usize = 4096;
 /// Attempts before a commit gives up.
 const ATTEMPTS: u32 = 10;
+/// How long a record's closest nodes are taken from the cache before they
+/// are looked up again. A head read or publish that cannot reach a
+/// majority of them looks them up again at once.
+const PEERS_KEPT: Duration = Duration::from_secs(600);
 /// Pages fetched at once.
 const FETCH_PARALLEL: usize = 16;
 
@@ -403,13 +407,20 @@ impl Inner {
         Ok(Some(self.pages.put(&Page::Root(root.clone())).await?))
     }
 
-    /// The nodes closest to the record (kept for a minute).
+    /// The nodes closest to the record: looked up in the DHT and kept for
+    /// a minute in memory and [`PEERS_KEPT`] in the cache (so a new
+    /// process skips the lookup). `fresh` looks them up again.
     async fn record_peers(&self, fresh: bool) -> Result<Vec<PeerId>, Error> {
-        if !fresh
-            && let Some((t, p)) = self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone()
-            && t.elapsed() < Duration::from_secs(60)
-        {
-            return Ok(p);
+        if !fresh {
+            if let Some((t, p)) = self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone()
+                && t.elapsed() < Duration::from_secs(60)
+            {
+                return Ok(p);
+            }
+            if let Some(p) = self.cached_peers().await {
+                *self.peers.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), p.clone()));
+                return Ok(p);
+            }
         }
         let found = self.pages.transfer().net().closest_peers(self.id.0.to_vec()).await?;
         self.pages.transfer().nodes().add(found.iter().cloned());
@@ -418,7 +429,25 @@ impl Inner {
             return Err(Error::NoNodes);
         }
         *self.peers.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), peers.clone()));
+        if let Some(c) = self.pages.cache() {
+            let (c, id) = (Arc::clone(c), self.id);
+            let kept =
+                RecordPeers { found_ms: crate::bucket::now_ms(), peers: peers.iter().map(|p| p.to_bytes()).collect() };
+            let _ = tokio::task::spawn_blocking(move || c.put_record_peers(&id, &kept)).await;
+        }
         Ok(peers)
+    }
+
+    /// The record's nodes as the cache has them, if looked up lately.
+    async fn cached_peers(&self) -> Option<Vec<PeerId>> {
+        let (c, id) = (Arc::clone(self.pages.cache()?), self.id);
+        let kept = tokio::task::spawn_blocking(move || c.record_peers(&id)).await.ok()??;
+        let age = crate::bucket::now_ms().saturating_sub(kept.found_ms);
+        if age > PEERS_KEPT.as_millis() as u64 {
+            return None;
+        }
+        let peers: Vec<PeerId> = kept.peers.iter().filter_map(|b| PeerId::from_bytes(b).ok()).collect();
+        (!peers.is_empty()).then_some(peers)
     }
 
     async fn load_leaves(&self, root: &Root, keys: &[&str]) -> Result<BTreeMap<usize, Leaf>, Error> {
@@ -482,19 +511,24 @@ impl Inner {
         groups: &[Vec<Op>],
         attempt: u32,
     ) -> Result<(Vec<Result<Replaced, Conflict>>, Vec<PagePtr>), Error> {
+        let started = Instant::now();
         let known = if attempt == 0 { self.lock_latest().clone() } else { None };
         let base = match known {
             Some(s) => s,
             None => self.load().await?,
         };
+        let based = started.elapsed();
         let now_ms = crate::bucket::now_ms();
         let (slots, results, clock, replaced_pages) = self.edit(&base, groups, now_ms).await?;
         if results.iter().all(Result::is_err) {
             // Nothing to publish: every group's precondition failed.
             return Ok((results, Vec::new()));
         }
+        let edited = started.elapsed();
         let root = self.store_slots(slots).await?;
+        let leaves = started.elapsed();
         let root_ptr = self.store_root(&root).await?;
+        let rooted = started.elapsed();
         let payload = HeadPayload { root: root_ptr.clone(), count: root.count(), clock };
         let sealed = self.key.seal(&self.payload_aad(), &formats::encode_head(&payload));
         let seq = base.seq + 1;
@@ -505,6 +539,17 @@ impl Inner {
         // Pages of an attempt that lost are left to expire: a minority of
         // nodes may hold its record, and a reader merges what it names.
         heads::publish(self.pages.transfer(), &self.tasks, &peers, &record).await?;
+        tracing::debug!(
+            seq,
+            groups = groups.len(),
+            leaves = replaced_pages.len(),
+            ?based,
+            ?edited,
+            ?leaves,
+            ?rooted,
+            published = ?started.elapsed(),
+            "committed"
+        );
         {
             let mut c = self.clock.lock().unwrap_or_else(|e| e.into_inner());
             *c = (*c).max(clock);

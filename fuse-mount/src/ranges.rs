@@ -62,6 +62,9 @@ impl Ranges {
     /// or wholly outside it (false).
     pub fn split(&self, r: Range<u64>) -> Vec<(Range<u64>, bool)> {
         let mut out = Vec::new();
+        if r.is_empty() {
+            return out;
+        }
         let mut at = r.start;
         for x in &self.0 {
             if x.end <= at {

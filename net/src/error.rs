@@ -69,6 +69,13 @@ pub enum Error {
         /// What is wrong with it.
         reason: cairn_proto::head::RecordRefused,
     },
+    /// The request gave up before its stream opened (its caller no
+    /// longer needed it).
+    #[error("request to {peer} abandoned before it started")]
+    Abandoned {
+        /// The peer.
+        peer: PeerId,
+    },
     /// A request took too long.
     #[error("request to {peer} timed out")]
     Timeout {

@@ -82,6 +82,17 @@ impl NetHandle {
         self.ask(|reply| Command::ConnectedPeers { reply }).await
     }
 
+    /// Waits until a connection to some peer is open.
+    pub async fn wait_connected(&self) -> Result<(), Error> {
+        self.ask(|reply| Command::WaitConnected { reply }).await
+    }
+
+    /// Tells the DHT where `peer` can be reached (known from an earlier
+    /// run), so that requests to it can dial it.
+    pub async fn add_addresses(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), Error> {
+        self.commands.send(Command::AddAddresses { peer, addrs }).await.map_err(|_| Error::Stopped)
+    }
+
     /// Dials an address (`…/p2p/<peer id>` adds it to the routing table).
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), Error> {
         self.ask(|reply| Command::Dial { addr, reply }).await?

@@ -8,6 +8,7 @@ use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, NodeStats, Request, Respon
 use cairn_proto::{RecordId, ShardId};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, Stream};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::handle::NetHandle;
@@ -43,6 +44,8 @@ pub struct ShardClient {
     net: NetHandle,
     peer: PeerId,
     timeouts: Timeouts,
+    /// Once cancelled, a request whose stream is not open yet gives up.
+    abandon: Option<CancellationToken>,
 }
 
 /// Writes a framed request (and body). The stream is not half-closed:
@@ -72,7 +75,16 @@ pub async fn read_response(stream: &mut Stream, peer: PeerId) -> Result<Response
 impl ShardClient {
     /// A client for `peer` over `net`.
     pub fn new(net: NetHandle, peer: PeerId, timeouts: Timeouts) -> Self {
-        Self { net, peer, timeouts }
+        Self { net, peer, timeouts, abandon: None }
+    }
+
+    /// Requests that have not opened their stream when `token` is
+    /// cancelled give up with [`Error::Abandoned`]: no byte of theirs has
+    /// reached the node, so nothing is left to clean up, and nobody waits
+    /// for a dial to a node that is down. Requests already under way go on.
+    pub fn abandon_unopened_on(mut self, token: CancellationToken) -> Self {
+        self.abandon = Some(token);
+        self
     }
 
     /// The peer this client talks to.
@@ -106,7 +118,15 @@ impl ShardClient {
     ) -> Result<(Response, Vec<u8>), Error> {
         let peer = self.peer;
         let work = async {
-            let mut stream = self.net.open_shard_stream(peer, self.timeouts.open).await?;
+            let open = self.net.open_shard_stream(peer, self.timeouts.open);
+            let mut stream = match &self.abandon {
+                None => open.await?,
+                Some(token) => tokio::select! {
+                    biased;
+                    opened = open => opened?,
+                    () = token.cancelled() => return Err(Error::Abandoned { peer }),
+                },
+            };
             let sent = send_request(&mut stream, req, body).await;
             // The node may stop our sending side once it has what it needs: a
             // refused put is answered before its body is read, and a fast

@@ -136,6 +136,8 @@ type PeersReply = oneshot::Sender<Result<Vec<(PeerId, Vec<Multiaddr>)>, Error>>;
 pub(crate) enum Command {
     ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
     ConnectedPeers { reply: oneshot::Sender<Vec<PeerId>> },
+    WaitConnected { reply: oneshot::Sender<()> },
+    AddAddresses { peer: PeerId, addrs: Vec<Multiaddr> },
     Dial { addr: Multiaddr, reply: oneshot::Sender<Result<(), Error>> },
     Bootstrap { reply: oneshot::Sender<Result<(), Error>> },
     ClosestPeers { key: Vec<u8>, reply: PeersReply },
@@ -162,6 +164,8 @@ pub struct EventLoop {
     clocks: HashMap<QueryId, QueryClock>,
     listen_addrs: Vec<Multiaddr>,
     addr_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
+    /// Callers waiting for a first connection.
+    connect_waiters: Vec<oneshot::Sender<()>>,
     /// Listeners that have reported at least one address.
     listeners_up: HashSet<libp2p::core::transport::ListenerId>,
     expected_listeners: usize,
@@ -250,6 +254,7 @@ pub(crate) fn build(
         clocks: HashMap::new(),
         listen_addrs: Vec::new(),
         addr_waiters: Vec::new(),
+        connect_waiters: Vec::new(),
         listeners_up: HashSet::new(),
         expected_listeners: cfg.listen.len(),
     };
@@ -319,6 +324,19 @@ impl EventLoop {
             Command::ConnectedPeers { reply } => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }
+            Command::WaitConnected { reply } => {
+                if self.swarm.connected_peers().next().is_some() {
+                    let _ = reply.send(());
+                } else {
+                    self.connect_waiters.push(reply);
+                }
+            }
+            Command::AddAddresses { peer, addrs } => {
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                for addr in addrs {
+                    kad.add_address(&peer, addr);
+                }
+            }
             Command::Dial { addr, reply } => {
                 if let Some(peer) = peer_of(&addr) {
                     kad.add_address(&peer, addr.clone());
@@ -380,6 +398,11 @@ impl EventLoop {
                     for w in self.addr_waiters.drain(..) {
                         let _ = w.send(self.listen_addrs.clone());
                     }
+                }
+            }
+            SwarmEvent::ConnectionEstablished { .. } => {
+                for w in self.connect_waiters.drain(..) {
+                    let _ = w.send(());
                 }
             }
             // Learn the listen addresses of peers that speak our DHT.
