@@ -2,6 +2,7 @@
 //!
 //! Argument parsing and printing only; the work lives in library crates.
 
+mod bench_cli;
 mod bench_e2e;
 mod bench_mount;
 mod bench_node;
@@ -314,6 +315,20 @@ enum Bench {
         #[arg(long, default_value_t = 10_000)]
         tree: usize,
     },
+    /// What one `cairn` command costs, process start to exit, on a local
+    /// devnet (put, get, ls, stat of a small object), against process start
+    /// alone; then again with nodes killed. Needs `cairn-node` next to `cairn`.
+    Cli {
+        /// Storage nodes.
+        #[arg(long, default_value_t = 8)]
+        nodes: usize,
+        /// Calls of each command; the median counts.
+        #[arg(long, default_value_t = 21)]
+        calls: usize,
+        /// Nodes killed for the second half.
+        #[arg(long, default_value_t = 3)]
+        dead: usize,
+    },
     /// Shard put/get throughput of one real cairn-node on loopback, against
     /// bare quinn streams. Needs `cairn-node` next to `cairn`.
     Node {
@@ -513,6 +528,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(Bench::Mount { nodes, size, runs, small, tree }) => {
             runtime()?.block_on(bench_mount::MountBench { nodes, size, runs, small, tree }.run())?;
+        }
+        Command::Bench(Bench::Cli { nodes, calls, dead }) => {
+            runtime()?.block_on(bench_cli::CliBench { nodes, calls, dead }.run())?;
         }
         Command::Bench(Bench::Node { concurrency, shard_size, runs }) => {
             let rt = runtime()?;

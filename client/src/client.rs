@@ -27,6 +27,10 @@ use crate::tree::{Tree, TreeOptions};
 
 /// How long `connect` waits for the first storage node.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that ran this long without reaching a node notes it as down.
+const UNREACHABLE_AFTER: Duration = Duration::from_millis(250);
+/// How long a node that could not be reached at all is passed over.
+const UNREACHABLE_PENALTY: Duration = Duration::from_secs(300);
 /// How long shutdown waits for background work.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -117,6 +121,7 @@ pub struct Client {
     buckets: Mutex<HashMap<String, Bucket>>,
     cfg: ClientConfig,
     tasks: Tasks,
+    started: Instant,
 }
 
 impl std::fmt::Debug for Client {
@@ -129,14 +134,22 @@ impl Client {
     /// Joins the network through `cfg.bootstrap` (and nodes remembered in
     /// the cache) and waits until at least one storage node answers.
     pub async fn connect(root: &RootSecret, cfg: ClientConfig) -> Result<Self, Error> {
-        let cache = cfg.cache_dir.as_ref().and_then(|dir| match Cache::open(dir) {
-            Ok(c) => Some(Arc::new(c)),
-            Err(e) => {
-                tracing::info!(error = %e, "going on without the local cache");
-                None
-            }
-        });
-        let mut bootstrap = cfg.bootstrap.clone();
+        // The cache opens (RocksDB replays its log) while the network
+        // starts dialling the configured nodes.
+        let opening = cfg.cache_dir.clone().map(|dir| tokio::task::spawn_blocking(move || Cache::open(&dir)));
+        let start = |bootstrap| Network::start(NetConfig::client(bootstrap), Arc::new(MemoryBackend::new(1024)));
+        let started = if cfg.bootstrap.is_empty() { None } else { Some(start(cfg.bootstrap.clone())?) };
+        let cache = match opening {
+            Some(task) => match task.await {
+                Ok(Ok(c)) => Some(Arc::new(c)),
+                Ok(Err(e)) => {
+                    tracing::info!(error = %e, "going on without the local cache");
+                    None
+                }
+                Err(_) => None,
+            },
+            None => None,
+        };
         let remembered: Vec<(PeerId, Vec<Multiaddr>, Option<SystemTime>)> = cache
             .as_ref()
             .map(|c| c.nodes())
@@ -148,13 +161,17 @@ impl Client {
                 Some((PeerId::from_bytes(&p).ok()?, addrs, down))
             })
             .collect();
-        if bootstrap.is_empty() {
-            bootstrap.extend(remembered.iter().flat_map(|(_, a, _)| a.iter().take(1).cloned()));
-        }
-        if bootstrap.is_empty() {
-            return Err(Error::NoNodes);
-        }
-        let network = Network::start(NetConfig::client(bootstrap), Arc::new(MemoryBackend::new(1024)))?;
+        let network = match started {
+            Some(n) => n,
+            None => {
+                let bootstrap: Vec<Multiaddr> =
+                    remembered.iter().flat_map(|(_, a, _)| a.iter().take(1).cloned()).collect();
+                if bootstrap.is_empty() {
+                    return Err(Error::NoNodes);
+                }
+                start(bootstrap)?
+            }
+        };
         let net = network.handle.clone();
         // Nodes remembered from earlier runs can be dialled at once.
         let nodes = Arc::new(Nodes::new(net.clone()));
@@ -195,6 +212,7 @@ impl Client {
             buckets: Mutex::new(HashMap::new()),
             cfg,
             tasks,
+            started: Instant::now(),
         })
     }
 
@@ -203,6 +221,7 @@ impl Client {
         self.tasks.shutdown(SHUTDOWN_GRACE).await;
         self.transfer.finish().await;
         if let Some(c) = &self.cache {
+            self.note_unreachable().await;
             for n in self.transfer.nodes().report_all() {
                 let memo = NodeMemo {
                     addrs: n.addrs.iter().map(ToString::to_string).collect(),
@@ -216,6 +235,25 @@ impl Client {
         }
         if let Some(n) = self.network.take() {
             n.shutdown().await;
+        }
+    }
+
+    /// Nodes this client asked but never reached (no request answered, no
+    /// connection open) in a life long enough for a handshake to complete many times
+    /// over are passed over for [`UNREACHABLE_PENALTY`], and the cache
+    /// remembers it: the next run does not wait on them first. (A request
+    /// that was dropped because others answered first never reports the
+    /// node that could not answer it.)
+    async fn note_unreachable(&self) {
+        if self.started.elapsed() < UNREACHABLE_AFTER {
+            return;
+        }
+        let Ok(connected) = self.transfer.net().connected_peers().await else { return };
+        let nodes = self.transfer.nodes();
+        for n in nodes.report_all() {
+            if n.asked && n.ok == 0 && !n.penalized && !connected.contains(&n.peer) {
+                nodes.pass_over(n.peer, UNREACHABLE_PENALTY);
+            }
         }
     }
 
@@ -267,7 +305,7 @@ impl Client {
         let info = BucketInfo { name: name.into(), created_ms: now_ms(), settings, head_published: true };
         // The bucket's head first: once the bucket is listed, a lookup of
         // its head that finds nothing is an error, never an empty bucket.
-        let tree = self.open_tree(&BucketInfo { head_published: false, ..info.clone() });
+        let tree = self.open_tree(name, false);
         tree.commit(Vec::new()).await?;
         match self.list.commit(vec![Op::put(name, formats::encode_bucket(&info)).expecting(Expect::Absent)]).await {
             Err(e) if matches!(e.root(), Error::Conflict { .. }) => Err(Error::BucketExists(name.into())),
@@ -300,6 +338,13 @@ impl Client {
         if let Some(b) = self.buckets.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
             return Ok(b.clone());
         }
+        // The bucket's own head is read while the list is: a bucket that
+        // exists (the common case) then costs one round trip, not two.
+        let ahead = self.open_tree(name, true);
+        let reading = {
+            let t = ahead.clone();
+            AbortOnDrop(tokio::spawn(async move { t.snapshot(Duration::ZERO).await }))
+        };
         let snap = self.list.snapshot(Duration::from_secs(2)).await?;
         let found = match self.list.get(&snap, name).await? {
             Some(v) => Some(v),
@@ -314,7 +359,13 @@ impl Client {
             Some(v) => decode_bucket(name.into(), &v)?,
             None => return Err(Error::NoSuchBucket(name.into())),
         };
-        let tree = self.open_tree(&info);
+        let tree = if info.head_published {
+            // Its outcome is the tree's to keep (or, on failure, to redo).
+            let _ = reading.finish().await;
+            ahead
+        } else {
+            self.open_tree(name, false)
+        };
         let collector = Collector::new(self.cfg.gc_delay);
         let keys = self.account.bucket(name);
         let bucket = Bucket::new(
@@ -333,13 +384,29 @@ impl Client {
 }
 
 impl Client {
-    /// The index tree of a bucket.
-    fn open_tree(&self, info: &BucketInfo) -> Tree {
-        let keys = self.account.bucket(&info.name);
+    /// The index tree of a bucket; `head_published`: its head record was
+    /// published at creation (a lookup that finds none is an error).
+    fn open_tree(&self, name: &str, head_published: bool) -> Tree {
+        let keys = self.account.bucket(name);
         let pages =
             Pages::new(keys.index.clone(), keys.signer.public_key(), Arc::clone(&self.transfer), self.cache.clone());
-        let opts = TreeOptions { retire: Some(Arc::new(crate::gc::Retirer)), must_exist: info.head_published };
+        let opts = TreeOptions { retire: Some(Arc::new(crate::gc::Retirer)), must_exist: head_published };
         Tree::new(keys.signer.clone(), keys.index.clone(), pages, opts, &self.tasks)
+    }
+}
+
+/// A task that is aborted unless it is awaited to its end.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn finish(mut self) -> Option<T> {
+        (&mut self.0).await.ok()
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -227,6 +227,7 @@ async fn round(
             }
             continue;
         }
+        nodes.asking(&peer);
         let client = ShardClient::new(transfer.net().clone(), peer, TIMEOUTS);
         let transfer = Arc::clone(transfer);
         let offered = publish.cloned();

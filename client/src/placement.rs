@@ -17,6 +17,9 @@ use crate::error::Error;
 
 /// How long a node that failed is passed over.
 const PENALTY: Duration = Duration::from_secs(30);
+/// The longest a remembered failure passes a node over (a wrong clock
+/// cannot pass it over for longer).
+const MAX_REMEMBERED_PENALTY: Duration = Duration::from_secs(300);
 /// How often the list of known nodes is refreshed from the DHT.
 const REFRESH: Duration = Duration::from_secs(120);
 
@@ -27,6 +30,8 @@ struct NodeInfo {
     down_until: Option<Instant>,
     ok: u64,
     failed: u64,
+    /// A request was sent to it in this run.
+    asked: bool,
 }
 
 /// What the client knows about one storage node.
@@ -44,6 +49,8 @@ pub struct NodeReport {
     pub penalized: bool,
     /// Until when it is passed over.
     pub down_until: Option<std::time::SystemTime>,
+    /// A request was sent to it in this run.
+    pub asked: bool,
 }
 
 #[derive(Debug, Default)]
@@ -86,12 +93,27 @@ impl Nodes {
                 down_until: None,
                 ok: 0,
                 failed: 0,
+                asked: false,
             });
             for a in addrs {
                 if !e.addrs.contains(&a) {
                     e.addrs.push(a);
                 }
             }
+        }
+    }
+
+    /// Notes that a request is being sent to `peer`.
+    pub fn asking(&self, peer: &PeerId) {
+        if let Some(n) = self.lock().known.get_mut(peer) {
+            n.asked = true;
+        }
+    }
+
+    /// Passes over `peer` for `how_long` (it could not be reached).
+    pub fn pass_over(&self, peer: PeerId, how_long: Duration) {
+        if let Some(n) = self.lock().known.get_mut(&peer) {
+            n.down_until = Some(Instant::now() + how_long);
         }
     }
 
@@ -103,7 +125,7 @@ impl Nodes {
         if let Some(left) = left
             && let Some(n) = self.lock().known.get_mut(&peer)
         {
-            n.down_until = Some(Instant::now() + left.min(PENALTY));
+            n.down_until = Some(Instant::now() + left.min(MAX_REMEMBERED_PENALTY));
         }
     }
 
@@ -207,6 +229,7 @@ impl Nodes {
                     failed: n.failed,
                     penalized: left.is_some(),
                     down_until: left.map(|d| wall + d),
+                    asked: n.asked,
                 }
             })
             .collect();

@@ -163,6 +163,7 @@ impl Transfer {
 
     /// A shard client for `peer`.
     pub fn client(&self, peer: PeerId) -> ShardClient {
+        self.nodes.asking(&peer);
         ShardClient::new(self.net.clone(), peer, self.timeouts)
     }
 

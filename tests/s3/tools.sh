@@ -5,6 +5,8 @@
 # Each tool: mb, a 20 MiB (multipart) upload, list, download + sha256, a
 # ranged read where the tool has one, copy, delete, rb.
 set -euo pipefail
+# A step that fails quietly (grep -q, [[ ]]) still says which it was.
+trap 'echo "tools.sh: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 endpoint=$1 key=$2 secret=$3 work=$4
 export AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret AWS_DEFAULT_REGION=us-east-1
 export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null

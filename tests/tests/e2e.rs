@@ -321,3 +321,62 @@ async fn nodes_learn_no_plaintext_and_no_names() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_cannot_be_reached_are_remembered_across_runs() {
+    use cairn_client::cache::Cache;
+
+    let mut cluster = TestCluster::start(8);
+    let root = RootSecret::generate();
+    let cache = cluster.dir().join("remembering-cache");
+    let connect = |cluster: &TestCluster| Client::connect(&root, cluster.client_config(Some(cache.clone())));
+    let client = connect(&cluster).await.expect("connect");
+    client.create_bucket("remembering", None).await.expect("mb");
+    let b = client.bucket("remembering").await.expect("bucket");
+    put_bytes(&b, "before", b"kept".to_vec()).await.expect("put");
+    // Handles hold the cache open (a second open of it is refused).
+    drop(b);
+    client.shutdown().await;
+
+    // Three of eight die: five still make a majority of every head record.
+    let dead = [1, 4, 6];
+    let dead_peers: Vec<String> = dead.iter().map(|&i| cluster.peer_id(i)).collect();
+    for i in dead {
+        cluster.kill(i);
+    }
+    let client = connect(&cluster).await.expect("connect with nodes dead");
+    let b = client.bucket("remembering").await.expect("bucket");
+    for i in 0..4 {
+        put_bytes(&b, &format!("during/{i}"), vec![i; 100]).await.expect("put with nodes dead");
+    }
+    assert_eq!(get_bytes(&b, "before").await.expect("get"), b"kept");
+    // A run too short for a handshake is not evidence; this one is long enough.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    drop(b);
+    client.shutdown().await;
+
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
+    let remembered = Cache::open(&cache).expect("cache").nodes();
+    let down: Vec<String> = remembered
+        .iter()
+        .filter(|(_, m)| m.down_until_ms.is_some_and(|t| t > now_ms))
+        .filter_map(|(p, _)| {
+            let node = cairn_proto::NodeId::from_bytes(p.clone()).ok()?;
+            cairn_client::transfer::peer_of(&node).map(|p| p.to_string())
+        })
+        .collect();
+    let mut down_sorted = down.clone();
+    down_sorted.sort();
+    let mut want = dead_peers.clone();
+    want.sort();
+    assert_eq!(down_sorted, want, "the cache remembers exactly the dead nodes as down");
+
+    // The next run passes them over and still reads and writes everything.
+    let client = connect(&cluster).await.expect("connect again");
+    let b = client.bucket("remembering").await.expect("bucket");
+    put_bytes(&b, "after", b"new".to_vec()).await.expect("put");
+    for i in 0..4 {
+        assert_eq!(get_bytes(&b, &format!("during/{i}")).await.expect("get"), vec![i; 100]);
+    }
+    client.shutdown().await;
+}
