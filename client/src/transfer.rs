@@ -192,6 +192,15 @@ impl Transfer {
     ) -> Result<Vec<Option<NodeId>>, Error> {
         let mut candidates: VecDeque<PeerId> =
             self.nodes.candidates(key, shards.len() + SPARE_NODES, want).await?.into();
+        // Among those candidates (the nearest, so placement still follows
+        // distance), healthy nodes this client is connected to go first: a
+        // node still being dialled while others answer is often down, and
+        // its upload would only be hedged after HEDGE_MIN.
+        if let Ok(connected) = self.net.connected_peers().await
+            && !connected.is_empty()
+        {
+            candidates.make_contiguous().sort_by_key(|p| (self.nodes.penalized(p), !connected.contains(p)));
+        }
         let mut holders: Vec<Option<NodeId>> = vec![None; shards.len()];
         // Uploads running per shard.
         let mut flying = vec![0usize; shards.len()];
