@@ -137,7 +137,9 @@ impl Client {
         // The cache opens (RocksDB replays its log) while the network
         // starts dialling the configured nodes.
         let opening = cfg.cache_dir.clone().map(|dir| tokio::task::spawn_blocking(move || Cache::open(&dir)));
-        let start = |bootstrap| Network::start(NetConfig::client(bootstrap), Arc::new(MemoryBackend::new(1024)));
+        let start = |bootstrap| {
+            Network::start(NetConfig::client(bootstrap), Arc::new(MemoryBackend::new(1024))).map_err(Error::from)
+        };
         let started = if cfg.bootstrap.is_empty() { None } else { Some(start(cfg.bootstrap.clone())?) };
         let cache = match opening {
             Some(task) => match task.await {
