@@ -60,6 +60,8 @@ const ATTEMPTS: u32 = 10;
 /// are looked up again. A head read or publish that cannot reach a
 /// majority of them looks them up again at once.
 const PEERS_KEPT: Duration = Duration::from_secs(600);
+/// Nodes that hold a head record: Kademlia's replication factor (k = 20).
+const RECORD_PEERS: usize = 20;
 /// Pages fetched at once.
 const FETCH_PARALLEL: usize = 16;
 
@@ -423,8 +425,15 @@ impl Inner {
             }
         }
         let found = self.pages.transfer().net().closest_peers(self.id.0.to_vec()).await?;
-        self.pages.transfer().nodes().add(found.iter().cloned());
-        let peers: Vec<PeerId> = found.into_iter().map(|(p, _)| p).collect();
+        let nodes = self.pages.transfer().nodes();
+        nodes.add(found);
+        // The lookup's answer joined with every node known, nearest first:
+        // a lookup that ended early (a stalled peer) must not shrink the
+        // set, or two clients could each reach a "majority" of different
+        // sets and miss each other's records.
+        let mut peers: Vec<PeerId> = nodes.report_all().into_iter().map(|n| n.peer).collect();
+        cairn_net::sort_by_distance(&self.id.0, &mut peers);
+        peers.truncate(RECORD_PEERS);
         if peers.is_empty() {
             return Err(Error::NoNodes);
         }

@@ -25,3 +25,31 @@ pub use libp2p::{Multiaddr, PeerId, Stream, identity};
 pub use libp2p_stream::IncomingStreams;
 pub use shard_client::{ShardClient, Timeouts};
 pub use swarm::{NetConfig, Role};
+
+/// Orders `peers` by Kademlia distance to `key`, nearest first (the order
+/// in which a lookup of `key` would find them). A record's closest nodes
+/// are then a function of the nodes known, the same for every client that
+/// knows the same nodes, rather than of how far one lookup got.
+pub fn sort_by_distance(key: &[u8], peers: &mut [PeerId]) {
+    let target = libp2p::kad::KBucketKey::new(key.to_vec());
+    peers.sort_by_cached_key(|p| libp2p::kad::KBucketKey::from(*p).distance(&target));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_sort_nearest_first_whatever_their_order() {
+        let key = b"some record id";
+        let target = libp2p::kad::KBucketKey::new(key.to_vec());
+        let peers: Vec<PeerId> = (0..12).map(|_| PeerId::random()).collect();
+        let mut a = peers.clone();
+        let mut b: Vec<PeerId> = peers.into_iter().rev().collect();
+        sort_by_distance(key, &mut a);
+        sort_by_distance(key, &mut b);
+        assert_eq!(a, b, "the order depends only on the set");
+        let d: Vec<_> = a.iter().map(|p| libp2p::kad::KBucketKey::from(*p).distance(&target)).collect();
+        assert!(d.windows(2).all(|w| w[0] <= w[1]), "nearest first");
+    }
+}
