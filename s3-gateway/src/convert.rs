@@ -43,6 +43,9 @@ pub fn s3_error(e: ClientError) -> S3Error {
         | ClientError::SegmentUnavailable { .. }
         | ClientError::PageUnavailable { .. }
         | ClientError::HeadBehind { .. }
+        | ClientError::HeadUnreachable { .. }
+        | ClientError::HeadRaced { .. }
+        | ClientError::PassedOver { .. }
         | ClientError::Stopped => return unavailable(msg),
         _ => return internal(root),
     };
@@ -129,6 +132,16 @@ mod tests {
         let e = s3_error(shared);
         assert_eq!(e.code(), &S3ErrorCode::ServiceUnavailable);
         assert!(e.headers().is_some_and(|h| h.contains_key(http::header::RETRY_AFTER)));
+        // A commit that lost every race, or a head its nodes cannot serve: try again.
+        let record = cairn_proto::RecordId([1; 32]);
+        let raced = ClientError::CommitFailed {
+            attempts: 10,
+            last: std::sync::Arc::new(ClientError::HeadRaced { record, held: 9 }),
+        };
+        assert_eq!(code(raced), S3ErrorCode::ServiceUnavailable);
+        let dark =
+            ClientError::HeadUnreachable { record, answered: 2, needed: 5, last: Box::new(ClientError::NoNodes) };
+        assert_eq!(code(dark), S3ErrorCode::ServiceUnavailable);
         let digest = std::io::Error::other(BodyError::BadDigest("Content-MD5"));
         assert_eq!(code(ClientError::Io(digest)), S3ErrorCode::BadDigest);
         assert_eq!(code(ClientError::Io(std::io::Error::other("disk"))), S3ErrorCode::InternalError);
