@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use cairn_crypto::{BucketKeys, DataKey, ObjectCipher, delete_token};
+use cairn_crypto::{BucketKeys, DataKey, ObjectCipher};
 use cairn_proto::layout::Layout;
 use cairn_proto::manifest::{ObjectManifest, SegmentManifest, ShardPlacement};
 use cairn_proto::{ObjectVersionId, SegmentId};
@@ -32,7 +32,7 @@ use crate::listing::{Lister, Step};
 use crate::pipeline::{Parallelism, encode_object};
 use crate::segment::{self, EncodedSegment, SegmentPos};
 use crate::tasks::Tasks;
-use crate::transfer::{Outgoing, Transfer, Wanted};
+use crate::transfer::{Outgoing, Transfer, Wanted, delete_token};
 use crate::tree::{Snapshot, Tree, expect_current};
 
 /// Objects smaller than this are stored inside the index.
@@ -444,7 +444,7 @@ impl Bucket {
             .map(|(sid, bytes)| Outgoing {
                 id: *sid,
                 bytes: bytes.clone(),
-                token: delete_token(data_key.as_bytes(), &sid.0),
+                key: *data_key.as_bytes(),
             })
             .collect();
         let holders = self.transfer.put_shards(id.placement_key(), &outgoing, usize::from(self.settings.n)).await?;
@@ -776,7 +776,10 @@ impl Bucket {
             .segments
             .iter()
             .flat_map(|s| s.shards.iter())
-            .filter_map(|s| Some((s.id, s.holder.clone()?, delete_token(&m.data_key, &s.id.0))))
+            .filter_map(|s| {
+                let holder = s.holder.clone()?;
+                Some((s.id, holder.clone(), delete_token(&m.data_key, &s.id, &holder)))
+            })
             .collect();
         self.transfer.delete_shards(shards);
     }

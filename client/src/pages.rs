@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cairn_crypto::{SymmetricKey, delete_token};
+use cairn_crypto::SymmetricKey;
 use cairn_proto::ShardId;
 
 use crate::cache::Cache;
 use crate::error::{Error, PageFault};
 use crate::formats;
 use crate::index::{Page, PagePtr};
-use crate::transfer::{Outgoing, Transfer, peer_of};
+use crate::transfer::{Outgoing, Transfer, delete_token, peer_of};
 use cairn_net::PeerId;
 
 /// Copies of each page. Any one is enough to read it; three survive two
@@ -56,9 +56,9 @@ impl Pages {
         &self.transfer
     }
 
-    /// The token that deletes a page's copies.
-    pub fn token(&self, id: &ShardId) -> [u8; 32] {
-        delete_token(self.key.as_bytes(), &id.0)
+    /// The key the tokens of this tree's pages derive from.
+    pub fn token_key(&self) -> &[u8; 32] {
+        self.key.as_bytes()
     }
 
     /// Seals and stores a page.
@@ -68,7 +68,7 @@ impl Pages {
         let len = sealed.len() as u32;
         let bytes = Bytes::from(sealed);
         self.cache_put(id, bytes.clone()).await;
-        let copies = vec![Outgoing { id, bytes, token: self.token(&id) }; ATTEMPTS];
+        let copies = vec![Outgoing { id, bytes, key: *self.key.as_bytes() }; ATTEMPTS];
         let holders = self.transfer.put_shards(id.0, &copies, REPLICAS).await?;
         Ok(PagePtr { id, len, holders: holders.into_iter().flatten().collect() })
     }
@@ -125,8 +125,8 @@ impl Pages {
 
     /// Deletes a page's copies (best effort).
     pub fn delete(&self, ptr: &PagePtr) {
-        let token = self.token(&ptr.id);
-        let shards = ptr.holders.iter().map(|h| (ptr.id, h.clone(), token)).collect();
+        let key = self.key.as_bytes();
+        let shards = ptr.holders.iter().map(|h| (ptr.id, h.clone(), delete_token(key, &ptr.id, h))).collect();
         self.transfer.delete_shards(shards);
     }
 }

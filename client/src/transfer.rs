@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 use cairn_net::{NetHandle, PeerId, ShardClient, Timeouts};
+use cairn_proto::shard::{owner_of, renew_token_of};
 use cairn_proto::{NodeId, ShardId};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -82,8 +83,21 @@ pub struct Outgoing {
     pub id: ShardId,
     /// Its bytes.
     pub bytes: Bytes,
-    /// The token that may delete it (nodes get only its BLAKE3 hash).
-    pub token: [u8; 32],
+    /// The key its tokens derive from ([`delete_token`]): an object's data
+    /// key, a tree's page key.
+    pub key: [u8; 32],
+}
+
+/// The token that deletes shard `id` from `holder`: derived from the
+/// owner's `key` and bound to the holder, so that a node cannot replay
+/// the token it was given at another holder.
+pub fn delete_token(key: &[u8; 32], id: &ShardId, holder: &NodeId) -> [u8; 32] {
+    cairn_crypto::delete_token(key, &id.0, holder.as_bytes())
+}
+
+/// The token that renews shard `id` at `holder` (and cannot delete it).
+pub fn renew_token(key: &[u8; 32], id: &ShardId, holder: &NodeId) -> [u8; 32] {
+    renew_token_of(&delete_token(key, id, holder))
 }
 
 /// A shard to fetch: its id, expected length and believed holder.
@@ -211,8 +225,8 @@ impl Transfer {
         let start = |i: usize, peer: PeerId| {
             let client = self.client(peer).abandon_unopened_on(enough.clone());
             let s = shards[i].clone();
-            let hash = *blake3::hash(&s.token).as_bytes();
-            async move { (i, peer, client.put(s.id, &s.bytes, hash, lease).await) }
+            let owner = owner_of(&renew_token(&s.key, &s.id, &node_of(&peer)));
+            async move { (i, peer, client.put(s.id, &s.bytes, owner, lease).await) }
         };
         let first = match self.hedging {
             Hedging::Eager => shards.len(),
@@ -263,7 +277,8 @@ impl Transfer {
                 Ok(()) if holders[i].is_some() => {
                     // A second copy of a stored shard: not recorded, so not kept.
                     self.nodes.report(peer, true);
-                    self.delete_shards(vec![(shards[i].id, node_of(&peer), shards[i].token)]);
+                    let (id, node) = (shards[i].id, node_of(&peer));
+                    self.delete_shards(vec![(id, node.clone(), delete_token(&shards[i].key, &id, &node))]);
                 }
                 Ok(()) => {
                     self.nodes.report(peer, true);
@@ -275,11 +290,12 @@ impl Transfer {
                         if !running.is_empty() {
                             let (net, timeouts) = (self.net.clone(), self.timeouts);
                             let abandon = self.abandon_token();
-                            let meta: Vec<(ShardId, [u8; 32])> = shards.iter().map(|s| (s.id, s.token)).collect();
+                            let meta: Vec<(ShardId, [u8; 32])> = shards.iter().map(|s| (s.id, s.key)).collect();
                             self.tails.spawn(async move {
                                 while let Some((j, p, r)) = running.next().await {
                                     if r.is_ok() {
-                                        let (id, token) = meta[j];
+                                        let (id, key) = meta[j];
+                                        let token = delete_token(&key, &id, &node_of(&p));
                                         let client = ShardClient::new(net.clone(), p, timeouts);
                                         let _ = client.abandon_unopened_on(abandon.clone()).delete(id, token).await;
                                     }
@@ -307,6 +323,17 @@ impl Transfer {
                 }
             }
         }
+        // A put that fails leaves nothing behind: the shards it did store
+        // are deleted (and would otherwise take space until their lease ends).
+        let stored_shards: Vec<_> = shards
+            .iter()
+            .zip(&holders)
+            .filter_map(|(s, h)| {
+                let node = h.clone()?;
+                Some((s.id, node.clone(), delete_token(&s.key, &s.id, &node)))
+            })
+            .collect();
+        self.delete_shards(stored_shards);
         Err(Error::Placement { needed: want, stored, reason: last_error.unwrap_or_else(|| "too few nodes".into()) })
     }
 

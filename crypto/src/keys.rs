@@ -27,16 +27,25 @@ const BUCKET_SIGNING_CONTEXT: &str = "cairn 2026 bucket signing key v1";
 const LIST_INDEX_CONTEXT: &str = "cairn 2026 bucket list index key v1";
 const LIST_SIGNING_CONTEXT: &str = "cairn 2026 bucket list signing key v1";
 const IDENTITY_CONTEXT: &str = "cairn 2026 x25519 identity v1";
-const DELETE_TOKEN_CONTEXT: &str = "cairn 2026 shard delete token v1";
+const DELETE_TOKEN_CONTEXT: &str = "cairn 2026 shard delete token v2";
 
-/// The token that deletes `shard` from the node holding it, derived from a
-/// key only its owner has (an object's data key, a bucket's index key), so
-/// nothing per shard needs to be stored. Nodes keep only its BLAKE3 hash.
-pub fn delete_token(owner_key: &[u8; 32], shard: &[u8; 32]) -> [u8; 32] {
-    let mut material = Zeroizing::new([0u8; 64]);
-    material[..32].copy_from_slice(owner_key);
-    material[32..].copy_from_slice(shard);
-    blake3::derive_key(DELETE_TOKEN_CONTEXT, &material[..])
+/// The token that deletes `shard` from the node `holder` (its peer id
+/// bytes), derived from a key only its owner has (an object's data key, a
+/// bucket's index key), so nothing per shard needs to be stored.
+///
+/// The holder is part of the derivation: each copy of a shard has its own
+/// token, so a node that receives one cannot replay it to the other
+/// holders. Nodes keep only a hash of a hash of it
+/// (`cairn_proto::shard::owner_of`), and the middle link, the renew token,
+/// extends the lease without the power to delete.
+pub fn delete_token(owner_key: &[u8; 32], shard: &[u8; 32], holder: &[u8]) -> [u8; 32] {
+    // The holder's id is variable-length; its length goes first.
+    let mut material = Zeroizing::new(Vec::with_capacity(72 + holder.len()));
+    material.extend_from_slice(owner_key);
+    material.extend_from_slice(shard);
+    material.extend_from_slice(&(holder.len() as u64).to_le_bytes());
+    material.extend_from_slice(holder);
+    blake3::derive_key(DELETE_TOKEN_CONTEXT, &material)
 }
 
 /// Fills `buf` from the operating system's CSPRNG.
@@ -241,6 +250,25 @@ mod tests {
         assert_ne!(a.bucket_list_key().as_bytes(), b1.index.as_bytes());
         // Deterministic: the same root gives the same keys on any machine.
         assert_eq!(root.account().bucket("photos").index.as_bytes(), b1.index.as_bytes());
+    }
+
+    #[test]
+    fn delete_tokens_are_bound_to_key_shard_and_holder() {
+        let t = delete_token(&[1; 32], &[2; 32], b"node a");
+        // Golden: a token must not change between versions, or shards
+        // stored earlier could no longer be deleted or renewed.
+        assert_eq!(hex(&t[..8]), GOLDEN_DELETE_TOKEN);
+        assert_ne!(t, delete_token(&[1; 32], &[2; 32], b"node b"));
+        assert_ne!(t, delete_token(&[1; 32], &[3; 32], b"node a"));
+        assert_ne!(t, delete_token(&[9; 32], &[2; 32], b"node a"));
+        // The holder's length is framed: ids that concatenate alike differ.
+        assert_ne!(delete_token(&[1; 32], &[2; 32], b"ab"), delete_token(&[1; 32], &[2; 32], b"a"));
+    }
+
+    const GOLDEN_DELETE_TOKEN: &str = "b3f3fa611f39af2c";
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
     #[test]

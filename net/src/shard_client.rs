@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use cairn_proto::codec::{self, FRAME_HEADER_LEN};
 use cairn_proto::head::HeadRecord;
-use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, NodeStats, Request, Response};
+use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, NodeStats, Renewal, Request, Response};
 use cairn_proto::{RecordId, ShardId};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, Stream};
@@ -162,16 +162,11 @@ impl ShardClient {
         Error::UnexpectedResponse { peer: self.peer, asked, got: format!("{got:?}") }
     }
 
-    /// Stores `bytes` as `shard`; `delete_token_hash` is BLAKE3 of the token
-    /// that may delete it later.
-    pub async fn put(
-        &self,
-        shard: ShardId,
-        bytes: &[u8],
-        delete_token_hash: [u8; 32],
-        lease_secs: u64,
-    ) -> Result<(), Error> {
-        let req = Request::Put { shard, len: bytes.len() as u64, delete_token_hash, lease_secs };
+    /// Stores `bytes` as `shard`; `owner` is
+    /// [`owner_of`](cairn_proto::shard::owner_of) the renew token of the
+    /// delete token that may delete it later.
+    pub async fn put(&self, shard: ShardId, bytes: &[u8], owner: [u8; 32], lease_secs: u64) -> Result<(), Error> {
+        let req = Request::Put { shard, len: bytes.len() as u64, owner, lease_secs };
         match self.exchange(req, Some(bytes), 0).await?.0 {
             Response::Stored => Ok(()),
             other => Err(self.unexpected("put", other)),
@@ -200,6 +195,17 @@ impl ShardClient {
         match self.exchange(Request::Delete { shard, token }, None, 0).await?.0 {
             Response::Deleted => Ok(()),
             other => Err(self.unexpected("delete", other)),
+        }
+    }
+
+    /// Extends the leases of up to
+    /// [`MAX_RENEW_BATCH`](cairn_proto::shard::MAX_RENEW_BATCH) shards, each
+    /// with its renew token; one outcome per shard, in order.
+    pub async fn renew(&self, lease_secs: u64, shards: Vec<(ShardId, [u8; 32])>) -> Result<Vec<Renewal>, Error> {
+        let asked = shards.len();
+        match self.exchange(Request::Renew { lease_secs, shards }, None, 0).await?.0 {
+            Response::Renewed(r) if r.len() == asked => Ok(r),
+            other => Err(self.unexpected("renew", other)),
         }
     }
 

@@ -49,8 +49,9 @@ pub enum Request {
         shard: ShardId,
         /// Body length.
         len: u64,
-        /// BLAKE3 of the deletion token; only its holder may delete.
-        delete_token_hash: [u8; 32],
+        /// Who may delete and renew: [`owner_of`] the uploader's renew
+        /// token for this shard on this node.
+        owner: [u8; 32],
         /// How long to keep the shard unless renewed, in seconds.
         lease_secs: u64,
     },
@@ -61,11 +62,12 @@ pub enum Request {
         /// The whole shard when `None`.
         range: Option<ByteRange>,
     },
-    /// Delete a shard; `token` must hash to the `delete_token_hash` given at put.
+    /// Delete a shard; `token` is the delete token whose
+    /// [`renew_token_of`] has the put's [`owner_of`].
     Delete {
         /// Which shard.
         shard: ShardId,
-        /// The preimage of the put's token hash.
+        /// The delete token.
         token: [u8; 32],
     },
     /// Prove possession: answer BLAKE3(nonce ‖ bytes of `range`).
@@ -90,6 +92,43 @@ pub enum Request {
         /// The signed record.
         record: HeadRecord,
     },
+    /// Extend the leases of up to [`MAX_RENEW_BATCH`] shards to `lease_secs`
+    /// from now (capped by the node's `max_lease`). Each shard comes with
+    /// its renew token, whose [`owner_of`] must be one of its owners. The
+    /// answer is [`Response::Renewed`], one [`Renewal`] per shard, in order.
+    Renew {
+        /// How long to keep the shards from now, in seconds.
+        lease_secs: u64,
+        /// The shards and their renew tokens.
+        shards: Vec<(ShardId, [u8; 32])>,
+    },
+}
+
+/// Most shards one [`Request::Renew`] names (so that it fits in a frame).
+pub const MAX_RENEW_BATCH: usize = 56;
+
+/// The outcome of renewing one shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Renewal {
+    /// Kept until this Unix second (the later of its old and new lease).
+    Until(u64),
+    /// The node does not hold it (never did, or collected it).
+    NotFound,
+    /// The token is not one of the shard's owners'.
+    BadToken,
+}
+
+const RENEW_TOKEN_CONTEXT: &str = "cairn 2026 shard renew token v1";
+
+/// The renew token that belongs to a delete token: it extends a shard's
+/// lease but cannot delete it (the delete token cannot be computed from it).
+pub fn renew_token_of(delete_token: &[u8; 32]) -> [u8; 32] {
+    blake3::derive_key(RENEW_TOKEN_CONTEXT, delete_token)
+}
+
+/// What a node keeps to recognise the uploader: BLAKE3 of its renew token.
+pub fn owner_of(renew_token: &[u8; 32]) -> [u8; 32] {
+    *blake3::hash(renew_token).as_bytes()
 }
 
 /// Capacity figures a node reports.
@@ -132,6 +171,8 @@ pub enum Response {
     /// same sequence or a higher one. The writer lost a race and learns the
     /// record it lost to in the same round trip.
     HeadHeld(HeadRecord),
+    /// One outcome per shard of a [`Request::Renew`], in its order.
+    Renewed(Vec<Renewal>),
 }
 
 /// Typed failures of the shard protocol.

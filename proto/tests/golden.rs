@@ -3,7 +3,10 @@
 //! version instead of editing the expected bytes.
 
 use cairn_proto::head::{HeadRecord, RecordRefused};
-use cairn_proto::shard::{ByteRange, NodeStats, Request, Response, ShardError};
+use cairn_proto::shard::{
+    ByteRange, MAX_MESSAGE_SIZE, MAX_RENEW_BATCH, NodeStats, Renewal, Request, Response, ShardError, owner_of,
+    renew_token_of,
+};
 use cairn_proto::{
     Layout, NodeId, ObjectManifest, ObjectVersionId, RecordId, SegmentId, SegmentManifest, ShardId, ShardPlacement,
 };
@@ -15,7 +18,7 @@ fn hex(b: &[u8]) -> String {
 #[test]
 fn shard_requests() {
     let id = ShardId([0xaa; 32]);
-    let put = Request::Put { shard: id, len: 300, delete_token_hash: [0x11; 32], lease_secs: 86_400 };
+    let put = Request::Put { shard: id, len: 300, owner: [0x11; 32], lease_secs: 86_400 };
     assert_eq!(
         hex(&put.to_frame()),
         format!("46000000{}{}{}{}{}", "00", "aa".repeat(32), "ac02", "11".repeat(32), "80a305")
@@ -33,7 +36,25 @@ fn shard_requests() {
     assert_eq!(hex(&get_head.to_frame()), format!("21000000{}{}", "05", "bb".repeat(32)));
     let put_head = Request::PutHead { record: record() };
     assert_eq!(hex(&put_head.to_frame()), format!("66000000{}{}", "06", RECORD));
+    let renew = Request::Renew { lease_secs: 86_400, shards: vec![(id, [0x44; 32])] };
+    assert_eq!(hex(&renew.to_frame()), format!("45000000{}{}{}{}{}", "07", "80a305", "01", "aa".repeat(32), "44".repeat(32)));
+    // The largest batch fits in a frame, and decodes.
+    let full = Request::Renew { lease_secs: u64::MAX, shards: vec![(id, [0xff; 32]); MAX_RENEW_BATCH] };
+    let frame = full.to_frame();
+    assert!(frame.len() - 4 <= MAX_MESSAGE_SIZE, "{} bytes", frame.len());
+    assert_eq!(Request::from_body(&frame[4..]).expect("decode"), full);
 }
+
+#[test]
+fn tokens() {
+    // A delete token's renew token and owner hash are pinned: nodes keep
+    // the owner hash of every shard stored.
+    let renew = renew_token_of(&[0x55; 32]);
+    assert_eq!(hex(&renew[..8]), GOLDEN_RENEW);
+    assert_eq!(hex(&owner_of(&renew)[..8]), GOLDEN_OWNER);
+}
+const GOLDEN_RENEW: &str = "ee61894bcf16ea63";
+const GOLDEN_OWNER: &str = "71fedf457a0fa8a9";
 
 /// The record of [`head_record`] and its encoding (without the version byte).
 fn record() -> HeadRecord {
@@ -61,6 +82,8 @@ fn shard_responses() {
     assert_eq!(hex(&Response::HeadHeld(record()).to_frame()), format!("66000000{}{}", "08", RECORD));
     let stale = Response::Error(ShardError::HeadRefused(RecordRefused::Stale { offered: 1, stored: 2 }));
     assert_eq!(hex(&stale.to_frame()), "050000000509020102");
+    let renewed = Response::Renewed(vec![Renewal::Until(300), Renewal::NotFound, Renewal::BadToken]);
+    assert_eq!(hex(&renewed.to_frame()), "07000000090300ac020102");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use cairn_proto::codec;
 use cairn_proto::head::{self, HeadRecord};
-use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, NodeStats, Request, Response, ShardError};
+use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, MAX_RENEW_BATCH, NodeStats, Renewal, Request, Response, ShardError};
 use cairn_proto::{
     Layout, NodeId, ObjectManifest, ObjectVersionId, RecordId, SegmentId, SegmentManifest, ShardId, ShardPlacement,
 };
@@ -21,7 +21,7 @@ fn range() -> impl Strategy<Value = ByteRange> {
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         (shard_id(), any::<u64>(), any::<[u8; 32]>(), any::<u64>()).prop_map(
-            |(shard, len, delete_token_hash, lease_secs)| Request::Put { shard, len, delete_token_hash, lease_secs }
+            |(shard, len, owner, lease_secs)| Request::Put { shard, len, owner, lease_secs }
         ),
         (shard_id(), proptest::option::of(range())).prop_map(|(shard, range)| Request::Get { shard, range }),
         (shard_id(), any::<[u8; 32]>()).prop_map(|(shard, token)| Request::Delete { shard, token }),
@@ -33,6 +33,8 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::Stats),
         any::<[u8; 32]>().prop_map(|id| Request::GetHead { record: RecordId(id) }),
         head_record().prop_map(|record| Request::PutHead { record }),
+        (any::<u64>(), proptest::collection::vec((shard_id(), any::<[u8; 32]>()), 0..=MAX_RENEW_BATCH))
+            .prop_map(|(lease_secs, shards)| Request::Renew { lease_secs, shards }),
     ]
 }
 
@@ -90,6 +92,11 @@ fn response() -> impl Strategy<Value = Response> {
         proptest::option::of(head_record()).prop_map(Response::Head),
         Just(Response::HeadStored),
         head_record().prop_map(Response::HeadHeld),
+        proptest::collection::vec(
+            prop_oneof![any::<u64>().prop_map(Renewal::Until), Just(Renewal::NotFound), Just(Renewal::BadToken)],
+            0..=MAX_RENEW_BATCH
+        )
+        .prop_map(Response::Renewed),
     ]
 }
 

@@ -95,7 +95,8 @@ async fn dashboard(State(s): State<Arc<AdminState>>) -> Html<String> {
 <tr><td>shards stored</td><td>{puts}</td><td>bytes in</td><td>{bin}</td></tr>
 <tr><td>gets served</td><td>{gets}</td><td>bytes out</td><td>{bout}</td></tr>
 <tr><td>deletes</td><td>{dels}</td><td>audits</td><td>{audits}</td></tr>
-<tr><td>streams open</td><td>{active}</td><td>leases expired</td><td>{expired}</td></tr></table>
+<tr><td>streams open</td><td>{active}</td><td>leases expired</td><td>{expired}</td></tr>
+<tr><td>leases renewed</td><td>{renewals}</td><td></td><td></td></tr></table>
 <h2>Refused requests</h2><ul>{errors}</ul>
 <h2>Addresses</h2><ul>{addrs}</ul>
 <p><a href="/metrics">/metrics</a> · <a href="/health">/health</a></p></body></html>"#,
@@ -113,6 +114,7 @@ async fn dashboard(State(s): State<Arc<AdminState>>) -> Html<String> {
         audits = m.audits.load(Relaxed),
         active = m.active_streams.load(Relaxed),
         expired = m.expired.load(Relaxed),
+        renewals = m.renewals.load(Relaxed),
         bin = human(m.bytes_in.load(Relaxed)),
         bout = human(m.bytes_out.load(Relaxed)),
         errors = if errors.is_empty() { "<li>none</li>".to_owned() } else { errors },

@@ -39,6 +39,32 @@ pub struct NodeConfig {
     /// Per-peer and global limits.
     #[serde(default)]
     pub limits: Limits,
+    /// How long shards are kept unless renewed.
+    #[serde(default)]
+    pub leases: Leases,
+}
+
+/// Lease policy: every shard is kept until its lease ends, and its owner
+/// renews it while something references it. A shard nothing renews (an
+/// abandoned upload, a deleted object whose delete never arrived) is
+/// collected when its lease ends.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Leases {
+    /// Longest lease granted, in seconds; longer requests are cut to it.
+    pub max_lease_secs: u64,
+    /// Seconds between two sweeps that collect expired shards.
+    pub collect_interval_secs: u64,
+}
+
+/// 400 days: a client that renews once a year (the default lease is 365
+/// days) never loses a shard to this cap.
+pub const DEFAULT_MAX_LEASE_SECS: u64 = 400 * 24 * 3600;
+
+impl Default for Leases {
+    fn default() -> Self {
+        Self { max_lease_secs: DEFAULT_MAX_LEASE_SECS, collect_interval_secs: 60 }
+    }
 }
 
 /// Limits on what peers may ask of this node.
@@ -91,6 +117,7 @@ impl NodeConfig {
             admin_listen: default_admin(),
             direct_io: default_direct_io(),
             limits: Limits::default(),
+            leases: Leases::default(),
         }
     }
 
@@ -121,6 +148,9 @@ impl NodeConfig {
         }
         if self.limits.max_streams == 0 || self.limits.max_streams_per_peer == 0 {
             return bad("limits must be at least 1".into());
+        }
+        if self.leases.max_lease_secs == 0 || self.leases.collect_interval_secs == 0 {
+            return bad("leases: max_lease_secs and collect_interval_secs must be at least 1".into());
         }
         Ok(())
     }
@@ -175,6 +205,13 @@ max_streams = {streams}
 requests_per_second_per_peer = {rps}
 # Seconds a peer may stay silent mid-request before its stream is dropped.
 idle_timeout_secs = {idle}
+
+[leases]
+# Longest lease granted, in seconds (clients renew what they still use;
+# what nobody renews is collected when its lease ends).
+max_lease_secs = {max_lease}
+# Seconds between two sweeps that collect expired shards.
+collect_interval_secs = {collect}
 "#,
             data_dir = self.data_dir.display(),
             listen = list(&self.listen),
@@ -187,6 +224,8 @@ idle_timeout_secs = {idle}
             streams = l.max_streams,
             rps = l.requests_per_second_per_peer,
             idle = l.idle_timeout_secs,
+            max_lease = self.leases.max_lease_secs,
+            collect = self.leases.collect_interval_secs,
         )
     }
 }

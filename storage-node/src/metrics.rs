@@ -30,6 +30,8 @@ pub struct Metrics {
     pub deletes: AtomicU64,
     /// Audits answered.
     pub audits: AtomicU64,
+    /// Shard leases a renew request named (renewed or not).
+    pub renewals: AtomicU64,
     /// Bytes received in shard bodies.
     pub bytes_in: AtomicU64,
     /// Bytes sent in shard bodies.
@@ -95,6 +97,7 @@ impl Metrics {
         metric("gets_total", "counter", "Get requests served.", get(&self.gets));
         metric("deletes_total", "counter", "Shards deleted by their owners.", get(&self.deletes));
         metric("audits_total", "counter", "Audits answered.", get(&self.audits));
+        metric("renewals_total", "counter", "Shard leases named by renew requests.", get(&self.renewals));
         metric("expired_total", "counter", "Shards collected after their lease ended.", get(&self.expired));
         metric("head_gets_total", "counter", "Head-record reads answered.", get(&self.head_gets));
         metric("head_puts_total", "counter", "Head-record offers answered.", get(&self.head_puts));

@@ -25,8 +25,6 @@ pub const ADDRS_FILE: &str = "node.addrs";
 pub const ADMIN_FILE: &str = "admin.addr";
 /// How long in-flight streams get at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-/// How often expired leases are collected.
-const GC_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A started node.
 #[derive(Debug)]
@@ -100,6 +98,7 @@ impl Node {
             idle: Duration::from_secs(cfg.limits.idle_timeout_secs.max(1)),
             direct_io: cfg.direct_io,
             heads: Arc::clone(&net.heads),
+            max_lease_secs: cfg.leases.max_lease_secs,
         });
         let incoming = net.handle.accept_shard_streams()?;
         tasks.push(tokio::spawn(service::run(svc, incoming, cancel.clone(), SHUTDOWN_GRACE)));
@@ -122,7 +121,8 @@ impl Node {
                 tracing::error!(error = %e, "admin listener failed");
             }
         }));
-        tasks.push(tokio::spawn(collect_leases(Arc::clone(&store), metrics, cancel.clone())));
+        let every = Duration::from_secs(cfg.leases.collect_interval_secs.max(1));
+        tasks.push(tokio::spawn(collect_leases(Arc::clone(&store), metrics, every, cancel.clone())));
         if !cfg.bootstrap.is_empty() {
             tasks.push(tokio::spawn(keep_bootstrapped(net.handle.clone(), cancel.clone())));
         }
@@ -148,8 +148,8 @@ impl Node {
     }
 }
 
-async fn collect_leases(store: Arc<ShardStore>, metrics: Arc<Metrics>, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(GC_INTERVAL);
+async fn collect_leases(store: Arc<ShardStore>, metrics: Arc<Metrics>, every: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,

@@ -49,6 +49,8 @@ pub struct Service {
     pub direct_io: bool,
     /// The head records this node holds (shared with Kademlia's store).
     pub heads: Arc<Heads>,
+    /// Longest lease granted by a put or a renew.
+    pub max_lease_secs: u64,
 }
 
 /// Accepts streams until `cancel`, then waits up to `grace` for the ones in
@@ -193,8 +195,8 @@ impl Service {
         self.timed(stream.read_exact(&mut body)).await?;
         let req = Request::from_body(&body).map_err(|_| Some(ShardError::Malformed))?;
         match req {
-            Request::Put { shard, len, delete_token_hash, lease_secs } => {
-                self.put(stream, shard, len, delete_token_hash, lease_secs).await?;
+            Request::Put { shard, len, owner, lease_secs } => {
+                self.put(stream, shard, len, owner, lease_secs).await?;
                 self.respond(stream, Response::Stored).await
             }
             Request::Get { shard, range } => self.get(stream, shard, range).await,
@@ -228,6 +230,20 @@ impl Service {
                 let held = tokio::task::spawn_blocking(move || heads.get(&record)).await.map_err(internal)?;
                 self.metrics.head_gets.fetch_add(1, Ordering::Relaxed);
                 self.respond(stream, Response::Head(held)).await
+            }
+            Request::Renew { lease_secs, shards } => {
+                let store = Arc::clone(&self.store);
+                let until = now_secs().saturating_add(lease_secs.min(self.max_lease_secs));
+                let n = shards.len() as u64;
+                let renewed = tokio::task::spawn_blocking(move || store.renew(&shards, until))
+                    .await
+                    .map_err(internal)?
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "renew failed");
+                        Some(ShardError::Internal)
+                    })?;
+                self.metrics.renewals.fetch_add(n, Ordering::Relaxed);
+                self.respond(stream, Response::Renewed(renewed)).await
             }
             Request::PutHead { record } => {
                 let heads = Arc::clone(&self.heads);
@@ -367,7 +383,7 @@ impl Service {
             return Err(Some(ShardError::HashMismatch(shard)));
         }
         tokio::task::spawn_blocking(move || writer.sync()).await.map_err(internal)?.map_err(internal)?;
-        let expires_at = now_secs().saturating_add(lease_secs);
+        let expires_at = now_secs().saturating_add(lease_secs.min(self.max_lease_secs));
         let store = Arc::clone(&self.store);
         let mut guard = guard;
         let path = guard.0.take();

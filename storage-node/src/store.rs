@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cairn_proto::node::{MAX_OWNERS, ShardMeta};
-use cairn_proto::shard::{NodeStats, ShardError};
+use cairn_proto::shard::{NodeStats, Renewal, ShardError, owner_of, renew_token_of};
 use cairn_proto::{RecordId, ShardId};
 use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 
@@ -334,7 +334,7 @@ impl ShardStore {
     /// Removes `owner`'s claim on the shard; the shard goes when no claim is
     /// left. Blocking.
     pub fn delete(&self, id: &ShardId, token: &[u8; 32]) -> Result<(), ShardError> {
-        let owner = *blake3::hash(token).as_bytes();
+        let owner = owner_of(&renew_token_of(token));
         let _stripe = self.stripe(id).map_err(|()| ShardError::Internal)?;
         let mut meta = self.meta(id).map_err(|_| ShardError::Internal)?.ok_or(ShardError::NotFound(*id))?;
         let Some(i) = meta.owners.iter().position(|o| *o == owner) else {
@@ -360,6 +360,51 @@ impl ShardStore {
             let _ = fs::remove_file(self.path(id));
         }
         Ok(())
+    }
+
+    /// Extends the leases of `shards` to at least `expires_at`, each only if
+    /// its renew token is one of its owners'; one synced batch. Blocking.
+    pub fn renew(&self, shards: &[(ShardId, [u8; 32])], expires_at: u64) -> Result<Vec<Renewal>, Error> {
+        // Every stripe involved is held until the batch is written, taken
+        // in order, so that no commit, delete or collection of these shards
+        // interleaves (a delete in between would be undone).
+        let mut stripes: Vec<usize> = shards.iter().map(|(id, _)| stripe_of(id)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let poisoned = || Error::Io { path: self.shards_dir.clone(), source: std::io::Error::other("poisoned") };
+        let _held = stripes.iter().map(|&i| self.stripes[i].lock().map_err(|_| poisoned())).collect::<Result<Vec<_>, _>>()?;
+        // Metadata as this batch leaves it (a shard may be named twice).
+        let mut metas: std::collections::HashMap<ShardId, Option<ShardMeta>> = std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(shards.len());
+        for (id, token) in shards {
+            let meta = match metas.entry(*id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(self.meta(id)?),
+            };
+            out.push(match meta {
+                None => Renewal::NotFound,
+                Some(m) if !m.owners.contains(&owner_of(token)) => Renewal::BadToken,
+                Some(m) => {
+                    m.expires_at = m.expires_at.max(expires_at);
+                    Renewal::Until(m.expires_at)
+                }
+            });
+        }
+        let mut batch = WriteBatch::default();
+        for (id, meta) in metas {
+            let (Some(meta), Some(old)) = (meta, self.meta(&id)?) else { continue };
+            if meta.expires_at != old.expires_at {
+                batch.delete(lease_key(old.expires_at, &id));
+                batch.put(lease_key(meta.expires_at, &id), []);
+                batch.put(shard_key(&id), meta.to_bytes());
+            }
+        }
+        if !batch.is_empty() {
+            let mut wo = WriteOptions::default();
+            wo.set_sync(true);
+            self.db.write_opt(batch, &wo)?;
+        }
+        Ok(out)
     }
 
     /// Deletes every shard whose lease ended before `now` (Unix seconds).
@@ -428,7 +473,7 @@ impl ShardStore {
 
     /// Locks the stripe of `id`.
     fn stripe(&self, id: &ShardId) -> Result<std::sync::MutexGuard<'_, ()>, ()> {
-        self.stripes[usize::from(id.0[0]) % STRIPES].lock().map_err(|_| ())
+        self.stripes[stripe_of(id)].lock().map_err(|_| ())
     }
 
     /// Flushes memtables and the WAL; called at shutdown.
@@ -437,6 +482,11 @@ impl ShardStore {
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// Which of [`ShardStore::stripes`] guards `id`.
+fn stripe_of(id: &ShardId) -> usize {
+    usize::from(id.0[0]) % STRIPES
 }
 
 fn parse_hex_id(s: &str) -> Option<ShardId> {
@@ -496,13 +546,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let (store, _) = ShardStore::open(dir.path(), 100, 60).expect("open");
         let token = [1u8; 32];
-        let owner = *blake3::hash(&token).as_bytes();
+        let owner = owner_for(&token);
         let a = put(&store, &[7u8; 60], owner);
         assert!(matches!(store.reserve(&ShardId([9; 32]), 61), Err(ShardError::TooLarge { .. })));
         assert!(matches!(store.reserve(&ShardId([9; 32]), 41), Err(ShardError::NoSpace { needed: 41, available: 40 })));
         // The same shard again needs no space and adds an owner.
         let other = [2u8; 32];
-        put(&store, &[7u8; 60], *blake3::hash(&other).as_bytes());
+        put(&store, &[7u8; 60], owner_for(&other));
         assert_eq!(store.stats().used, 60);
         assert!(matches!(store.delete(&a, &[3; 32]), Err(ShardError::BadToken(_))));
         store.delete(&a, &token).expect("first owner");
@@ -546,7 +596,7 @@ mod tests {
         std::thread::scope(|s| {
             for (i, r, tmp) in puts {
                 let store = Arc::clone(&store);
-                let owner = *blake3::hash(&[i; 32]).as_bytes();
+                let owner = owner_for(&[i; 32]);
                 s.spawn(move || store.commit(&id, &tmp, 100, owner, u64::MAX, r).expect("commit"));
             }
         });
@@ -568,6 +618,39 @@ mod tests {
         store.delete(&id, &[7; 32]).expect("the last owner");
         assert_eq!(store.stats().used, 50);
         assert!(!store.path(&id).exists());
+    }
+
+    /// The owner hash a client sends for a delete token.
+    fn owner_for(delete_token: &[u8; 32]) -> [u8; 32] {
+        owner_of(&renew_token_of(delete_token))
+    }
+
+    #[test]
+    fn renewals_need_an_owners_renew_token_and_never_shorten_a_lease() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (store, _) = ShardStore::open(dir.path(), 1000, 100).expect("open");
+        let token = [5u8; 32];
+        let id = ShardId::of(b"renew me");
+        let r = store.reserve(&id, 8).expect("space");
+        let tmp = store.temp_path();
+        fs::write(&tmp, b"renew me").expect("write");
+        store.commit(&id, &tmp, 8, owner_for(&token), 50, r).expect("commit");
+        let renew = renew_token_of(&token);
+        let missing = ShardId::of(b"never stored");
+        let got = store.renew(&[(id, renew), (missing, renew), (id, token)], 100).expect("renew");
+        // The delete token itself is not a renew token.
+        assert_eq!(got, vec![Renewal::Until(100), Renewal::NotFound, Renewal::BadToken]);
+        assert_eq!(store.renew(&[(id, token)], 200).expect("renew"), vec![Renewal::BadToken]);
+        assert_eq!(store.renew(&[(id, renew)], 70).expect("renew"), vec![Renewal::Until(100)]);
+        // The old lease entry went: nothing is collected at its end.
+        assert_eq!(store.collect_expired(60).expect("gc"), 0);
+        // A renew token cannot delete; the delete token can.
+        assert_eq!(store.delete(&id, &renew), Err(ShardError::BadToken(id)));
+        drop(store);
+        let (store, _) = ShardStore::open(dir.path(), 1000, 100).expect("reopen");
+        assert_eq!(store.meta(&id).expect("meta").expect("kept").expires_at, 100);
+        assert_eq!(store.collect_expired(101).expect("gc"), 1);
+        assert_eq!(store.stats().used, 0);
     }
 
     #[test]

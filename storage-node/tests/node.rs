@@ -7,7 +7,7 @@ use std::time::Duration;
 use cairn_net::Error;
 use cairn_proto::ShardId;
 use cairn_proto::shard::{MAX_MESSAGE_SIZE, ShardError, audit_hash};
-use common::{NodeProc, bytes, client, shard_client, token};
+use common::{NodeProc, bytes, client, metrics, shard_client, token};
 use futures::{AsyncReadExt, AsyncWriteExt};
 
 fn refused(r: Result<impl std::fmt::Debug, Error>) -> ShardError {
@@ -93,7 +93,7 @@ async fn refusals_are_typed_and_the_node_keeps_serving() {
         let half = cairn_proto::shard::Request::Put {
             shard: ShardId::of(&small),
             len: 1000,
-            delete_token_hash: th,
+            owner: th,
             lease_secs: 60,
         };
         s.write_all(&half.to_frame()).await.expect("write");
@@ -105,20 +105,10 @@ async fn refusals_are_typed_and_the_node_keeps_serving() {
     let stats = c.stats().await.expect("stats");
     assert_eq!((stats.shards, stats.used), (1, 600 * 1024));
     c.put(ShardId::of(&small), &small, th, 60).await.expect("a small put still fits");
-    let metrics = reqwest_metrics(&node.admin()).await;
+    let metrics = metrics(&node.admin()).await;
     assert!(metrics.contains("cairn_node_errors_total{kind=\"no_space\"} 1"), "{metrics}");
     assert!(metrics.contains("cairn_node_errors_total{kind=\"malformed\"} 2"), "{metrics}");
     net.shutdown().await;
-}
-
-/// GET over a plain TCP socket (no HTTP client dependency needed).
-async fn reqwest_metrics(admin: &str) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut s = tokio::net::TcpStream::connect(admin).await.expect("admin");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

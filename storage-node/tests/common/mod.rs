@@ -177,8 +177,19 @@ pub fn bytes(len: usize, seed: u8) -> Vec<u8> {
     v
 }
 
-/// A deletion token and its hash.
+/// A delete token and the owner hash a put gives for it.
 pub fn token(seed: u8) -> ([u8; 32], [u8; 32]) {
     let t = [seed; 32];
-    (t, *blake3::hash(&t).as_bytes())
+    (t, cairn_proto::shard::owner_of(&cairn_proto::shard::renew_token_of(&t)))
+}
+
+/// The admin listener's `/metrics` text, over a plain TCP socket (no HTTP
+/// client dependency needed).
+pub async fn metrics(admin: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(admin).await.expect("admin");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
 }
