@@ -302,3 +302,30 @@ pub async fn status(client: &Client) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `cairn renew`: renews leases and says what could not be.
+pub async fn renew(client: &Client, buckets: &[String]) -> anyhow::Result<()> {
+    let only = (!buckets.is_empty()).then_some(buckets);
+    let r = client.renew(only).await?;
+    out!(
+        "renewed {} copies in {} requests ({} trees, {} leaf pages walked, {} skipped as renewed lately)",
+        r.renewed,
+        r.requests,
+        r.trees,
+        r.leaves,
+        r.skipped
+    );
+    if let Some(t) = r.earliest {
+        out!("earliest lease end: {} UTC", date(t * 1000));
+    }
+    out!("head records published again: {}", r.heads);
+    if !r.complete() {
+        out!(
+            "not renewed: {} copies no longer held, {} refused, {} at nodes that did not answer (repair rebuilds them)",
+            r.missing,
+            r.refused,
+            r.unreachable
+        );
+    }
+    Ok(())
+}

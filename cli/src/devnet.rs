@@ -112,22 +112,30 @@ fn free_port(udp: bool) -> anyhow::Result<u16> {
     })
 }
 
+/// Writes a node's config in `dir` (loopback listeners on free ports),
+/// unless it has one: a node keeps its ports across restarts.
+pub fn init_node(bin: &Path, dir: &Path, bootstrap: Option<&str>, capacity: &str) -> anyhow::Result<()> {
+    if dir.join("config.toml").exists() {
+        return Ok(());
+    }
+    let quic = format!("/ip4/127.0.0.1/udp/{}/quic-v1", free_port(true)?);
+    let tcp = format!("/ip4/127.0.0.1/tcp/{}", free_port(false)?);
+    let mut cmd = Command::new(bin);
+    cmd.args(["init", "--data-dir"]).arg(dir);
+    cmd.args(["--listen", &quic, "--listen", &tcp, "--admin", "127.0.0.1:0", "--capacity", capacity]);
+    if let Some(b) = bootstrap {
+        cmd.args(["--bootstrap", b]);
+    }
+    let out = cmd.output().context("cannot run cairn-node init")?;
+    if !out.status.success() {
+        bail!("cairn-node init failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
 /// Starts the node in `dir`, initializing it first if it has no config.
 pub fn start_node(bin: &Path, dir: &Path, bootstrap: Option<&str>, capacity: &str) -> anyhow::Result<NodeProcess> {
-    if !dir.join("config.toml").exists() {
-        let quic = format!("/ip4/127.0.0.1/udp/{}/quic-v1", free_port(true)?);
-        let tcp = format!("/ip4/127.0.0.1/tcp/{}", free_port(false)?);
-        let mut cmd = Command::new(bin);
-        cmd.args(["init", "--data-dir"]).arg(dir);
-        cmd.args(["--listen", &quic, "--listen", &tcp, "--admin", "127.0.0.1:0", "--capacity", capacity]);
-        if let Some(b) = bootstrap {
-            cmd.args(["--bootstrap", b]);
-        }
-        let out = cmd.output().context("cannot run cairn-node init")?;
-        if !out.status.success() {
-            bail!("cairn-node init failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-        }
-    }
+    init_node(bin, dir, bootstrap, capacity)?;
     let _ = std::fs::remove_file(dir.join("node.addrs"));
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("node.log"))?;
     let child = Command::new(bin)

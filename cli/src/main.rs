@@ -117,6 +117,13 @@ enum Command {
     },
     /// Show the storage nodes known and whether they answer.
     Status,
+    /// Renew the leases of everything your buckets use (or only BUCKETs),
+    /// so that nodes keep it; the gateway and the mount do this daily by
+    /// themselves. Prints what was renewed and what nodes no longer hold.
+    Renew {
+        /// Buckets to renew (default: all, and the bucket list).
+        buckets: Vec<String>,
+    },
     /// Serve your buckets over S3 (aws cli, boto3, rclone, restic...)
     /// until Ctrl-C; `cairn gateway keys` manages its access keys.
     #[command(args_conflicts_with_subcommands = true)]
@@ -421,14 +428,20 @@ async fn serve_gateway(config: &std::path::Path, opts: gateway::Serve) -> anyhow
     if let Some(m) = bound.metrics_addr() {
         println!("metrics on http://{m}/metrics");
     }
+    let renewing = client.keep_renewed(RENEW_EVERY);
     bound.run(gateway::stop_signal()).await;
     // Requests have finished: let the client's background work end.
+    drop(renewing);
     match std::sync::Arc::try_unwrap(client) {
         Ok(c) => c.shutdown().await,
         Err(c) => c.settle().await,
     }
     Ok(())
 }
+
+/// How often a running gateway or mount renews the account's leases (a
+/// walk skips what was renewed lately, so a daily one is cheap).
+const RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     use futures::FutureExt;
@@ -473,6 +486,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rm { path } => with_client(config, |c| async move { commands::rm(c, &path).await }.boxed())?,
         Command::Stat { path } => with_client(config, |c| async move { commands::stat(c, &path).await }.boxed())?,
         Command::Status => with_client(config, |c| commands::status(c).boxed())?,
+        Command::Renew { buckets } => {
+            with_client(config, |c| async move { commands::renew(c, &buckets).await }.boxed())?
+        }
         Command::Devnet { nodes, dir, capacity, s3, no_s3, mount } => {
             runtime()?.block_on(devnet::run(&dir, nodes, &capacity, (!no_s3).then_some(s3), mount))?
         }
@@ -486,7 +502,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let args = mount::MountArgs { bucket, dir, cache_dir, cache_size, read_only, allow_other };
             runtime()?.block_on(async {
                 let client = std::sync::Arc::new(commands::connect(&path).await?);
+                let renewing = client.keep_renewed(RENEW_EVERY);
                 let r = mount::serve(std::sync::Arc::clone(&client), &args, gateway::stop_signal()).await;
+                drop(renewing);
                 match std::sync::Arc::try_unwrap(client) {
                     Ok(c) => c.shutdown().await,
                     Err(c) => c.settle().await,

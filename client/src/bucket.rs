@@ -30,6 +30,7 @@ use crate::gc::{self, Collector, GARBAGE_PREFIX};
 use crate::index::{Expect, Op, Value};
 use crate::listing::{Lister, Step};
 use crate::pipeline::{Parallelism, encode_object};
+use crate::renew::{self, Copy, RenewReport};
 use crate::segment::{self, EncodedSegment, SegmentPos};
 use crate::tasks::Tasks;
 use crate::transfer::{Outgoing, Transfer, Wanted, delete_token};
@@ -441,11 +442,7 @@ impl Bucket {
             .ids
             .iter()
             .zip(&seg.shards)
-            .map(|(sid, bytes)| Outgoing {
-                id: *sid,
-                bytes: bytes.clone(),
-                key: *data_key.as_bytes(),
-            })
+            .map(|(sid, bytes)| Outgoing { id: *sid, bytes: bytes.clone(), key: *data_key.as_bytes() })
             .collect();
         let holders = self.transfer.put_shards(id.placement_key(), &outgoing, usize::from(self.settings.n)).await?;
         Ok(SegmentManifest {
@@ -769,6 +766,33 @@ impl Bucket {
                 return Ok(used);
             }
         }
+    }
+
+    /// Renews the leases of this bucket's index pages and of the data its
+    /// entries use, skipping leaves whose leases all run past `due` (Unix
+    /// seconds), and publishes its head record again (see [`crate::renew`]).
+    pub async fn renew(&self, due: u64) -> Result<RenewReport, Error> {
+        let snap = self.tree.snapshot(Duration::ZERO).await?;
+        let refs = |key: &str, v: &Value| -> Result<Vec<Copy>, Error> {
+            // Retired data is left to the collector (or to its lease).
+            let (false, Some(data)) = (key.starts_with(GARBAGE_PREFIX), v.live()) else { return Ok(Vec::new()) };
+            let entry = formats::decode_entry(data)?;
+            let Body::Stored(stored) = &entry.body else { return Ok(Vec::new()) };
+            Ok(stored
+                .data
+                .iter()
+                .flat_map(|m| {
+                    m.segments
+                        .iter()
+                        .flat_map(|s| &s.shards)
+                        .filter_map(|s| Some(Copy { id: s.id, holder: s.holder.clone()?, key: m.data_key }))
+                })
+                .collect())
+        };
+        let cache = self.tree.pages().cache();
+        let mut report = renew::renew_tree(&self.tree, &snap, cache, self.transfer.lease_secs(), due, &refs).await?;
+        report.heads += u64::from(self.tree.republish().await?);
+        Ok(report)
     }
 
     pub(crate) fn delete_manifest(&self, m: &ObjectManifest) {

@@ -6,7 +6,9 @@
 //! Keys: `'p' ‖ page id → sealed page`, `'m' ‖ peer id → addresses and
 //! health` ([`crate::formats::NodeMemo`]),
 //! `'h' ‖ record id → the newest head seen` ([`crate::formats::Mark`]),
-//! `'r' ‖ record id → the record's closest nodes` ([`crate::formats::RecordPeers`]).
+//! `'r' ‖ record id → the record's closest nodes` ([`crate::formats::RecordPeers`]),
+//! `'l' ‖ page id → u64 LE`: until when every lease a leaf page covers
+//! was last renewed ([`crate::renew`]).
 //! Pages stay sealed on disk: the cache holds nothing a node does not.
 
 use std::path::Path;
@@ -34,6 +36,12 @@ impl std::fmt::Debug for Cache {
 fn page_key(id: &ShardId) -> [u8; 33] {
     let mut k = [b'p'; 33];
     k[1..].copy_from_slice(&id.0);
+    k
+}
+
+fn lease_key(page: &ShardId) -> [u8; 33] {
+    let mut k = [b'l'; 33];
+    k[1..].copy_from_slice(&page.0);
     k
 }
 
@@ -118,6 +126,19 @@ impl Cache {
     /// Remembers the closest nodes of a head record.
     pub fn put_record_peers(&self, record: &RecordId, peers: &RecordPeers) {
         if let Err(e) = self.db.put(record_key(b'r', record), formats::encode_record_peers(peers)) {
+            tracing::debug!(error = %e, "cache write failed");
+        }
+    }
+
+    /// Until when every lease a leaf page covers was last renewed.
+    pub fn renewed_until(&self, page: &ShardId) -> Option<u64> {
+        let bytes = self.db.get(lease_key(page)).ok().flatten()?;
+        Some(u64::from_le_bytes(bytes.as_slice().try_into().ok()?))
+    }
+
+    /// Remembers until when every lease a leaf page covers runs.
+    pub fn put_renewed_until(&self, page: &ShardId, until: u64) {
+        if let Err(e) = self.db.put(lease_key(page), until.to_le_bytes()) {
             tracing::debug!(error = %e, "cache write failed");
         }
     }

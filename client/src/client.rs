@@ -21,6 +21,7 @@ use crate::index::{Expect, Op, Value};
 use crate::pages::Pages;
 use crate::pipeline::Parallelism;
 use crate::placement::{NodeReport, Nodes};
+use crate::renew::{self, RenewReport};
 use crate::tasks::Tasks;
 use crate::transfer::{Hedging, Transfer};
 use crate::tree::{Tree, TreeOptions};
@@ -334,6 +335,62 @@ impl Client {
         }
     }
 
+    /// Renews the leases of everything the account references (the bucket
+    /// list's pages, and each bucket's pages and data; only `only` when
+    /// given) and publishes their head records again; see
+    /// [`crate::renew`]. Leases with more than half of the client's lease
+    /// left are not renewed again. A bucket that cannot be walked is
+    /// reported in the error after the others were.
+    pub async fn renew(&self, only: Option<&[String]>) -> Result<RenewReport, Error> {
+        let due = now_ms() / 1000 + self.transfer.lease_secs() / 2;
+        let snap = self.list.snapshot(Duration::ZERO).await?;
+        let no_refs = |_: &str, _: &Value| Ok(Vec::new());
+        let mut report =
+            renew::renew_tree(&self.list, &snap, self.cache.as_ref(), self.transfer.lease_secs(), due, &no_refs)
+                .await?;
+        report.heads += u64::from(self.list.republish().await?);
+        let names: Vec<String> = match only {
+            Some(names) => names.to_vec(),
+            None => self.buckets().await?.into_iter().map(|b| b.name).collect(),
+        };
+        let mut failed = None;
+        for name in names {
+            match self.bucket(&name).await {
+                Ok(b) => match b.renew(due).await {
+                    Ok(r) => report.add(&r),
+                    Err(e) => {
+                        tracing::warn!(bucket = %name, error = %e, "renewal walk failed");
+                        failed = Some(e);
+                    }
+                },
+                Err(e) => failed = Some(e),
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+
+    /// Renews (see [`Self::renew`]) now and then every `every`, in the
+    /// background, until the handle is dropped. The walk holds the client
+    /// only while it runs.
+    pub fn keep_renewed(self: &Arc<Self>, every: Duration) -> RenewLoop {
+        let me = Arc::downgrade(self);
+        RenewLoop(AbortOnDrop(tokio::spawn(async move {
+            loop {
+                let Some(client) = me.upgrade() else { return };
+                match client.renew(None).await {
+                    Ok(r) if r.complete() => tracing::info!(?r, "leases renewed"),
+                    Ok(r) => tracing::warn!(?r, "leases renewed, some copies were not: repair needed"),
+                    Err(e) => tracing::warn!(error = %e, "lease renewal failed; retrying later"),
+                }
+                drop(client);
+                tokio::time::sleep(every).await;
+            }
+        })))
+    }
+
     /// Opens a bucket (handles are shared, so their writes commit together).
     pub async fn bucket(&self, name: &str) -> Result<Bucket, Error> {
         check_bucket_name(name)?;
@@ -398,7 +455,12 @@ impl Client {
 }
 
 /// A task that is aborted unless it is awaited to its end.
+#[derive(Debug)]
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+/// The background renewal of [`Client::keep_renewed`]; dropping it stops it.
+#[derive(Debug)]
+pub struct RenewLoop(#[allow(dead_code)] AbortOnDrop<()>);
 
 impl<T> AbortOnDrop<T> {
     async fn finish(mut self) -> Option<T> {

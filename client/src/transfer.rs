@@ -155,6 +155,11 @@ impl Transfer {
         self.tails.reopen();
     }
 
+    /// How long uploads ask nodes to keep their shards, in seconds.
+    pub fn lease_secs(&self) -> u64 {
+        self.lease_secs
+    }
+
     /// Counts shard bytes received.
     pub fn count_fetched(&self, bytes: usize) {
         self.fetched.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);

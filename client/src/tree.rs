@@ -95,6 +95,13 @@ pub struct Snapshot {
     taken: Instant,
 }
 
+impl Snapshot {
+    /// The root page, if the tree has one.
+    pub fn root_ptr(&self) -> Option<&PagePtr> {
+        self.root_ptr.as_ref()
+    }
+}
+
 type Reply = oneshot::Sender<Result<Replaced, Error>>;
 
 struct Inner {
@@ -183,6 +190,38 @@ impl Tree {
         let (tx, rx) = oneshot::channel();
         self.commits.send((ops, tx)).await.map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// The tree's pages.
+    pub fn pages(&self) -> &Pages {
+        &self.inner.pages
+    }
+
+    /// A leaf page of a snapshot.
+    pub async fn leaf_page(&self, r: &LeafRef) -> Result<Leaf, Error> {
+        self.inner.leaf(r).await
+    }
+
+    /// Publishes the newest head record again, on the nodes now closest to
+    /// it: nodes do not hand records on to the nodes that join near them,
+    /// so without this a record would fade as its first holders leave.
+    /// Returns whether a majority holds it. A record whose variants
+    /// diverged is left to the next commit, which merges them.
+    pub async fn republish(&self) -> Result<bool, Error> {
+        let records = self.inner.read_heads().await?;
+        let public = self.inner.signer.public_key();
+        let mine: Vec<&HeadRecord> = records.iter().filter(|r| r.public_key == public).collect();
+        let Some(seq) = mine.iter().map(|r| r.sequence).max() else { return Ok(false) };
+        let newest: Vec<&&HeadRecord> = mine.iter().filter(|r| r.sequence == seq).collect();
+        if newest.iter().any(|r| **r != *newest[0]) {
+            return Ok(false);
+        }
+        let peers = self.inner.record_peers(true).await?;
+        match heads::publish(self.inner.pages.transfer(), &self.inner.tasks, &peers, newest[0]).await {
+            Ok(()) => Ok(true),
+            Err(Error::HeadRaced { .. } | Error::HeadUnreachable { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// The nodes holding the pages of `snap`: for each page, its holders.

@@ -37,7 +37,10 @@ fn shard_requests() {
     let put_head = Request::PutHead { record: record() };
     assert_eq!(hex(&put_head.to_frame()), format!("66000000{}{}", "06", RECORD));
     let renew = Request::Renew { lease_secs: 86_400, shards: vec![(id, [0x44; 32])] };
-    assert_eq!(hex(&renew.to_frame()), format!("45000000{}{}{}{}{}", "07", "80a305", "01", "aa".repeat(32), "44".repeat(32)));
+    assert_eq!(
+        hex(&renew.to_frame()),
+        format!("45000000{}{}{}{}{}", "07", "80a305", "01", "aa".repeat(32), "44".repeat(32))
+    );
     // The largest batch fits in a frame, and decodes.
     let full = Request::Renew { lease_secs: u64::MAX, shards: vec![(id, [0xff; 32]); MAX_RENEW_BATCH] };
     let frame = full.to_frame();

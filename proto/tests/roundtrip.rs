@@ -3,7 +3,9 @@
 
 use cairn_proto::codec;
 use cairn_proto::head::{self, HeadRecord};
-use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, MAX_RENEW_BATCH, NodeStats, Renewal, Request, Response, ShardError};
+use cairn_proto::shard::{
+    ByteRange, MAX_MESSAGE_SIZE, MAX_RENEW_BATCH, NodeStats, Renewal, Request, Response, ShardError,
+};
 use cairn_proto::{
     Layout, NodeId, ObjectManifest, ObjectVersionId, RecordId, SegmentId, SegmentManifest, ShardId, ShardPlacement,
 };
@@ -20,9 +22,8 @@ fn range() -> impl Strategy<Value = ByteRange> {
 
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
-        (shard_id(), any::<u64>(), any::<[u8; 32]>(), any::<u64>()).prop_map(
-            |(shard, len, owner, lease_secs)| Request::Put { shard, len, owner, lease_secs }
-        ),
+        (shard_id(), any::<u64>(), any::<[u8; 32]>(), any::<u64>())
+            .prop_map(|(shard, len, owner, lease_secs)| Request::Put { shard, len, owner, lease_secs }),
         (shard_id(), proptest::option::of(range())).prop_map(|(shard, range)| Request::Get { shard, range }),
         (shard_id(), any::<[u8; 32]>()).prop_map(|(shard, token)| Request::Delete { shard, token }),
         (shard_id(), any::<[u8; 32]>(), range()).prop_map(|(shard, nonce, range)| Request::Audit {

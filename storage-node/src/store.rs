@@ -372,7 +372,8 @@ impl ShardStore {
         stripes.sort_unstable();
         stripes.dedup();
         let poisoned = || Error::Io { path: self.shards_dir.clone(), source: std::io::Error::other("poisoned") };
-        let _held = stripes.iter().map(|&i| self.stripes[i].lock().map_err(|_| poisoned())).collect::<Result<Vec<_>, _>>()?;
+        let _held =
+            stripes.iter().map(|&i| self.stripes[i].lock().map_err(|_| poisoned())).collect::<Result<Vec<_>, _>>()?;
         // Metadata as this batch leaves it (a shard may be named twice).
         let mut metas: std::collections::HashMap<ShardId, Option<ShardMeta>> = std::collections::HashMap::new();
         let mut out = Vec::with_capacity(shards.len());

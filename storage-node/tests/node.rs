@@ -90,12 +90,8 @@ async fn refusals_are_typed_and_the_node_keeps_serving() {
     // A peer that sends half a body and vanishes leaves nothing behind.
     {
         let mut s = net.handle.open_shard_stream(node.peer_id(), Duration::from_secs(10)).await.expect("stream");
-        let half = cairn_proto::shard::Request::Put {
-            shard: ShardId::of(&small),
-            len: 1000,
-            owner: th,
-            lease_secs: 60,
-        };
+        let half =
+            cairn_proto::shard::Request::Put { shard: ShardId::of(&small), len: 1000, owner: th, lease_secs: 60 };
         s.write_all(&half.to_frame()).await.expect("write");
         s.write_all(&small[..500]).await.expect("write");
         let _ = s.close().await;

@@ -12,7 +12,7 @@ use std::time::Duration;
 pub mod gateway;
 pub mod mount;
 
-use cairn_cli::devnet::{NodeProcess, start_node};
+use cairn_cli::devnet::{NodeProcess, init_node, start_node};
 use cairn_client::{BucketSettings, Client, ClientConfig};
 use cairn_crypto::RootSecret;
 
@@ -91,14 +91,26 @@ impl std::fmt::Debug for TestCluster {
 impl TestCluster {
     /// Starts `n` nodes; node 0 first, the others bootstrapping from it.
     pub fn start(n: usize) -> Self {
+        Self::start_with(n, |c| c)
+    }
+
+    /// Like [`Self::start`], with each node's config.toml passed through
+    /// `edit` before its first run.
+    pub fn start_with(n: usize, edit: impl Fn(String) -> String) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let bin = binary("cairn-node");
-        let first = start_node(&bin, &dir.path().join("nodes/0"), None, "4GiB").expect("start node 0");
+        let start = |d: &Path, boot: Option<&str>| {
+            init_node(&bin, d, boot, "4GiB").expect("init node");
+            let cfg = d.join("config.toml");
+            let text = std::fs::read_to_string(&cfg).expect("config");
+            std::fs::write(&cfg, edit(text)).expect("config");
+            start_node(&bin, d, boot, "4GiB").expect("start node")
+        };
+        let first = start(&dir.path().join("nodes/0"), None);
         let bootstrap = first.addrs().into_iter().next().expect("node 0 address");
         let mut nodes = vec![Some(first)];
         for i in 1..n {
-            let d = dir.path().join(format!("nodes/{i}"));
-            nodes.push(Some(start_node(&bin, &d, Some(&bootstrap), "4GiB").expect("start node")));
+            nodes.push(Some(start(&dir.path().join(format!("nodes/{i}")), Some(&bootstrap))));
         }
         Self { dir, nodes, bootstrap }
     }

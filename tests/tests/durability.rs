@@ -1,0 +1,130 @@
+//! Durability over time on real nodes: leases that are renewed keep data
+//! past their first end, what nothing references is collected, and the
+//! tokens a node receives are good at that node only.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_client::bucket::{get_bytes, put_bytes};
+use cairn_client::transfer::delete_token;
+use cairn_client::{Client, ClientConfig};
+use cairn_crypto::RootSecret;
+use cairn_net::{Network, PeerId, ShardClient, Timeouts};
+use cairn_proto::ShardId;
+use cairn_proto::shard::{ShardError, owner_of, renew_token_of};
+use cairn_tests::TestCluster;
+
+/// Lease the nodes grant (and the client asks for) in these tests.
+const LEASE: u64 = 8;
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+fn short_leases(config: String) -> String {
+    config
+        .replace("max_lease_secs = 34560000", &format!("max_lease_secs = {LEASE}"))
+        .replace("collect_interval_secs = 60", "collect_interval_secs = 1")
+}
+
+fn raw_network(cluster: &TestCluster) -> Network {
+    let boot = cluster.bootstrap().iter().map(|a| a.parse().expect("address")).collect();
+    Network::start(cairn_net::NetConfig::client(boot), Arc::new(cairn_net::store::MemoryBackend::new(64)))
+        .expect("network")
+}
+
+fn shard_client(net: &Network, peer: PeerId) -> ShardClient {
+    ShardClient::new(
+        net.handle.clone(),
+        peer,
+        Timeouts { open: Duration::from_secs(10), request: Duration::from_secs(30) },
+    )
+}
+
+fn refusal<T: std::fmt::Debug>(r: Result<T, cairn_net::Error>) -> ShardError {
+    match r {
+        Err(cairn_net::Error::Refused { error, .. }) => error,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_objects_outlive_their_lease_and_unreferenced_shards_are_collected() {
+    let cluster = TestCluster::start_with(6, short_leases);
+    let root = RootSecret::generate();
+    let cache = cluster.dir().join("renewing-client");
+    let cfg = ClientConfig { lease_secs: LEASE, ..cluster.client_config(Some(cache)) };
+    let client = Client::connect(&root, cfg).await.expect("connect");
+    client.create_bucket("kept", None).await.expect("mb");
+    let b = client.bucket("kept").await.expect("bucket");
+    let (big, small) = (data(700 * 1024, 1), data(3000, 2));
+    put_bytes(&b, "big", big.clone()).await.expect("put");
+    put_bytes(&b, "small", small.clone()).await.expect("put");
+
+    // A shard nothing references: what a client that died mid-upload leaves.
+    let net = raw_network(&cluster);
+    net.handle.wait_connected().await.expect("connected");
+    let orphan = data(5000, 3);
+    let orphan_id = ShardId::of(&orphan);
+    let holder: PeerId = cluster.peer_id(0).parse().expect("peer id");
+    let raw = shard_client(&net, holder);
+    raw.put(orphan_id, &orphan, owner_of(&renew_token_of(&[9; 32])), 3600).await.expect("orphan put");
+
+    // Renew well past two leases; a walk right after a renewal skips.
+    let first = client.renew(None).await.expect("renew");
+    assert!(first.complete(), "{first:?}");
+    assert!(first.renewed > 0 && first.leaves > 0 && first.heads == 2, "{first:?}");
+    let again = client.renew(None).await.expect("renew");
+    assert!(again.skipped >= 1 && again.leaves == 0, "a fresh renewal is not repeated: {again:?}");
+    let until = Instant::now() + Duration::from_secs(3 * LEASE);
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let r = client.renew(None).await.expect("renew");
+        assert!(r.complete(), "{r:?}");
+    }
+    // A fresh client (no cache) reads everything back.
+    let reader = cluster.client(&root).await;
+    let rb = reader.bucket("kept").await.expect("bucket");
+    assert!(get_bytes(&rb, "big").await.expect("big survives") == big);
+    assert!(get_bytes(&rb, "small").await.expect("small survives") == small);
+    assert!(matches!(refusal(raw.get(orphan_id, 1 << 20).await), ShardError::NotFound(_)));
+    reader.shutdown().await;
+    net.shutdown().await;
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_token_is_good_only_at_the_node_it_was_made_for() {
+    let cluster = TestCluster::start(5);
+    let root = RootSecret::generate();
+    let client = cluster.client(&root).await;
+    client.create_bucket("tokens", None).await.expect("mb");
+    let b = client.bucket("tokens").await.expect("bucket");
+    put_bytes(&b, "k", data(100, 4)).await.expect("put");
+    // The root page is stored on three nodes under one id: hedged page
+    // uploads once sent one token to all of them.
+    let snap = b.tree().snapshot(Duration::ZERO).await.expect("snapshot");
+    let page = snap.root_ptr().expect("a root page").clone();
+    assert!(page.holders.len() >= 2, "{page:?}");
+    let key = *b.tree().pages().token_key();
+    let (a, other) = (&page.holders[0], &page.holders[1]);
+    let token_a = delete_token(&key, &page.id, a);
+    let net = raw_network(&cluster);
+    net.handle.wait_connected().await.expect("connected");
+    let peer = |n: &cairn_proto::NodeId| PeerId::from_bytes(n.as_bytes()).expect("peer id");
+    // Holder A replays the token it was given to holder B: refused.
+    let at_other = shard_client(&net, peer(other));
+    assert!(matches!(refusal(at_other.delete(page.id, token_a).await), ShardError::BadToken(_)));
+    // Nor does the renew token of A's copy renew B's.
+    let renewed = at_other.renew(LEASE, vec![(page.id, renew_token_of(&token_a))]).await.expect("renew");
+    assert_eq!(renewed, vec![cairn_proto::shard::Renewal::BadToken]);
+    // B's own token works at B.
+    at_other.delete(page.id, delete_token(&key, &page.id, other)).await.expect("B's token at B");
+    // The page is still readable from its other copies.
+    let reader = cluster.client(&root).await;
+    let rb = reader.bucket("tokens").await.expect("bucket");
+    assert_eq!(get_bytes(&rb, "k").await.expect("read"), data(100, 4));
+    reader.shutdown().await;
+    net.shutdown().await;
+    client.shutdown().await;
+}
