@@ -392,8 +392,21 @@ impl Bucket {
         let encoder = tokio::task::spawn_blocking(move || {
             encode_object(tee, &cipher, layout, par, |seg| tx.blocking_send(seg).map_err(|_| Error::Stopped))
         });
-        let segments = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|s| (s, rx)) });
-        // Keep the segments stored before a failure, so they can be deleted.
+        // After a failure no new segment starts, but the ones in flight
+        // run to their end: what they stored is then known, and deleted
+        // with the rest (a dropped upload would leave its shards behind
+        // until their lease ends).
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let halt = Arc::clone(&stop);
+        let segments = stream::unfold(rx, move |mut rx| {
+            let halt = Arc::clone(&halt);
+            async move {
+                if halt.load(Ordering::SeqCst) {
+                    return None;
+                }
+                rx.recv().await.map(|s| (s, rx))
+            }
+        });
         let mut uploads =
             Box::pin(segments.map(|seg| self.upload_segment(&data_key, version, seg)).buffered(SEGMENTS_IN_FLIGHT));
         let mut stored = Vec::new();
@@ -402,8 +415,8 @@ impl Bucket {
             match r {
                 Ok(s) => stored.push(s),
                 Err(e) => {
-                    failed = Some(e);
-                    break;
+                    stop.store(true, Ordering::SeqCst);
+                    failed.get_or_insert(e);
                 }
             }
         }

@@ -128,3 +128,26 @@ async fn a_delete_token_is_good_only_at_the_node_it_was_made_for() {
     net.shutdown().await;
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_that_fails_leaves_no_shards_behind() {
+    // Four nodes cannot hold the six shards of the default 4-of-6 code.
+    let cluster = TestCluster::start(4);
+    let root = RootSecret::generate();
+    let client = cluster.client(&root).await;
+    client.create_bucket("small-net", None).await.expect("mb");
+    let b = client.bucket("small-net").await.expect("bucket");
+    let err = put_bytes(&b, "big", data(30 << 20, 5)).await.expect_err("too few nodes for the code");
+    assert!(err.to_string().contains("stored"), "the error says how far it got: {err}");
+    // Deletes run in the background; shutting down waits for them.
+    client.shutdown().await;
+    let shards: Vec<_> = cluster
+        .node_files()
+        .into_iter()
+        .filter(|p| p.components().any(|c| c.as_os_str() == "shards"))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.len(), p)))
+        .collect();
+    // Index pages (a few KiB) stay; no object shard (7.5 MiB each) does.
+    let big: Vec<_> = shards.iter().filter(|(len, _)| *len > 256 * 1024).collect();
+    assert!(big.is_empty(), "shards of the failed put were left behind: {big:?}");
+}
