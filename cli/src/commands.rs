@@ -329,3 +329,59 @@ pub async fn renew(client: &Client, buckets: &[String]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `--watch` intervals: `90s`, `10m`, `1h`, `1d` (a bare number is seconds).
+pub fn parse_interval(s: &str) -> anyhow::Result<std::time::Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().with_context(|| format!("`{s}` is not an interval like 90s, 10m, 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => bail!("`{s}` is not an interval like 90s, 10m, 1h"),
+    };
+    if secs == 0 {
+        bail!("an interval must be at least 1 s");
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// `cairn repair`: one walk, or one every `every` until Ctrl-C.
+pub async fn repair(
+    client: &Client,
+    buckets: &[String],
+    every: Option<std::time::Duration>,
+    budget: u64,
+) -> anyhow::Result<()> {
+    let only = (!buckets.is_empty()).then_some(buckets);
+    let opts = cairn_client::RepairOptions { budget };
+    loop {
+        let r = client.repair(only, opts).await?;
+        out!(
+            "{} objects, {} holders ({} down): {} segments below threshold, {} repaired ({} shards, {} bytes moved), {} failed, {} changed meanwhile; {} index pages stored again, {} head records published again",
+            r.objects,
+            r.holders,
+            r.down,
+            r.damaged,
+            r.repaired,
+            r.shards,
+            r.bytes,
+            r.failed,
+            r.conflicts,
+            r.pages,
+            r.heads
+        );
+        let Some(every) = every else {
+            if r.failed > 0 {
+                bail!("{} segments could not be repaired (too few shards or nodes left); see the log", r.failed);
+            }
+            return Ok(());
+        };
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}

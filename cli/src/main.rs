@@ -124,6 +124,19 @@ enum Command {
         /// Buckets to renew (default: all, and the bucket list).
         buckets: Vec<String>,
     },
+    /// Rebuild the shards of segments whose holders are gone and store
+    /// again index pages whose copies are (or only BUCKETs); the gateway and
+    /// the mount do this hourly by themselves.
+    Repair {
+        /// Buckets to repair (default: all, and the bucket list).
+        buckets: Vec<String>,
+        /// Keep going: a walk every INTERVAL (e.g. `10m`, `1h`) until Ctrl-C.
+        #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "1h")]
+        watch: Option<String>,
+        /// Most bytes per second repairs may move (fetched + stored), e.g. `50MB`; `0`: no limit.
+        #[arg(long, default_value = "50MB")]
+        budget: String,
+    },
     /// Serve your buckets over S3 (aws cli, boto3, rclone, restic...)
     /// until Ctrl-C; `cairn gateway keys` manages its access keys.
     #[command(args_conflicts_with_subcommands = true)]
@@ -428,7 +441,7 @@ async fn serve_gateway(config: &std::path::Path, opts: gateway::Serve) -> anyhow
     if let Some(m) = bound.metrics_addr() {
         println!("metrics on http://{m}/metrics");
     }
-    let renewing = client.keep_renewed(RENEW_EVERY);
+    let renewing = client.maintain(cairn_client::Maintenance::default());
     bound.run(gateway::stop_signal()).await;
     // Requests have finished: let the client's background work end.
     drop(renewing);
@@ -438,10 +451,6 @@ async fn serve_gateway(config: &std::path::Path, opts: gateway::Serve) -> anyhow
     }
     Ok(())
 }
-
-/// How often a running gateway or mount renews the account's leases (a
-/// walk skips what was renewed lately, so a daily one is cheap).
-const RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     use futures::FutureExt;
@@ -486,6 +495,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rm { path } => with_client(config, |c| async move { commands::rm(c, &path).await }.boxed())?,
         Command::Stat { path } => with_client(config, |c| async move { commands::stat(c, &path).await }.boxed())?,
         Command::Status => with_client(config, |c| commands::status(c).boxed())?,
+        Command::Repair { buckets, watch, budget } => {
+            let every = watch.as_deref().map(commands::parse_interval).transpose()?;
+            let budget = cairn_proto::units::parse_size(budget.trim_end_matches("/s")).map_err(anyhow::Error::msg)?;
+            with_client(config, |c| async move { commands::repair(c, &buckets, every, budget).await }.boxed())?
+        }
         Command::Renew { buckets } => {
             with_client(config, |c| async move { commands::renew(c, &buckets).await }.boxed())?
         }
@@ -502,7 +516,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let args = mount::MountArgs { bucket, dir, cache_dir, cache_size, read_only, allow_other };
             runtime()?.block_on(async {
                 let client = std::sync::Arc::new(commands::connect(&path).await?);
-                let renewing = client.keep_renewed(RENEW_EVERY);
+                let renewing = client.maintain(cairn_client::Maintenance::default());
                 let r = mount::serve(std::sync::Arc::clone(&client), &args, gateway::stop_signal()).await;
                 drop(renewing);
                 match std::sync::Arc::try_unwrap(client) {

@@ -22,6 +22,7 @@ use crate::pages::Pages;
 use crate::pipeline::Parallelism;
 use crate::placement::{NodeReport, Nodes};
 use crate::renew::{self, RenewReport};
+use crate::repair::{self, RepairOptions, RepairReport};
 use crate::tasks::Tasks;
 use crate::transfer::{Hedging, Transfer};
 use crate::tree::{Tree, TreeOptions};
@@ -372,21 +373,71 @@ impl Client {
         }
     }
 
-    /// Renews (see [`Self::renew`]) now and then every `every`, in the
-    /// background, until the handle is dropped. The walk holds the client
-    /// only while it runs.
-    pub fn keep_renewed(self: &Arc<Self>, every: Duration) -> RenewLoop {
+    /// Repairs every bucket (or only `only`): rebuilds the segments whose
+    /// healthy shards fell below the threshold, stores again the index
+    /// pages with copies on nodes that are down, and publishes head records
+    /// again; see [`crate::repair`]. Buckets that fail are reported in the
+    /// error after the others were repaired.
+    pub async fn repair(&self, only: Option<&[String]>, opts: RepairOptions) -> Result<RepairReport, Error> {
+        let snap = self.list.snapshot(Duration::ZERO).await?;
+        let up = repair::probe(&self.transfer, repair::page_holders(&snap).collect()).await;
+        let mut report = RepairReport {
+            pages: repair::repair_pages(&self.list, &|n| up.get(n).copied().unwrap_or(false)).await?,
+            heads: u64::from(self.list.republish().await?),
+            ..RepairReport::default()
+        };
+        let names: Vec<String> = match only {
+            Some(names) => names.to_vec(),
+            None => self.buckets().await?.into_iter().map(|b| b.name).collect(),
+        };
+        let mut failed = None;
+        for name in names {
+            match self.bucket(&name).await {
+                Ok(b) => match b.repair(opts).await {
+                    Ok(r) => report.add(&r),
+                    Err(e) => {
+                        tracing::warn!(bucket = %name, error = %e, "repair walk failed");
+                        failed = Some(e);
+                    }
+                },
+                Err(e) => failed = Some(e),
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+
+    /// Keeps the account's data alive in the background until the handle
+    /// is dropped: a repair walk every `opts.repair_every` and a renewal
+    /// walk every `opts.renew_every`, both at once at the start. The walks
+    /// hold the client only while they run.
+    pub fn maintain(self: &Arc<Self>, opts: Maintenance) -> MaintenanceLoop {
         let me = Arc::downgrade(self);
-        RenewLoop(AbortOnDrop(tokio::spawn(async move {
+        MaintenanceLoop(AbortOnDrop(tokio::spawn(async move {
+            let mut renew_at = tokio::time::Instant::now();
+            let mut repair_at = renew_at;
             loop {
+                tokio::time::sleep_until(renew_at.min(repair_at)).await;
                 let Some(client) = me.upgrade() else { return };
-                match client.renew(None).await {
-                    Ok(r) if r.complete() => tracing::info!(?r, "leases renewed"),
-                    Ok(r) => tracing::warn!(?r, "leases renewed, some copies were not: repair needed"),
-                    Err(e) => tracing::warn!(error = %e, "lease renewal failed; retrying later"),
+                let now = tokio::time::Instant::now();
+                if now >= repair_at {
+                    match client.repair(None, opts.repair).await {
+                        Ok(r) if r.damaged > 0 || r.pages > 0 => tracing::info!(?r, "repaired"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "repair walk failed; retrying later"),
+                    }
+                    repair_at = now + opts.repair_every;
                 }
-                drop(client);
-                tokio::time::sleep(every).await;
+                if now >= renew_at {
+                    match client.renew(None).await {
+                        Ok(r) if r.complete() => tracing::info!(?r, "leases renewed"),
+                        Ok(r) => tracing::warn!(?r, "leases renewed, some copies were not"),
+                        Err(e) => tracing::warn!(error = %e, "lease renewal failed; retrying later"),
+                    }
+                    renew_at = now + opts.renew_every;
+                }
             }
         })))
     }
@@ -458,9 +509,31 @@ impl Client {
 #[derive(Debug)]
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
-/// The background renewal of [`Client::keep_renewed`]; dropping it stops it.
+/// The background work of [`Client::maintain`]; dropping it stops it.
 #[derive(Debug)]
-pub struct RenewLoop(#[allow(dead_code)] AbortOnDrop<()>);
+pub struct MaintenanceLoop(#[allow(dead_code)] AbortOnDrop<()>);
+
+/// How often [`Client::maintain`] walks the account.
+#[derive(Clone, Copy, Debug)]
+pub struct Maintenance {
+    /// Between two renewal walks (a walk skips what was renewed lately).
+    pub renew_every: Duration,
+    /// Between two repair walks.
+    pub repair_every: Duration,
+    /// How repairs run (their bandwidth budget).
+    pub repair: RepairOptions,
+}
+
+impl Default for Maintenance {
+    /// Renew daily, repair hourly within 50 MB/s.
+    fn default() -> Self {
+        Self {
+            renew_every: Duration::from_secs(24 * 3600),
+            repair_every: Duration::from_secs(3600),
+            repair: RepairOptions { budget: 50_000_000 },
+        }
+    }
+}
 
 impl<T> AbortOnDrop<T> {
     async fn finish(mut self) -> Option<T> {

@@ -183,7 +183,7 @@ pub struct DecodedSegment {
 
 /// Picks `k` shards, data shards first, verifying each against its id and
 /// skipping (and reporting) those that do not match.
-fn choose_verified(
+pub(crate) fn choose_verified(
     layout: &SegmentLayout,
     pos: SegmentPos,
     shards: &[Option<Bytes>],

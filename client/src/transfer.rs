@@ -209,8 +209,29 @@ impl Transfer {
         shards: &[Outgoing],
         want: usize,
     ) -> Result<Vec<Option<NodeId>>, Error> {
-        let mut candidates: VecDeque<PeerId> =
-            self.nodes.candidates(key, shards.len() + SPARE_NODES, want).await?.into();
+        self.put_shards_avoiding(key, shards, want, &[]).await
+    }
+
+    /// [`Self::put_shards`] on nodes other than `avoid` (the nodes that
+    /// hold the other shards of a segment being repaired).
+    pub async fn put_shards_avoiding(
+        &self,
+        key: [u8; 32],
+        shards: &[Outgoing],
+        want: usize,
+        avoid: &[PeerId],
+    ) -> Result<Vec<Option<NodeId>>, Error> {
+        let mut candidates: VecDeque<PeerId> = self
+            .nodes
+            .candidates(key, shards.len() + SPARE_NODES + avoid.len(), want + avoid.len())
+            .await?
+            .into_iter()
+            .filter(|p| !avoid.contains(p))
+            .collect();
+        // Once these run out (many known nodes are down), more are asked
+        // for once, beyond the first.
+        let first_asked: Vec<PeerId> = candidates.iter().copied().collect();
+        let mut refilled = false;
         // Among those candidates (the nearest, so placement still follows
         // distance), healthy nodes this client is connected to go first: a
         // node still being dialled while others answer is often down, and
@@ -249,6 +270,11 @@ impl Transfer {
         let mut stored = 0;
         let mut last_error = None;
         loop {
+            if candidates.is_empty() && !refilled && stored < want {
+                refilled = true;
+                let more = self.nodes.candidates(key, 2 * (first_asked.len() + avoid.len()), want).await?;
+                candidates.extend(more.into_iter().filter(|p| !first_asked.contains(p) && !avoid.contains(p)));
+            }
             let due = next_hedge.unwrap_or_else(|| hedge_at(began, first_done));
             let can_hedge = !candidates.is_empty() && stored < want;
             let next = tokio::select! {

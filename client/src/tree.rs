@@ -465,12 +465,21 @@ impl Inner {
         }
         let found = self.pages.transfer().net().closest_peers(self.id.0.to_vec()).await?;
         let nodes = self.pages.transfer().nodes();
+        let answered: std::collections::HashSet<PeerId> = found.iter().map(|(p, _)| *p).collect();
         nodes.add(found);
         // The lookup's answer joined with every node known, nearest first:
         // a lookup that ended early (a stalled peer) must not shrink the
         // set, or two clients could each reach a "majority" of different
-        // sets and miss each other's records.
-        let mut peers: Vec<PeerId> = nodes.report_all().into_iter().map(|n| n.peer).collect();
+        // sets and miss each other's records. Known nodes that are down
+        // (they failed lately) are left out: they cannot answer, and as
+        // nodes leave they would outnumber the living and no majority
+        // could be had.
+        let mut peers: Vec<PeerId> = nodes
+            .report_all()
+            .into_iter()
+            .filter(|n| !n.penalized || answered.contains(&n.peer))
+            .map(|n| n.peer)
+            .collect();
         cairn_net::sort_by_distance(&self.id.0, &mut peers);
         peers.truncate(RECORD_PEERS);
         if peers.is_empty() {

@@ -166,6 +166,22 @@ impl TestCluster {
         }
     }
 
+    /// Starts a fresh, empty node that joins through a running one, as an
+    /// operator who joins the network does; returns its index.
+    pub fn add_node(&mut self) -> usize {
+        let i = self.nodes.len();
+        let boot = (0..i)
+            .filter(|&j| self.nodes[j].is_some())
+            .find_map(|j| {
+                let addrs = std::fs::read_to_string(self.node_dir(j).join("node.addrs")).ok()?;
+                addrs.lines().find(|l| l.contains("/quic-v1/")).map(str::to_string)
+            })
+            .expect("a running node to join through");
+        let n = start_node(&binary("cairn-node"), &self.node_dir(i), Some(&boot), "4GiB").expect("add node");
+        self.nodes.push(Some(n));
+        i
+    }
+
     /// Starts node `i` again (after [`Self::kill`] or [`Self::stop`]).
     pub fn restart(&mut self, i: usize) {
         self.kill(i);

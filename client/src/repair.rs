@@ -1,0 +1,538 @@
+//! Repair: rebuilding the shards of segments whose holders are gone.
+//!
+//! A walk over a bucket reads every entry (index pages come from the local
+//! cache when they are there), asks each distinct holder once whether it
+//! is up (Storj's checker works from node liveness the same way, not from
+//! a request per piece), and finds the segments with fewer healthy shards
+//! than [`threshold`]: `k + 2` (at most `n`). Those are repaired, the least
+//! healthy first: `k` shards are fetched and verified, the lost ones are
+//! rebuilt from them (Reed-Solomon over ciphertext: the repairer needs no
+//! plaintext, only the data key the delete tokens derive from), each is
+//! checked against its id, placed on a node that holds no other shard of
+//! its segment, and the entry is committed with its new holders as a
+//! compare-and-swap on the entry. If the entry changed meanwhile (a write,
+//! or another repairer that was first), the commit is refused, the shards
+//! just placed are deleted, and the next walk looks again: two repairers
+//! at once lose no update and keep no double placement.
+//!
+//! A bandwidth [`Budget`] spaces repairs so that a large failure does not
+//! become a repair storm. [`assess`], [`rebuild`] and [`Budget`] are plain
+//! functions and state, tested without a network.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Bound;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_net::PeerId;
+use cairn_proto::layout::SegmentLayout;
+use cairn_proto::manifest::ObjectManifest;
+use cairn_proto::{NodeId, ShardId};
+use futures::StreamExt;
+use reed_solomon_simd::ReedSolomonEncoder;
+use tokio::time::Instant;
+
+use crate::bucket::{Bucket, still};
+use crate::entry::Body;
+use crate::error::Error;
+use crate::formats;
+use crate::gc::GARBAGE_PREFIX;
+use crate::index::{Op, PagePtr, Value};
+use crate::pages::REPLICAS;
+use crate::segment::{choose_verified, rebuild_columns};
+use crate::transfer::{Outgoing, Transfer, Wanted, delete_token, peer_of};
+use crate::tree::{Snapshot, Tree};
+
+/// Entries read per listing step.
+const LIST_BATCH: usize = 1000;
+/// Liveness probes in flight at once.
+const PROBES: usize = 32;
+/// How long placement passes over a node a repair walk found down.
+const DOWN_FOR: Duration = Duration::from_secs(600);
+
+/// A segment is repaired when fewer of its shards than this are healthy:
+/// `k + 2`, at most `n`. Two spare shards leave time to repair before a
+/// third loss makes the segment depend on every remaining holder.
+pub fn threshold(k: u16, n: u16) -> usize {
+    usize::from(k.saturating_add(2).min(n))
+}
+
+/// A segment that needs repair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// Which of the entry's data versions.
+    pub manifest: usize,
+    /// Which segment of it.
+    pub segment: usize,
+    /// Shards whose holder is up.
+    pub healthy: usize,
+    /// Shards to rebuild (holder down, or never stored), as many as bring
+    /// the segment back to its target.
+    pub lost: Vec<usize>,
+}
+
+/// The segments of `data` below [`threshold`], given which holders are
+/// up, and which shards to rebuild: enough to have `target` healthy
+/// shards again (the bucket's `n`; at least the threshold, at most the
+/// shards the layout has), data shards first (they are read without
+/// decoding).
+pub fn assess(data: &[ObjectManifest], up: impl Fn(&NodeId) -> bool, target: u16) -> Vec<Damage> {
+    let mut out = Vec::new();
+    for (mi, m) in data.iter().enumerate() {
+        let limit = threshold(m.layout.k, m.layout.n);
+        let goal = usize::from(target).clamp(limit, usize::from(m.layout.n));
+        for (si, seg) in m.segments.iter().enumerate() {
+            let mut lost: Vec<usize> = seg
+                .shards
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.holder.as_ref().is_some_and(&up))
+                .map(|(i, _)| i)
+                .collect();
+            let healthy = seg.shards.len() - lost.len();
+            if healthy < limit && !lost.is_empty() {
+                lost.truncate(goal.saturating_sub(healthy));
+                out.push(Damage { manifest: mi, segment: si, healthy, lost });
+            }
+        }
+    }
+    out
+}
+
+/// Rebuilds the shards `lost` of a segment from any `k` of `shards`
+/// (`None`: not fetched). Every shard used is verified against `ids`
+/// first, and every shard rebuilt is checked against its id before it is
+/// returned. Blocking (Reed-Solomon over whole shards).
+pub fn rebuild(
+    layout: &SegmentLayout,
+    segment: u64,
+    shards: &[Option<Bytes>],
+    ids: &[ShardId],
+    lost: &[usize],
+) -> Result<Vec<(usize, Bytes)>, Error> {
+    let k = usize::from(layout.k);
+    let m = usize::from(layout.n - layout.k);
+    let s = layout.shard_len() as usize;
+    let pos = crate::segment::SegmentPos { index: segment, last: false };
+    let (chosen, _bad) = choose_verified(layout, pos, shards, ids)?;
+    let get = |i: usize| shards.get(i).and_then(|x| x.as_deref()).unwrap_or(&[]);
+    let restored = rebuild_columns(layout, &chosen, 0..s, get)?;
+    let data: Vec<&[u8]> = (0..k)
+        .map(|i| match restored.iter().find(|(j, _)| *j == i) {
+            Some((_, v)) => v.as_slice(),
+            None => get(i),
+        })
+        .collect();
+    let mut parity: Vec<Vec<u8>> = Vec::new();
+    if lost.iter().any(|&i| i >= k) && m > 0 {
+        let mut rs = ReedSolomonEncoder::new(k, m, s)?;
+        for d in &data {
+            rs.add_original_shard(d)?;
+        }
+        parity = rs.encode()?.recovery_iter().map(<[u8]>::to_vec).collect();
+    }
+    let mut out = Vec::with_capacity(lost.len());
+    for &i in lost {
+        let bytes = if i < k { data[i].to_vec() } else { parity.get(i - k).cloned().unwrap_or_default() };
+        let id = ids.get(i).copied().unwrap_or(ShardId([0; 32]));
+        if !id.matches(&bytes) {
+            return Err(Error::CorruptShard { segment, index: i as u16, id });
+        }
+        out.push((i, Bytes::from(bytes)));
+    }
+    Ok(out)
+}
+
+/// A bandwidth budget: repairs of `bytes` are spaced so that the average
+/// stays at `rate` bytes per second.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    rate: u64,
+    free_at: Option<Instant>,
+}
+
+impl Budget {
+    /// A budget of `rate` bytes per second (0: none).
+    pub fn new(rate: u64) -> Self {
+        Self { rate, free_at: None }
+    }
+
+    /// Charges `bytes` moved at `now`; returns how long to wait before the
+    /// next repair starts.
+    pub fn charge(&mut self, bytes: u64, now: Instant) -> Duration {
+        if self.rate == 0 {
+            return Duration::ZERO;
+        }
+        let from = self.free_at.map_or(now, |t| t.max(now));
+        let next = from + Duration::from_secs_f64(bytes as f64 / self.rate as f64);
+        self.free_at = Some(next);
+        next.saturating_duration_since(now)
+    }
+}
+
+/// How a repair walk runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RepairOptions {
+    /// Bytes per second that repairs may move (fetched + stored); 0: no limit.
+    pub budget: u64,
+}
+
+/// What a repair walk found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    /// Entries read.
+    pub objects: u64,
+    /// Distinct nodes holding shards, and how many of them were down.
+    pub holders: u64,
+    /// Of those, down.
+    pub down: u64,
+    /// Segments below the threshold.
+    pub damaged: u64,
+    /// Segments repaired and committed.
+    pub repaired: u64,
+    /// Shards rebuilt and placed.
+    pub shards: u64,
+    /// Segments that could not be repaired (too few shards left, or no
+    /// node to place on); they are tried again by the next walk.
+    pub failed: u64,
+    /// Repairs dropped because the entry changed meanwhile.
+    pub conflicts: u64,
+    /// Bytes fetched and stored by repairs.
+    pub bytes: u64,
+    /// Index pages stored again (copies on nodes that are down).
+    pub pages: u64,
+    /// Head records published again.
+    pub heads: u64,
+}
+
+impl RepairReport {
+    /// Adds another walk's figures.
+    pub fn add(&mut self, o: &RepairReport) {
+        self.objects += o.objects;
+        self.holders += o.holders;
+        self.down += o.down;
+        self.damaged += o.damaged;
+        self.repaired += o.repaired;
+        self.shards += o.shards;
+        self.failed += o.failed;
+        self.conflicts += o.conflicts;
+        self.bytes += o.bytes;
+        self.pages += o.pages;
+        self.heads += o.heads;
+    }
+}
+
+/// Asks each node for its stats once: whether it is up. Nodes that are
+/// down are passed over by placement for a while, and the network is
+/// asked for nodes (those that joined since are where repairs go).
+pub(crate) async fn probe(transfer: &Transfer, nodes: HashSet<NodeId>) -> HashMap<NodeId, bool> {
+    if let Err(e) = transfer.nodes().discover(rand::random()).await {
+        tracing::debug!(error = %e, "node lookup before repair failed");
+    }
+    futures::stream::iter(nodes)
+        .map(|node| async move {
+            let ok = match peer_of(&node) {
+                Some(p) => {
+                    let ok = transfer.client(p).stats().await.is_ok();
+                    if ok {
+                        transfer.nodes().report(p, true);
+                    } else {
+                        // Repairs are about to place shards: not there.
+                        transfer.nodes().pass_over(p, DOWN_FOR);
+                    }
+                    ok
+                }
+                None => false,
+            };
+            (node, ok)
+        })
+        .buffer_unordered(PROBES)
+        .collect()
+        .await
+}
+
+/// The nodes holding the pages of `snap`.
+pub(crate) fn page_holders(snap: &Snapshot) -> impl Iterator<Item = NodeId> + '_ {
+    snap.root_ptr().into_iter().chain(snap.root.leaves.iter().map(|l| &l.page)).flat_map(|p| p.holders.iter().cloned())
+}
+
+/// Stores again the pages of `tree` that have fewer than [`REPLICAS`]
+/// copies on nodes that are up: a leaf is rewritten by putting one of its
+/// entries back unchanged (a compare-and-swap on it), and every commit
+/// stores a new root. Returns the pages stored again; a tree that changed
+/// meanwhile is left to the next walk.
+pub(crate) async fn repair_pages(tree: &Tree, up: &impl Fn(&NodeId) -> bool) -> Result<u64, Error> {
+    let snap = tree.snapshot(Duration::ZERO).await?;
+    let short = |p: &PagePtr| p.holders.iter().filter(|h| up(h)).count() < REPLICAS;
+    let mut ops = Vec::new();
+    for leaf in snap.root.leaves.iter().filter(|l| short(&l.page)) {
+        let page = tree.leaf_page(leaf).await?;
+        if let Some((k, v)) = page.live().next() {
+            ops.push(Op::put(k, v.live().unwrap_or_default().to_vec()).expecting(still(v)));
+        }
+    }
+    let root = snap.root_ptr().is_some_and(short);
+    if ops.is_empty() && !root {
+        return Ok(0);
+    }
+    let n = ops.len() as u64 + 1;
+    match tree.commit(ops).await {
+        Ok(_) => Ok(n),
+        Err(e) if matches!(e.root(), Error::Conflict { .. }) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// An entry with segments to repair.
+struct Patient {
+    key: String,
+    value: Value,
+    damage: Vec<Damage>,
+}
+
+impl Bucket {
+    /// Finds the segments of this bucket whose healthy shards fell below
+    /// [`threshold`] and rebuilds them on other nodes (see the module docs).
+    pub async fn repair(&self, opts: RepairOptions) -> Result<RepairReport, Error> {
+        let snap = self.snapshot().await?;
+        let mut report = RepairReport::default();
+        // Every entry, once: the holders they name, then their damage.
+        let mut entries: Vec<(String, Value)> = Vec::new();
+        let mut start = String::new();
+        loop {
+            let from = if start.is_empty() { Bound::Unbounded } else { Bound::Excluded(start.as_str()) };
+            let batch = self.tree().list(&snap, "", from, LIST_BATCH).await?;
+            let short = batch.len() < LIST_BATCH;
+            if let Some((last, _)) = batch.last() {
+                start = last.clone();
+            }
+            entries.extend(batch.into_iter().filter(|(k, _)| !k.starts_with(GARBAGE_PREFIX)));
+            if short {
+                break;
+            }
+        }
+        let mut holders: HashSet<NodeId> = HashSet::new();
+        let mut decoded = Vec::with_capacity(entries.len());
+        for (key, value) in entries {
+            let entry = formats::decode_entry(value.live().unwrap_or_default())?;
+            if let Body::Stored(s) = &entry.body {
+                holders.extend(
+                    s.data.iter().flat_map(|m| &m.segments).flat_map(|g| &g.shards).filter_map(|p| p.holder.clone()),
+                );
+            }
+            decoded.push((key, value, entry));
+        }
+        report.objects = decoded.len() as u64;
+        holders.extend(page_holders(&snap));
+        let up = probe(self.transfer(), holders).await;
+        report.holders = up.len() as u64;
+        report.down = up.values().filter(|ok| !**ok).count() as u64;
+        let is_up = |n: &NodeId| up.get(n).copied().unwrap_or(false);
+        let mut patients: Vec<Patient> = decoded
+            .into_iter()
+            .filter_map(|(key, value, entry)| {
+                let Body::Stored(s) = &entry.body else { return None };
+                let damage = assess(&s.data, is_up, self.settings().n);
+                (!damage.is_empty()).then_some(Patient { key, value, damage })
+            })
+            .collect();
+        // The segments nearest to loss first (Storj orders its queue the same way).
+        patients.sort_by_key(|p| p.damage.iter().map(|d| d.healthy).min().unwrap_or(usize::MAX));
+        let mut budget = Budget::new(opts.budget);
+        // Index pages with copies on nodes that are down are stored again
+        // after the entries (whose commits store some of them anyway).
+        for p in patients {
+            report.damaged += p.damage.len() as u64;
+            let (moved, outcome) = self.repair_entry(&p, &is_up).await;
+            match outcome {
+                Ok(shards) => {
+                    report.repaired += p.damage.len() as u64;
+                    report.shards += shards;
+                }
+                Err(e) if matches!(e.root(), Error::Conflict { .. }) => report.conflicts += 1,
+                Err(e) => {
+                    tracing::warn!(key = %p.key, error = %e, "repair failed");
+                    report.failed += p.damage.len() as u64;
+                }
+            }
+            report.bytes += moved;
+            tokio::time::sleep(budget.charge(moved, Instant::now())).await;
+        }
+        report.pages = repair_pages(self.tree(), &is_up).await?;
+        report.heads += u64::from(self.tree().republish().await?);
+        Ok(report)
+    }
+
+    /// Repairs every damaged segment of one entry and commits it; returns
+    /// the bytes moved and the shards placed. Shards placed for a repair
+    /// that does not commit are deleted.
+    async fn repair_entry(&self, p: &Patient, up: &impl Fn(&NodeId) -> bool) -> (u64, Result<u64, Error>) {
+        let mut placed: Vec<(ShardId, NodeId, [u8; 32])> = Vec::new();
+        let mut moved = 0u64;
+        let result = async {
+            let mut entry = formats::decode_entry(p.value.live().unwrap_or_default())?;
+            let Body::Stored(stored) = &mut entry.body else { return Ok(0) };
+            for d in &p.damage {
+                let m = &mut stored.data[d.manifest];
+                let seg = &mut m.segments[d.segment];
+                let layout = m.layout.segment(seg.plain_len);
+                let wanted: Vec<Wanted> = seg
+                    .shards
+                    .iter()
+                    .map(|s| Wanted {
+                        id: s.id,
+                        len: u64::from(seg.shard_len),
+                        holder: s.holder.clone().filter(|h| up(h)),
+                    })
+                    .collect();
+                let (got, bad) = self.transfer().get_shards(d.segment as u64, &wanted, usize::from(layout.k)).await?;
+                moved += got.iter().flatten().map(|b| b.len() as u64).sum::<u64>();
+                let mut lost = d.lost.clone();
+                for b in bad.iter().map(|&b| usize::from(b)) {
+                    if !lost.contains(&b) {
+                        lost.push(b);
+                    }
+                }
+                let ids: Vec<ShardId> = seg.shards.iter().map(|s| s.id).collect();
+                let (index, lost_c) = (d.segment as u64, lost.clone());
+                let rebuilt = tokio::task::spawn_blocking(move || rebuild(&layout, index, &got, &ids, &lost_c))
+                    .await
+                    .map_err(|_| Error::WorkerPanicked)??;
+                // Each rebuilt shard matched its recorded id (see `rebuild`).
+                let outgoing: Vec<Outgoing> = rebuilt
+                    .iter()
+                    .map(|(i, bytes)| Outgoing { id: seg.shards[*i].id, bytes: bytes.clone(), key: m.data_key })
+                    .collect();
+                let avoid: Vec<PeerId> = seg
+                    .shards
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !lost.contains(i))
+                    .filter_map(|(_, s)| peer_of(s.holder.as_ref()?))
+                    .collect();
+                let holders = self
+                    .transfer()
+                    .put_shards_avoiding(seg.id.placement_key(), &outgoing, outgoing.len(), &avoid)
+                    .await?;
+                for (((i, bytes), holder), out) in rebuilt.iter().zip(holders).zip(&outgoing) {
+                    let Some(holder) = holder else { continue };
+                    moved += bytes.len() as u64;
+                    placed.push((out.id, holder.clone(), delete_token(&m.data_key, &out.id, &holder)));
+                    seg.shards[*i].holder = Some(holder);
+                }
+            }
+            let n = placed.len() as u64;
+            self.commit(vec![Op::put(&p.key, formats::encode_entry(&entry)).expecting(still(&p.value))]).await?;
+            Ok(n)
+        }
+        .await;
+        if result.is_err() {
+            self.transfer().delete_shards(std::mem::take(&mut placed));
+        }
+        (moved, result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_proto::layout::Layout;
+    use cairn_proto::manifest::{SegmentManifest, ShardPlacement};
+    use cairn_proto::{ObjectVersionId, SegmentId};
+
+    fn node(i: u8) -> NodeId {
+        NodeId::from_bytes(vec![i; 4]).expect("id")
+    }
+
+    fn manifest(k: u16, n: u16, holders: &[&[Option<u8>]]) -> ObjectManifest {
+        ObjectManifest {
+            version: ObjectVersionId([1; 16]),
+            size: 100,
+            layout: Layout { k, n, ..Layout::default() },
+            data_key: [0; 32],
+            segments: holders
+                .iter()
+                .enumerate()
+                .map(|(i, hs)| SegmentManifest {
+                    id: SegmentId([i as u8; 32]),
+                    plain_len: 100,
+                    shard_len: 64,
+                    shards: hs.iter().map(|h| ShardPlacement { id: ShardId([0; 32]), holder: h.map(node) }).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn segments_below_k_plus_two_are_damaged_least_healthy_reported_with_what_to_rebuild() {
+        let all = [Some(1), Some(2), Some(3), Some(4), Some(5), Some(6)];
+        let one_gone = [Some(1), Some(9), Some(3), Some(4), Some(5), Some(6)];
+        let never_stored = [Some(1), Some(2), None, Some(4), Some(5), Some(6)];
+        let m = manifest(4, 6, &[&all, &one_gone, &never_stored]);
+        let up = |n: &NodeId| n.as_bytes()[0] != 9;
+        let d = assess(std::slice::from_ref(&m), up, 6);
+        assert_eq!(
+            d,
+            vec![
+                Damage { manifest: 0, segment: 1, healthy: 5, lost: vec![1] },
+                Damage { manifest: 0, segment: 2, healthy: 5, lost: vec![2] },
+            ]
+        );
+        // A wide code repairs lazily: 10-of-30 waits until 11 are left,
+        // then rebuilds up to its target, data shards first.
+        let wide: Vec<Option<u8>> = (0..30).map(|i| Some(if i < 18 { 9 } else { i })).collect();
+        assert!(assess(&[manifest(10, 30, &[&wide])], up, 20).is_empty());
+        let worse: Vec<Option<u8>> = (0..30).map(|i| Some(if i < 19 { 9 } else { i })).collect();
+        let d = assess(&[manifest(10, 30, &[&worse])], up, 20);
+        assert_eq!((d[0].healthy, d[0].lost.clone()), (11, (0..9).collect::<Vec<_>>()));
+        // Slots for spare uploads that were never stored (n = 6 of 8):
+        // one more loss rebuilds back to n, not to all 8.
+        let spares = [Some(1), Some(2), None, Some(4), Some(9), Some(6), None, Some(8)];
+        let d = assess(&[manifest(4, 8, &[&spares])], up, 6);
+        assert_eq!((d[0].healthy, d[0].lost.clone()), (5, vec![2]));
+        assert_eq!(threshold(4, 6), 6);
+        assert_eq!(threshold(1, 1), 1);
+    }
+
+    #[test]
+    fn lost_data_and_parity_shards_are_rebuilt_byte_exact_and_checked() {
+        let layout = Layout { k: 4, n: 6, ..Layout::default() };
+        let size = 300_000u32;
+        let seg = layout.segment(size);
+        let cipher = cairn_crypto::ObjectCipher::new(&cairn_crypto::DataKey::generate(), [3; 16]);
+        let plain: Vec<u8> = (0..size as usize).map(|i| (i * 7) as u8).collect();
+        let pos = crate::segment::SegmentPos { index: 0, last: true };
+        let enc =
+            crate::segment::encode(&cipher, seg, pos, crate::segment::place_plaintext(&seg, &plain)).expect("encode");
+        // Data shard 1 and parity shard 5 are lost.
+        let mut have: Vec<Option<Bytes>> = enc.shards.iter().cloned().map(Some).collect();
+        have[1] = None;
+        have[5] = None;
+        let out = rebuild(&seg, 0, &have, &enc.ids, &[1, 5]).expect("rebuild");
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0], (1, enc.shards[1].clone()));
+        assert_eq!(out[1], (5, enc.shards[5].clone()));
+        // A corrupt shard among the survivors is skipped, not used.
+        let mut bad = have.clone();
+        bad[0] = Some(Bytes::from(vec![0u8; enc.shards[0].len()]));
+        bad[4] = Some(enc.shards[4].clone());
+        assert!(matches!(rebuild(&seg, 0, &bad, &enc.ids, &[1, 5]), Err(Error::NotEnoughShards { .. })));
+        // A wrong id for a lost shard is caught before anything is placed.
+        let mut ids = enc.ids.clone();
+        ids[5] = ShardId([7; 32]);
+        assert!(matches!(rebuild(&seg, 0, &have, &ids, &[5]), Err(Error::CorruptShard { index: 5, .. })));
+    }
+
+    #[test]
+    fn the_budget_spaces_repairs_at_its_rate() {
+        let t0 = Instant::now();
+        let mut b = Budget::new(1_000_000);
+        assert_eq!(b.charge(500_000, t0), Duration::from_millis(500));
+        // Charged before the first is paid for: queued behind it.
+        assert_eq!(b.charge(1_000_000, t0), Duration::from_millis(1500));
+        // Long after: nothing owed from before.
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(b.charge(250_000, later), Duration::from_millis(250));
+        assert_eq!(Budget::new(0).charge(u64::MAX, t0), Duration::ZERO);
+    }
+}
