@@ -3,6 +3,7 @@
 //! Argument parsing and printing only; the work lives in library crates.
 
 mod bench_cli;
+mod bench_durability;
 mod bench_e2e;
 mod bench_mount;
 mod bench_node;
@@ -335,6 +336,32 @@ enum Bench {
         #[arg(long, default_value_t = 10_000)]
         tree: usize,
     },
+    /// The annual chance of losing a segment under node churn with repair,
+    /// as a closed form and a Monte Carlo run of the same model, for the
+    /// default code and others; ends with `durability-nines: X`.
+    Durability {
+        /// Nodes in the network (sets the repair traffic per node).
+        #[arg(long, default_value_t = 10_000)]
+        nodes: u64,
+        /// Share of nodes that leave per month.
+        #[arg(long, default_value_t = 0.1)]
+        churn: f64,
+        /// Share of nodes that fail per year, on top of churn.
+        #[arg(long, default_value_t = 0.02)]
+        failures: f64,
+        /// Time between two repair walks (`30m`, `1h`, `1d`).
+        #[arg(long, default_value = "1h")]
+        interval: String,
+        /// Repair bandwidth budget per second.
+        #[arg(long, default_value = "50MB", value_parser = parse_size)]
+        budget: u64,
+        /// Bytes of shards per node.
+        #[arg(long, default_value = "1TB", value_parser = parse_size)]
+        stored: u64,
+        /// Monte Carlo episodes per code.
+        #[arg(long, default_value_t = 200_000)]
+        trials: u64,
+    },
     /// What one `cairn` command costs, process start to exit, on a local
     /// devnet (put, get, ls, stat of a small object), against process start
     /// alone; then again with nodes killed. Needs `cairn-node` next to `cairn`.
@@ -560,6 +587,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(Bench::Mount { nodes, size, runs, small, tree }) => {
             runtime()?.block_on(bench_mount::MountBench { nodes, size, runs, small, tree }.run())?;
+        }
+        Command::Bench(Bench::Durability { nodes, churn, failures, interval, budget, stored, trials }) => {
+            let d = cairn_client::BucketSettings::default();
+            let layout = d.layout()?;
+            let shard = f64::from(layout.segment(d.segment_size).shard_len());
+            let model = bench_durability::Model {
+                k: d.k,
+                n: d.n,
+                r: cairn_client::repair::threshold(d.k, d.n) as u16,
+                churn,
+                failures,
+                interval: commands::parse_interval(&interval)?,
+                shard,
+                budget: budget as f64,
+                stored: stored as f64,
+            };
+            bench_durability::run(nodes, model, trials);
         }
         Command::Bench(Bench::Cli { nodes, calls, dead }) => {
             runtime()?.block_on(bench_cli::CliBench { nodes, calls, dead }.run())?;
