@@ -350,17 +350,32 @@ impl Client {
             renew::renew_tree(&self.list, &snap, self.cache.as_ref(), self.transfer.lease_secs(), due, &no_refs)
                 .await?;
         report.heads += u64::from(self.list.republish().await?);
+        for r in self.each_bucket(only, "renewal", |b| async move { b.renew(due).await }).await? {
+            report.add(&r);
+        }
+        Ok(report)
+    }
+
+    /// Runs `walk` on every bucket (or only `only`), each after the one
+    /// before, and returns its reports; a bucket that fails does not stop
+    /// the others, and the last failure is returned after all ran.
+    async fn each_bucket<R, F, Fut>(&self, only: Option<&[String]>, what: &str, walk: F) -> Result<Vec<R>, Error>
+    where
+        F: Fn(Bucket) -> Fut,
+        Fut: std::future::Future<Output = Result<R, Error>>,
+    {
         let names: Vec<String> = match only {
             Some(names) => names.to_vec(),
             None => self.buckets().await?.into_iter().map(|b| b.name).collect(),
         };
+        let mut out = Vec::with_capacity(names.len());
         let mut failed = None;
         for name in names {
             match self.bucket(&name).await {
-                Ok(b) => match b.renew(due).await {
-                    Ok(r) => report.add(&r),
+                Ok(b) => match walk(b).await {
+                    Ok(r) => out.push(r),
                     Err(e) => {
-                        tracing::warn!(bucket = %name, error = %e, "renewal walk failed");
+                        tracing::warn!(bucket = %name, error = %e, "{what} walk failed");
                         failed = Some(e);
                     }
                 },
@@ -369,7 +384,7 @@ impl Client {
         }
         match failed {
             Some(e) => Err(e),
-            None => Ok(report),
+            None => Ok(out),
         }
     }
 
@@ -386,27 +401,10 @@ impl Client {
             heads: u64::from(self.list.republish().await?),
             ..RepairReport::default()
         };
-        let names: Vec<String> = match only {
-            Some(names) => names.to_vec(),
-            None => self.buckets().await?.into_iter().map(|b| b.name).collect(),
-        };
-        let mut failed = None;
-        for name in names {
-            match self.bucket(&name).await {
-                Ok(b) => match b.repair(opts).await {
-                    Ok(r) => report.add(&r),
-                    Err(e) => {
-                        tracing::warn!(bucket = %name, error = %e, "repair walk failed");
-                        failed = Some(e);
-                    }
-                },
-                Err(e) => failed = Some(e),
-            }
+        for r in self.each_bucket(only, "repair", |b| async move { b.repair(opts).await }).await? {
+            report.add(&r);
         }
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(report),
-        }
+        Ok(report)
     }
 
     /// Keeps the account's data alive in the background until the handle
