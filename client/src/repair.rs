@@ -283,6 +283,11 @@ pub(crate) async fn repair_pages(tree: &Tree, up: &impl Fn(&NodeId) -> bool) -> 
     }
 }
 
+/// A report shared by a walk's batches.
+fn lock(m: &std::sync::Mutex<RepairReport>) -> std::sync::MutexGuard<'_, RepairReport> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// An entry with segments to repair.
 struct Patient {
     key: String,
@@ -296,71 +301,105 @@ impl Bucket {
     pub async fn repair(&self, opts: RepairOptions) -> Result<RepairReport, Error> {
         let snap = self.snapshot().await?;
         let mut report = RepairReport::default();
-        // Every entry, once: the holders they name, then their damage.
-        let mut entries: Vec<(String, Value)> = Vec::new();
-        let mut start = String::new();
-        loop {
-            let from = if start.is_empty() { Bound::Unbounded } else { Bound::Excluded(start.as_str()) };
-            let batch = self.tree().list(&snap, "", from, LIST_BATCH).await?;
-            let short = batch.len() < LIST_BATCH;
-            if let Some((last, _)) = batch.last() {
-                start = last.clone();
+        // Two passes over the entries, a batch at a time (the second from
+        // the page cache), so memory stays bounded for any bucket: the
+        // holders they name, then the damage, repaired batch by batch, the
+        // least healthy of each batch first.
+        let mut holders: HashSet<NodeId> = page_holders(&snap).collect();
+        self.each_entry_batch(&snap, |batch| {
+            for (_, _, entry) in batch {
+                if let Body::Stored(s) = &entry.body {
+                    holders.extend(
+                        s.data
+                            .iter()
+                            .flat_map(|m| &m.segments)
+                            .flat_map(|g| &g.shards)
+                            .filter_map(|p| p.holder.clone()),
+                    );
+                }
             }
-            entries.extend(batch.into_iter().filter(|(k, _)| !k.starts_with(GARBAGE_PREFIX)));
-            if short {
-                break;
-            }
-        }
-        let mut holders: HashSet<NodeId> = HashSet::new();
-        let mut decoded = Vec::with_capacity(entries.len());
-        for (key, value) in entries {
-            let entry = formats::decode_entry(value.live().unwrap_or_default())?;
-            if let Body::Stored(s) = &entry.body {
-                holders.extend(
-                    s.data.iter().flat_map(|m| &m.segments).flat_map(|g| &g.shards).filter_map(|p| p.holder.clone()),
-                );
-            }
-            decoded.push((key, value, entry));
-        }
-        report.objects = decoded.len() as u64;
-        holders.extend(page_holders(&snap));
+            std::future::ready(Ok(()))
+        })
+        .await?;
         let up = probe(self.transfer(), holders).await;
         report.holders = up.len() as u64;
         report.down = up.values().filter(|ok| !**ok).count() as u64;
         let is_up = |n: &NodeId| up.get(n).copied().unwrap_or(false);
-        let mut patients: Vec<Patient> = decoded
-            .into_iter()
-            .filter_map(|(key, value, entry)| {
-                let Body::Stored(s) = &entry.body else { return None };
+        // Shared by the batches' futures (a `Mutex`, so the walk stays `Send`).
+        let budget = std::sync::Mutex::new(Budget::new(opts.budget));
+        let report = std::sync::Mutex::new(report);
+        self.each_entry_batch(&snap, |batch| {
+            let mut patients: Vec<Patient> = Vec::new();
+            for (key, value, entry) in batch {
+                lock(&report).objects += 1;
+                let Body::Stored(s) = &entry.body else { continue };
                 let damage = assess(&s.data, is_up, self.settings().n);
-                (!damage.is_empty()).then_some(Patient { key, value, damage })
-            })
-            .collect();
-        // The segments nearest to loss first (Storj orders its queue the same way).
-        patients.sort_by_key(|p| p.damage.iter().map(|d| d.healthy).min().unwrap_or(usize::MAX));
-        let mut budget = Budget::new(opts.budget);
-        // Index pages with copies on nodes that are down are stored again
-        // after the entries (whose commits store some of them anyway).
-        for p in patients {
-            report.damaged += p.damage.len() as u64;
-            let (moved, outcome) = self.repair_entry(&p, &is_up).await;
-            match outcome {
-                Ok(shards) => {
-                    report.repaired += p.damage.len() as u64;
-                    report.shards += shards;
-                }
-                Err(e) if matches!(e.root(), Error::Conflict { .. }) => report.conflicts += 1,
-                Err(e) => {
-                    tracing::warn!(key = %p.key, error = %e, "repair failed");
-                    report.failed += p.damage.len() as u64;
+                if !damage.is_empty() {
+                    patients.push(Patient { key, value, damage });
                 }
             }
-            report.bytes += moved;
-            tokio::time::sleep(budget.charge(moved, Instant::now())).await;
-        }
+            // The segments nearest to loss first (Storj orders its queue the same way).
+            patients.sort_by_key(|p| p.damage.iter().map(|d| d.healthy).min().unwrap_or(usize::MAX));
+            let (report, budget, is_up) = (&report, &budget, &is_up);
+            async move {
+                for p in patients {
+                    let (moved, outcome) = self.repair_entry(&p, is_up).await;
+                    {
+                        let mut r = lock(report);
+                        r.damaged += p.damage.len() as u64;
+                        match outcome {
+                            Ok(shards) => {
+                                r.repaired += p.damage.len() as u64;
+                                r.shards += shards;
+                            }
+                            Err(e) if matches!(e.root(), Error::Conflict { .. }) => r.conflicts += 1,
+                            Err(e) => {
+                                tracing::warn!(key = %p.key, error = %e, "repair failed");
+                                r.failed += p.damage.len() as u64;
+                            }
+                        }
+                        r.bytes += moved;
+                    }
+                    let wait = budget.lock().unwrap_or_else(|e| e.into_inner()).charge(moved, Instant::now());
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(())
+            }
+        })
+        .await?;
+        let mut report = report.into_inner().unwrap_or_else(|e| e.into_inner());
+        // Index pages with copies on nodes that are down are stored again
+        // after the entries (whose commits store some of them anyway).
         report.pages = repair_pages(self.tree(), &is_up).await?;
         report.heads += u64::from(self.tree().republish().await?);
         Ok(report)
+    }
+
+    /// Calls `f` with each batch of the live entries of `snap` (queued
+    /// garbage left out), decoded, in key order.
+    async fn each_entry_batch<F, Fut>(&self, snap: &Snapshot, mut f: F) -> Result<(), Error>
+    where
+        F: FnMut(Vec<(String, Value, crate::entry::Entry)>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), Error>>,
+    {
+        let mut start = String::new();
+        loop {
+            let from = if start.is_empty() { Bound::Unbounded } else { Bound::Excluded(start.as_str()) };
+            let batch = self.tree().list(snap, "", from, LIST_BATCH).await?;
+            let short = batch.len() < LIST_BATCH;
+            if let Some((last, _)) = batch.last() {
+                start = last.clone();
+            }
+            let mut decoded = Vec::with_capacity(batch.len());
+            for (key, value) in batch.into_iter().filter(|(k, _)| !k.starts_with(GARBAGE_PREFIX)) {
+                let entry = formats::decode_entry(value.live().unwrap_or_default())?;
+                decoded.push((key, value, entry));
+            }
+            f(decoded).await?;
+            if short {
+                return Ok(());
+            }
+        }
     }
 
     /// Repairs every damaged segment of one entry and commits it; returns
