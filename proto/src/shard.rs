@@ -229,6 +229,12 @@ pub enum ShardError {
     /// wrong id, bad signature, too large.
     #[error("head record refused: {0}")]
     HeadRefused(RecordRefused),
+    /// A new head record was refused: the node holds as many as it may.
+    #[error("the node holds as many head records as it may ({max})")]
+    RecordsFull {
+        /// Its limit.
+        max: u64,
+    },
 }
 
 impl Request {

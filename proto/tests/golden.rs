@@ -85,6 +85,8 @@ fn shard_responses() {
     assert_eq!(hex(&Response::HeadHeld(record()).to_frame()), format!("66000000{}{}", "08", RECORD));
     let stale = Response::Error(ShardError::HeadRefused(RecordRefused::Stale { offered: 1, stored: 2 }));
     assert_eq!(hex(&stale.to_frame()), "050000000509020102");
+    let full = Response::Error(ShardError::RecordsFull { max: 300 });
+    assert_eq!(hex(&full.to_frame()), "04000000050aac02");
     let renewed = Response::Renewed(vec![Renewal::Until(300), Renewal::NotFound, Renewal::BadToken]);
     assert_eq!(hex(&renewed.to_frame()), "07000000090300ac020102");
 }

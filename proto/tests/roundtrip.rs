@@ -75,6 +75,7 @@ fn shard_error() -> impl Strategy<Value = ShardError> {
         Just(ShardError::Malformed),
         Just(ShardError::Internal),
         refusal().prop_map(ShardError::HeadRefused),
+        any::<u64>().prop_map(|max| ShardError::RecordsFull { max }),
     ]
 }
 

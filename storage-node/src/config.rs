@@ -81,11 +81,23 @@ pub struct Limits {
     /// Seconds a peer may take to send a request header, or between two
     /// chunks of a body, before the stream is dropped.
     pub idle_timeout_secs: u64,
+    /// Head records one peer may create (records the node did not hold)
+    /// per hour; updates of records held are not counted.
+    pub new_records_per_peer_per_hour: u32,
+    /// Head records the node holds at most.
+    pub max_records: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_streams_per_peer: 32, max_streams: 256, requests_per_second_per_peer: 500, idle_timeout_secs: 20 }
+        Self {
+            max_streams_per_peer: 32,
+            max_streams: 256,
+            requests_per_second_per_peer: 500,
+            idle_timeout_secs: 20,
+            new_records_per_peer_per_hour: 1000,
+            max_records: 1_000_000,
+        }
     }
 }
 
@@ -205,6 +217,9 @@ max_streams = {streams}
 requests_per_second_per_peer = {rps}
 # Seconds a peer may stay silent mid-request before its stream is dropped.
 idle_timeout_secs = {idle}
+# Head records one peer may create per hour, and the most this node holds.
+new_records_per_peer_per_hour = {new_records}
+max_records = {max_records}
 
 [leases]
 # Longest lease granted, in seconds (clients renew what they still use;
@@ -224,6 +239,8 @@ collect_interval_secs = {collect}
             streams = l.max_streams,
             rps = l.requests_per_second_per_peer,
             idle = l.idle_timeout_secs,
+            new_records = l.new_records_per_peer_per_hour,
+            max_records = l.max_records,
             max_lease = self.leases.max_lease_secs,
             collect = self.leases.collect_interval_secs,
         )

@@ -1,4 +1,5 @@
-//! Per-peer admission: concurrent streams and a token-bucket request rate.
+//! Per-peer admission: concurrent streams and a token-bucket request rate;
+//! and a per-peer quota of new head records per hour.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -83,6 +84,44 @@ impl Limiter {
     }
 }
 
+/// The window of [`RecordQuota`].
+const RECORD_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// New head records per peer and hour: records are small, but a peer that
+/// creates them without end (peer ids are free, keys too) would fill the
+/// store that every bucket's head lives in.
+#[derive(Debug)]
+pub struct RecordQuota {
+    per_window: u32,
+    peers: Mutex<HashMap<PeerId, (Instant, u32)>>,
+}
+
+impl RecordQuota {
+    /// `per_hour` new records per peer.
+    pub fn new(per_hour: u32) -> Arc<Self> {
+        Arc::new(Self { per_window: per_hour, peers: Mutex::default() })
+    }
+
+    /// Counts one new record from `peer` at `now`, or says in how many
+    /// milliseconds the peer may create one again.
+    pub fn take(&self, peer: PeerId, now: Instant) -> Result<(), u64> {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if peers.len() >= MAX_TRACKED_PEERS && !peers.contains_key(&peer) {
+            peers.retain(|_, (start, _)| now.saturating_duration_since(*start) < RECORD_WINDOW);
+        }
+        let (start, count) = peers.entry(peer).or_insert((now, 0));
+        if now.saturating_duration_since(*start) >= RECORD_WINDOW {
+            (*start, *count) = (now, 0);
+        }
+        if *count >= self.per_window {
+            let left = (*start + RECORD_WINDOW).saturating_duration_since(now);
+            return Err(left.as_millis().max(1) as u64);
+        }
+        *count += 1;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -109,5 +148,18 @@ mod tests {
         assert_eq!(used, 19);
         assert!(matches!(l.admit(b, t), Err(Refusal::TooFast { retry_after_ms: 100 })));
         assert!(l.admit(b, t + Duration::from_millis(150)).is_ok(), "tokens refill");
+    }
+
+    #[test]
+    fn new_records_are_counted_per_peer_per_hour() {
+        let q = RecordQuota::new(3);
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let t = Instant::now();
+        for _ in 0..3 {
+            q.take(a, t).expect("within the quota");
+        }
+        assert_eq!(q.take(a, t + Duration::from_secs(600)), Err(3_000_000));
+        q.take(b, t).expect("other peers are not affected");
+        q.take(a, t + Duration::from_secs(3600)).expect("a new hour");
     }
 }

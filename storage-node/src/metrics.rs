@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use cairn_proto::shard::{NodeStats, ShardError};
 
 /// Error kinds, in the order of [`ShardError`]'s variants.
-pub const ERROR_KINDS: [&str; 10] = [
+pub const ERROR_KINDS: [&str; 11] = [
     "not_found",
     "hash_mismatch",
     "no_space",
@@ -17,6 +17,7 @@ pub const ERROR_KINDS: [&str; 10] = [
     "malformed",
     "internal",
     "head_refused",
+    "records_full",
 ];
 
 /// Counters of one node since it started.
@@ -44,7 +45,7 @@ pub struct Metrics {
     pub head_gets: AtomicU64,
     /// Head-record offers answered (stored or refused).
     pub head_puts: AtomicU64,
-    errors: [AtomicU64; 10],
+    errors: [AtomicU64; 11],
 }
 
 /// The index of an error kind in [`ERROR_KINDS`].
@@ -60,6 +61,7 @@ pub fn error_kind(e: &ShardError) -> usize {
         ShardError::Malformed => 7,
         ShardError::Internal => 8,
         ShardError::HeadRefused(_) => 9,
+        ShardError::RecordsFull { .. } => 10,
     }
 }
 

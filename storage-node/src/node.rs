@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState};
 use crate::config::NodeConfig;
 use crate::error::Error;
-use crate::limits::Limiter;
+use crate::limits::{Limiter, RecordQuota};
 use crate::metrics::Metrics;
 use crate::service::{self, Service};
 use crate::store::ShardStore;
@@ -66,6 +66,7 @@ impl Node {
         if recovery != Default::default() {
             tracing::warn!(?recovery, "cleaned up after an interrupted run");
         }
+        store.set_max_records(cfg.limits.max_records);
         let store = Arc::new(store);
         let keypair = crate::identity::load_or_create(&cfg.data_dir)?;
         let net = Network::start(
@@ -99,6 +100,7 @@ impl Node {
             direct_io: cfg.direct_io,
             heads: Arc::clone(&net.heads),
             max_lease_secs: cfg.leases.max_lease_secs,
+            record_quota: RecordQuota::new(cfg.limits.new_records_per_peer_per_hour),
         });
         let incoming = net.handle.accept_shard_streams()?;
         tasks.push(tokio::spawn(service::run(svc, incoming, cancel.clone(), SHUTDOWN_GRACE)));

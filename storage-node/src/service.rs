@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cairn_net::store::{Heads, Offer};
+use cairn_net::store::{BackendError, Heads, Offer};
 use cairn_proto::codec::{self, FRAME_HEADER_LEN};
 use cairn_proto::head::{HeadRecord, RecordRefused};
 use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, Request, Response, ShardError};
@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::limits::{Limiter, Refusal};
+use crate::limits::{Limiter, RecordQuota, Refusal};
 use crate::metrics::Metrics;
 use crate::shard_file::{ChunkBuf, ShardWriter};
 use crate::store::ShardStore;
@@ -51,6 +51,8 @@ pub struct Service {
     pub heads: Arc<Heads>,
     /// Longest lease granted by a put or a renew.
     pub max_lease_secs: u64,
+    /// New head records per peer and hour.
+    pub record_quota: Arc<RecordQuota>,
 }
 
 /// Accepts streams until `cancel`, then waits up to `grace` for the ones in
@@ -103,6 +105,7 @@ fn offer_head(heads: &Heads, record: &HeadRecord) -> Result<Response, Option<Sha
         },
         Err(Offer::Refused(r)) => Err(Some(ShardError::HeadRefused(r))),
         Err(Offer::Malformed(_)) => Err(Some(ShardError::Malformed)),
+        Err(Offer::Backend(BackendError::Full { max })) => Err(Some(ShardError::RecordsFull { max: max as u64 })),
         Err(Offer::Backend(e)) => {
             tracing::error!(error = %e, "cannot store a head record");
             Err(Some(ShardError::Internal))
@@ -137,7 +140,7 @@ impl Service {
             }
         };
         self.metrics.active_streams.fetch_add(1, Ordering::Relaxed);
-        let result = self.handle(&mut stream).await;
+        let result = self.handle(peer, &mut stream).await;
         self.metrics.active_streams.fetch_sub(1, Ordering::Relaxed);
         match result {
             Ok(()) => {
@@ -187,7 +190,7 @@ impl Service {
 
     /// Serves one request. `Err(Some(e))` is answered to the peer;
     /// `Err(None)` means the stream is unusable.
-    async fn handle(&self, stream: &mut Stream) -> Result<(), Option<ShardError>> {
+    async fn handle(&self, peer: PeerId, stream: &mut Stream) -> Result<(), Option<ShardError>> {
         let mut header = [0u8; FRAME_HEADER_LEN];
         self.timed(stream.read_exact(&mut header)).await?;
         let len = codec::frame_len("request", header, MAX_MESSAGE_SIZE).map_err(|_| Some(ShardError::Malformed))?;
@@ -246,9 +249,19 @@ impl Service {
                 self.respond(stream, Response::Renewed(renewed)).await
             }
             Request::PutHead { record } => {
-                let heads = Arc::clone(&self.heads);
-                let answer =
-                    tokio::task::spawn_blocking(move || offer_head(&heads, &record)).await.map_err(internal)?;
+                let (heads, quota) = (Arc::clone(&self.heads), Arc::clone(&self.record_quota));
+                let answer = tokio::task::spawn_blocking(move || {
+                    // A record the node does not hold counts against the
+                    // sender's quota of new records.
+                    if heads.get(&record.record_id()).is_none() {
+                        quota
+                            .take(peer, Instant::now())
+                            .map_err(|retry_after_ms| Some(ShardError::RateLimited { retry_after_ms }))?;
+                    }
+                    offer_head(&heads, &record)
+                })
+                .await
+                .map_err(internal)?;
                 self.metrics.head_puts.fetch_add(1, Ordering::Relaxed);
                 self.respond(stream, answer?).await
             }

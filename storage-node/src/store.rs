@@ -117,6 +117,8 @@ pub struct ShardStore {
     /// synced WAL write (its group commit).
     stripes: Box<[Mutex<()>]>,
     records: AtomicUsize,
+    /// Most head records held (`usize::MAX` until [`Self::set_max_records`]).
+    max_records: AtomicUsize,
 }
 
 /// Lock stripes for [`ShardStore::stripes`].
@@ -151,6 +153,7 @@ impl ShardStore {
             accounting: Arc::default(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             records: AtomicUsize::new(0),
+            max_records: AtomicUsize::new(usize::MAX),
         };
         let recovery = store.recover()?;
         Ok((store, recovery))
@@ -477,6 +480,11 @@ impl ShardStore {
         self.stripes[stripe_of(id)].lock().map_err(|_| ())
     }
 
+    /// Holds at most `max` head records: new ones beyond are refused.
+    pub fn set_max_records(&self, max: usize) {
+        self.max_records.store(max, Ordering::Relaxed);
+    }
+
     /// Flushes memtables and the WAL; called at shutdown.
     pub fn flush(&self) -> Result<(), Error> {
         self.db.flush_wal(true)?;
@@ -509,6 +517,10 @@ impl cairn_net::store::RecordBackend for ShardStore {
     fn put(&self, id: &RecordId, bytes: &[u8]) -> Result<(), cairn_net::store::BackendError> {
         let failed = |e: rocksdb::Error| cairn_net::store::BackendError::Failed(Box::new(e));
         let existed = self.db.get_pinned(record_key(id)).map_err(failed)?.is_some();
+        let max = self.max_records.load(Ordering::Relaxed);
+        if !existed && self.records.load(Ordering::Relaxed) >= max {
+            return Err(cairn_net::store::BackendError::Full { max });
+        }
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.put_opt(record_key(id), bytes, &wo).map_err(failed)?;

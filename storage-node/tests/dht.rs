@@ -158,3 +158,43 @@ async fn head_requests_are_a_compare_and_swap_that_names_the_winner() {
     assert_eq!(shard.put_head(a).await.expect("older"), HeadPut::Held(v3));
     net.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_floods_are_capped_per_peer_and_in_total() {
+    use cairn_net::Error;
+    use cairn_net::shard_client::HeadPut;
+    use cairn_proto::shard::ShardError;
+
+    let node = NodeProc::start_with(&[], |c| {
+        c.replace("new_records_per_peer_per_hour = 1000", "new_records_per_peer_per_hour = 5")
+            .replace("max_records = 1000000", "max_records = 8")
+    });
+    let (flooder, other) = (client(vec![node.quic()]), client(vec![node.quic()]));
+    let (a, b) = (common::shard_client(&flooder, &node), common::shard_client(&other, &node));
+    let fresh = |i: u8| signed(&SigningKey::from_bytes(&[i; 32]), 1, b"root");
+    for i in 0..5 {
+        assert_eq!(a.put_head(fresh(i)).await.expect("within the quota"), HeadPut::Stored);
+    }
+    // The sixth new record from one peer in an hour is refused, typed.
+    match a.put_head(fresh(5)).await {
+        Err(Error::Refused { error: ShardError::RateLimited { retry_after_ms }, .. }) => {
+            assert!(retry_after_ms > 0 && retry_after_ms <= 3_600_000, "{retry_after_ms}");
+        }
+        other => panic!("a flood past the quota: {other:?}"),
+    }
+    // Updating a record held is not a new one.
+    let next = signed(&SigningKey::from_bytes(&[0; 32]), 2, b"root v2");
+    assert_eq!(a.put_head(next.clone()).await.expect("an update"), HeadPut::Stored);
+    // Other peers are unaffected, up to the node's total.
+    for i in 10..13 {
+        assert_eq!(b.put_head(fresh(i)).await.expect("another peer"), HeadPut::Stored);
+    }
+    match b.put_head(fresh(13)).await {
+        Err(Error::Refused { error: ShardError::RecordsFull { max: 8 }, .. }) => {}
+        other => panic!("past the node's total: {other:?}"),
+    }
+    // The node keeps serving what it holds.
+    assert_eq!(b.get_head(next.record_id()).await.expect("get"), Some(next));
+    flooder.shutdown().await;
+    other.shutdown().await;
+}
