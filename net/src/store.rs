@@ -43,6 +43,11 @@ pub trait RecordBackend: Send + Sync + 'static {
     fn remove(&self, id: &RecordId);
     /// Number of records held.
     fn count(&self) -> usize;
+    /// Notes that the record under `id` was offered (stored or confirmed)
+    /// at `now` (Unix seconds): records nobody offers again for a long
+    /// time can then be dropped. Backends that keep records only for a
+    /// process's life need not.
+    fn touch(&self, _id: &RecordId, _now: u64) {}
 }
 
 /// Records in memory, at most `max` of them (clients, tests).
@@ -135,10 +140,13 @@ impl Heads {
         let _cas = self.cas.lock().unwrap_or_else(|e| e.into_inner());
         let held = self.backend.get(id).and_then(|b| HeadRecord::from_bytes(&b).ok());
         head::accept(id, held.as_ref(), offered)?;
-        if held.as_ref() == Some(offered) {
-            return Ok(());
+        if held.as_ref() != Some(offered) {
+            self.backend.put(id, &offered.to_bytes())?;
         }
-        Ok(self.backend.put(id, &offered.to_bytes())?)
+        // Stored, or published again: the owner still cares for it.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.backend.touch(id, now);
+        Ok(())
     }
 
     /// Decodes and offers the bytes of a Kademlia record.

@@ -124,7 +124,8 @@ impl Node {
             }
         }));
         let every = Duration::from_secs(cfg.leases.collect_interval_secs.max(1));
-        tasks.push(tokio::spawn(collect_leases(Arc::clone(&store), metrics, every, cancel.clone())));
+        let ttl = cfg.leases.max_lease_secs;
+        tasks.push(tokio::spawn(collect_leases(Arc::clone(&store), metrics, every, ttl, cancel.clone())));
         if !cfg.bootstrap.is_empty() {
             tasks.push(tokio::spawn(keep_bootstrapped(net.handle.clone(), cancel.clone())));
         }
@@ -150,7 +151,16 @@ impl Node {
     }
 }
 
-async fn collect_leases(store: Arc<ShardStore>, metrics: Arc<Metrics>, every: Duration, cancel: CancellationToken) {
+/// Collects expired shards, and head records not offered again within
+/// `record_ttl` seconds (the longest lease: whatever such a record names
+/// has expired too), every `every`.
+async fn collect_leases(
+    store: Arc<ShardStore>,
+    metrics: Arc<Metrics>,
+    every: Duration,
+    record_ttl: u64,
+    cancel: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
@@ -165,6 +175,12 @@ async fn collect_leases(store: Arc<ShardStore>, metrics: Arc<Metrics>, every: Du
                 tracing::info!(shards = n, "collected expired shards");
             }
             Ok(Err(e)) => tracing::error!(error = %e, "lease collection failed"),
+            _ => {}
+        }
+        let s = Arc::clone(&store);
+        match tokio::task::spawn_blocking(move || s.expire_records(now.saturating_sub(record_ttl))).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!(records = n, "dropped head records nobody published again"),
+            Ok(Err(e)) => tracing::error!(error = %e, "record expiry failed"),
             _ => {}
         }
     }

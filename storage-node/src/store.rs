@@ -36,6 +36,23 @@ use crate::error::Error;
 const SHARD_PREFIX: u8 = b's';
 const LEASE_PREFIX: u8 = b'e';
 const RECORD_PREFIX: u8 = b'r';
+/// `'q' ‖ record id → u64 LE`: when the record was last offered.
+const OFFERED_PREFIX: u8 = b'q';
+/// `'x' ‖ offered (BE) ‖ record id → ()`: the same, in time order.
+const OFFERED_INDEX: u8 = b'x';
+
+fn offered_key(id: &RecordId) -> [u8; 33] {
+    let mut k = [OFFERED_PREFIX; 33];
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
+fn offered_index(at: u64, id: &RecordId) -> [u8; 41] {
+    let mut k = [OFFERED_INDEX; 41];
+    k[1..9].copy_from_slice(&at.to_be_bytes());
+    k[9..].copy_from_slice(&id.0);
+    k
+}
 
 fn shard_key(id: &ShardId) -> [u8; 33] {
     let mut k = [0u8; 33];
@@ -480,6 +497,49 @@ impl ShardStore {
         self.stripes[stripe_of(id)].lock().map_err(|_| ())
     }
 
+    /// Drops the head records last offered before `before` (Unix
+    /// seconds): their owners stopped publishing them (a client publishes
+    /// its heads at every commit and every renewal or repair walk).
+    /// Records stored before offers were noted are kept. Returns how many
+    /// went. Blocking.
+    pub fn expire_records(&self, before: u64) -> Result<usize, Error> {
+        let mut stale = Vec::new();
+        for item in self.db.iterator(IteratorMode::From(&[OFFERED_INDEX], Direction::Forward)) {
+            let (k, _) = item?;
+            if k.first() != Some(&OFFERED_INDEX) || k.len() != 41 {
+                break;
+            }
+            let at = u64::from_be_bytes(k[1..9].try_into().unwrap_or_default());
+            if at >= before {
+                break;
+            }
+            if let Ok(id) = <[u8; 32]>::try_from(&k[9..]) {
+                stale.push((at, RecordId(id)));
+            }
+        }
+        let mut n = 0;
+        for (at, id) in stale {
+            let mut batch = WriteBatch::default();
+            batch.delete(offered_index(at, &id));
+            // Offered again since the scan: only the old index entry goes.
+            // (An offer racing this check by microseconds, after a silence
+            // of a whole TTL, can lose its record on this node; the
+            // owner's next publish stores it again.)
+            let current = self.db.get(offered_key(&id))?.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok());
+            let gone = current.map(u64::from_le_bytes) == Some(at) && self.db.get_pinned(record_key(&id))?.is_some();
+            if gone {
+                batch.delete(offered_key(&id));
+                batch.delete(record_key(&id));
+            }
+            self.db.write(batch)?;
+            if gone {
+                self.records.fetch_sub(1, Ordering::Relaxed);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Holds at most `max` head records: new ones beyond are refused.
     pub fn set_max_records(&self, max: usize) {
         self.max_records.store(max, Ordering::Relaxed);
@@ -531,8 +591,24 @@ impl cairn_net::store::RecordBackend for ShardStore {
     }
 
     fn remove(&self, id: &RecordId) {
-        if self.db.delete(record_key(id)).is_ok() {
+        let held = matches!(self.db.get_pinned(record_key(id)), Ok(Some(_)));
+        if held && self.db.delete(record_key(id)).is_ok() {
             self.records.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn touch(&self, id: &RecordId, now: u64) {
+        // Not synced: a lost touch only makes a record look older.
+        let mut batch = WriteBatch::default();
+        if let Ok(Some(v)) = self.db.get(offered_key(id))
+            && let Ok(old) = <[u8; 8]>::try_from(v.as_slice())
+        {
+            batch.delete(offered_index(u64::from_le_bytes(old), id));
+        }
+        batch.put(offered_key(id), now.to_le_bytes());
+        batch.put(offered_index(now, id), []);
+        if let Err(e) = self.db.write(batch) {
+            tracing::debug!(error = %e, "cannot note a record offer");
         }
     }
 
@@ -664,6 +740,31 @@ mod tests {
         assert_eq!(store.meta(&id).expect("meta").expect("kept").expires_at, 100);
         assert_eq!(store.collect_expired(101).expect("gc"), 1);
         assert_eq!(store.stats().used, 0);
+    }
+
+    #[test]
+    fn records_not_offered_again_within_the_ttl_are_dropped() {
+        use cairn_net::store::RecordBackend;
+        let dir = tempfile::tempdir().expect("tmp");
+        let (store, _) = ShardStore::open(dir.path(), 1000, 100).expect("open");
+        let (old, fresh, legacy) = (RecordId([1; 32]), RecordId([2; 32]), RecordId([3; 32]));
+        for id in [&old, &fresh, &legacy] {
+            store.put(id, b"record").expect("put");
+        }
+        store.touch(&old, 100);
+        store.touch(&fresh, 100);
+        store.touch(&fresh, 500);
+        assert_eq!(store.expire_records(100).expect("expire"), 0);
+        assert_eq!(store.expire_records(400).expect("expire"), 1);
+        assert!(store.get(&old).is_none());
+        assert!(store.get(&fresh).is_some(), "offered again at 500");
+        assert!(store.get(&legacy).is_some(), "never offered: kept");
+        assert_eq!(store.count(), 2);
+        drop(store);
+        let (store, _) = ShardStore::open(dir.path(), 1000, 100).expect("reopen");
+        assert_eq!(store.count(), 2, "the count survives a restart");
+        assert_eq!(store.expire_records(501).expect("expire"), 1);
+        assert_eq!(store.count(), 1);
     }
 
     #[test]
