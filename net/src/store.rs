@@ -3,9 +3,11 @@
 //! Every record that reaches a Cairn peer through Kademlia `PUT_VALUE` goes
 //! through [`HeadStore::put`], which applies [`cairn_proto::head::accept`]:
 //! the key must be the record's id, the signature must verify, the sequence
-//! must be higher than the one held. Anything else is refused, and Kademlia
-//! resets the sender's request. Where records live is a [`RecordBackend`]:
-//! memory for clients, RocksDB for storage nodes.
+//! must be higher than the one held. Anything else is refused. (Records
+//! other peers send come to the event loop as events and are offered to
+//! [`Heads`] on the blocking pool; this store's `put` serves the peer's own
+//! publishes.) Where records live is a [`RecordBackend`]: memory for
+//! clients, RocksDB for storage nodes.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -31,9 +33,9 @@ pub enum BackendError {
     Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Where head records are kept. Implementations must be quick: they are
-/// called from the network event loop (RocksDB point reads and small
-/// writes are).
+/// Where head records are kept. Reads must be quick: Kademlia's `GET_VALUE`
+/// is answered from the network event loop (a RocksDB point read is);
+/// writes from other peers run on the blocking pool.
 pub trait RecordBackend: Send + Sync + 'static {
     /// The stored encoding of the record under `id`.
     fn get(&self, id: &RecordId) -> Option<Vec<u8>>;

@@ -169,7 +169,16 @@ pub struct EventLoop {
     /// Listeners that have reported at least one address.
     listeners_up: HashSet<libp2p::core::transport::ListenerId>,
     expected_listeners: usize,
+    /// Where head records offered by peers through Kademlia go.
+    heads: Arc<Heads>,
+    /// Offers being checked and stored on the blocking pool (a synced
+    /// write must not stall the event loop).
+    offers: tokio::task::JoinSet<()>,
 }
+
+/// Head records from Kademlia checked and stored at once; beyond, offers
+/// are dropped (their senders publish again).
+const MAX_OFFERS: usize = 64;
 
 impl std::fmt::Debug for EventLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -198,7 +207,13 @@ pub(crate) fn build(
         .with_behaviour(|key| {
             let peer = key.public().to_peer_id();
             let mut kcfg = kad::Config::new(KAD_PROTOCOL);
-            kcfg.set_record_filtering(kad::StoreInserts::Unfiltered);
+            // Inbound records come to the event loop as events and are
+            // checked and stored on the blocking pool (`on_offer`), so a
+            // synced write never stalls the swarm. Kademlia acknowledges
+            // them before that: a refusal is not seen by the sender (clients
+            // publish heads with the shard protocol's `PutHead`, which
+            // answers).
+            kcfg.set_record_filtering(kad::StoreInserts::FilterBoth);
             // Owners republish their heads; nodes keep records until replaced.
             kcfg.set_record_ttl(None);
             kcfg.set_replication_interval(None);
@@ -208,7 +223,7 @@ pub(crate) fn build(
             // closes the substream without an answer, and the sender only
             // gives up at this timeout (kad's default: 10 s).
             kcfg.set_substreams_timeout(Duration::from_secs(5));
-            let store = HeadStore::new(peer, heads);
+            let store = HeadStore::new(peer, Arc::clone(&heads));
             // Bounds what peers can open; streams per connection are bounded
             // by QUIC (100) and yamux (256), requests by the node's limiter.
             let limits = ConnectionLimits::default()
@@ -257,6 +272,8 @@ pub(crate) fn build(
         connect_waiters: Vec::new(),
         listeners_up: HashSet::new(),
         expected_listeners: cfg.listen.len(),
+        heads,
+        offers: tokio::task::JoinSet::new(),
     };
     Ok((ev, tx, control, local))
 }
@@ -274,10 +291,28 @@ impl EventLoop {
                     Some(cmd) => self.on_command(cmd),
                 },
                 event = self.swarm.select_next_some() => self.on_event(event),
+                Some(_) = self.offers.join_next(), if !self.offers.is_empty() => {}
                 _ = tick.tick() => self.finish_slow_queries(),
             }
         }
+        // Offers under way are short (a signature check, a RocksDB write).
+        while self.offers.join_next().await.is_some() {}
         tracing::debug!("network event loop stopped");
+    }
+
+    /// Checks and stores a head record a peer sent through Kademlia, on
+    /// the blocking pool.
+    fn on_offer(&mut self, source: PeerId, record: kad::Record) {
+        if self.offers.len() >= MAX_OFFERS {
+            tracing::debug!(%source, "too many head records being stored; dropped one");
+            return;
+        }
+        let heads = Arc::clone(&self.heads);
+        self.offers.spawn_blocking(move || {
+            if let Err(reason) = heads.offer_bytes(&record.key, &record.value) {
+                tracing::debug!(%source, %reason, "refused a head record");
+            }
+        });
     }
 
     /// Ends lookups that have what they can get: a record lookup a grace
@@ -421,6 +456,9 @@ impl EventLoop {
             })) => {
                 self.on_query(id, result, step.last);
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::InboundRequest {
+                request: kad::InboundRequest::PutRecord { source, record: Some(record), .. },
+            })) => self.on_offer(source, record),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, %error, "connection failed");
             }
