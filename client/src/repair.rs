@@ -253,7 +253,7 @@ pub(crate) async fn probe(transfer: &Transfer, nodes: HashSet<NodeId>) -> HashMa
 
 /// The nodes holding the pages of `snap`.
 pub(crate) fn page_holders(snap: &Snapshot) -> impl Iterator<Item = NodeId> + '_ {
-    snap.root_ptr().into_iter().chain(snap.root.leaves.iter().map(|l| &l.page)).flat_map(|p| p.holders.iter().cloned())
+    snap.pages().flat_map(|p| p.holders.iter().cloned())
 }
 
 /// Stores again the pages of `tree` that have fewer than [`REPLICAS`]

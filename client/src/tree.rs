@@ -100,6 +100,11 @@ impl Snapshot {
     pub fn root_ptr(&self) -> Option<&PagePtr> {
         self.root_ptr.as_ref()
     }
+
+    /// Every page of the tree: the root, then the leaves.
+    pub fn pages(&self) -> impl Iterator<Item = &PagePtr> {
+        self.root_ptr.iter().chain(self.root.leaves.iter().map(|l| &l.page))
+    }
 }
 
 type Reply = oneshot::Sender<Result<Replaced, Error>>;
@@ -226,11 +231,7 @@ impl Tree {
 
     /// The nodes holding the pages of `snap`: for each page, its holders.
     pub fn page_holders(&self, snap: &Snapshot) -> Vec<Vec<PeerId>> {
-        snap.root_ptr
-            .iter()
-            .chain(snap.root.leaves.iter().map(|l| &l.page))
-            .map(|p| p.holders.iter().filter_map(crate::transfer::peer_of).collect())
-            .collect()
+        snap.pages().map(|p| p.holders.iter().filter_map(crate::transfer::peer_of).collect()).collect()
     }
 
     /// The live value under `key` in `snap`.

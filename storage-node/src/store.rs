@@ -394,28 +394,28 @@ impl ShardStore {
         let poisoned = || Error::Io { path: self.shards_dir.clone(), source: std::io::Error::other("poisoned") };
         let _held =
             stripes.iter().map(|&i| self.stripes[i].lock().map_err(|_| poisoned())).collect::<Result<Vec<_>, _>>()?;
-        // Metadata as this batch leaves it (a shard may be named twice).
-        let mut metas: std::collections::HashMap<ShardId, Option<ShardMeta>> = std::collections::HashMap::new();
+        // Per shard: the lease it had, and its metadata as this batch
+        // leaves it (a shard may be named twice).
+        let mut metas: std::collections::HashMap<ShardId, Option<(u64, ShardMeta)>> = std::collections::HashMap::new();
         let mut out = Vec::with_capacity(shards.len());
         for (id, token) in shards {
             let meta = match metas.entry(*id) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(self.meta(id)?),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(self.meta(id)?.map(|m| (m.expires_at, m))),
             };
             out.push(match meta {
                 None => Renewal::NotFound,
-                Some(m) if !m.owners.contains(&owner_of(token)) => Renewal::BadToken,
-                Some(m) => {
+                Some((_, m)) if !m.owners.contains(&owner_of(token)) => Renewal::BadToken,
+                Some((_, m)) => {
                     m.expires_at = m.expires_at.max(expires_at);
                     Renewal::Until(m.expires_at)
                 }
             });
         }
         let mut batch = WriteBatch::default();
-        for (id, meta) in metas {
-            let (Some(meta), Some(old)) = (meta, self.meta(&id)?) else { continue };
-            if meta.expires_at != old.expires_at {
-                batch.delete(lease_key(old.expires_at, &id));
+        for (id, (old, meta)) in metas.into_iter().filter_map(|(id, m)| Some((id, m?))) {
+            if meta.expires_at != old {
+                batch.delete(lease_key(old, &id));
                 batch.put(lease_key(meta.expires_at, &id), []);
                 batch.put(shard_key(&id), meta.to_bytes());
             }
@@ -428,25 +428,32 @@ impl ShardStore {
         Ok(out)
     }
 
-    /// Deletes every shard whose lease ended before `now` (Unix seconds).
-    /// Returns how many went. Blocking.
-    pub fn collect_expired(&self, now: u64) -> Result<usize, Error> {
-        let mut expired = Vec::new();
-        for item in self.db.iterator(IteratorMode::From(&[LEASE_PREFIX], Direction::Forward)) {
+    /// The entries of a time-ordered index (`prefix ‖ time (BE) ‖ id`)
+    /// with a time before `before`, oldest first.
+    fn due(&self, prefix: u8, before: u64) -> Result<Vec<(u64, [u8; 32])>, Error> {
+        let mut out = Vec::new();
+        for item in self.db.iterator(IteratorMode::From(&[prefix], Direction::Forward)) {
             let (k, _) = item?;
-            if k.first() != Some(&LEASE_PREFIX) || k.len() != 41 {
+            if k.first() != Some(&prefix) || k.len() != 41 {
                 break;
             }
             let at = u64::from_be_bytes(k[1..9].try_into().unwrap_or_default());
-            if at >= now {
+            if at >= before {
                 break;
             }
             if let Ok(id) = <[u8; 32]>::try_from(&k[9..]) {
-                expired.push((at, ShardId(id)));
+                out.push((at, id));
             }
         }
+        Ok(out)
+    }
+
+    /// Deletes every shard whose lease ended before `now` (Unix seconds).
+    /// Returns how many went. Blocking.
+    pub fn collect_expired(&self, now: u64) -> Result<usize, Error> {
         let mut n = 0;
-        for (at, id) in expired {
+        for (at, id) in self.due(LEASE_PREFIX, now)? {
+            let id = ShardId(id);
             let poisoned = || Error::Io { path: self.shards_dir.clone(), source: std::io::Error::other("poisoned") };
             let _stripe = self.stripe(&id).map_err(|()| poisoned())?;
             let mut batch = WriteBatch::default();
@@ -503,22 +510,9 @@ impl ShardStore {
     /// Records stored before offers were noted are kept. Returns how many
     /// went. Blocking.
     pub fn expire_records(&self, before: u64) -> Result<usize, Error> {
-        let mut stale = Vec::new();
-        for item in self.db.iterator(IteratorMode::From(&[OFFERED_INDEX], Direction::Forward)) {
-            let (k, _) = item?;
-            if k.first() != Some(&OFFERED_INDEX) || k.len() != 41 {
-                break;
-            }
-            let at = u64::from_be_bytes(k[1..9].try_into().unwrap_or_default());
-            if at >= before {
-                break;
-            }
-            if let Ok(id) = <[u8; 32]>::try_from(&k[9..]) {
-                stale.push((at, RecordId(id)));
-            }
-        }
         let mut n = 0;
-        for (at, id) in stale {
+        for (at, id) in self.due(OFFERED_INDEX, before)? {
+            let id = RecordId(id);
             let mut batch = WriteBatch::default();
             batch.delete(offered_index(at, &id));
             // Offered again since the scan: only the old index entry goes.
