@@ -360,10 +360,12 @@ pub async fn repair(
     loop {
         let r = client.repair(only, opts).await?;
         out!(
-            "{} objects, {} holders ({} down): {} segments below threshold, {} repaired ({} shards, {} bytes moved), {} failed, {} changed meanwhile; {} index pages stored again, {} head records published again",
+            "{} objects, {} holders ({} down; {} failed of {} audits): {} segments below threshold, {} repaired ({} shards, {} bytes moved), {} failed, {} changed meanwhile; {} index pages stored again, {} head records published again",
             r.objects,
             r.holders,
             r.down,
+            r.audit_failures,
+            r.audits,
             r.damaged,
             r.repaired,
             r.shards,

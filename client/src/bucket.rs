@@ -194,7 +194,8 @@ pub struct PutOptions {
 pub struct SegmentHealth {
     /// Segment index.
     pub index: u64,
-    /// Shards whose holder answered an audit.
+    /// Shards whose holder proved it holds them (a verified slice of a
+    /// random range: [`crate::audit`]).
     pub healthy: usize,
     /// Shards recorded as stored.
     pub stored: usize,
@@ -619,7 +620,7 @@ impl Bucket {
     }
 
     /// The object's segments (over all its data versions) and how many of
-    /// their shards' holders answer.
+    /// their shards' holders prove they hold them (audits that verify).
     pub async fn stat(&self, key: &str) -> Result<(ObjectInfo, Vec<SegmentHealth>), Error> {
         let entry = self.entry(key).await?;
         let info = info_of(&entry, key.to_string());
@@ -634,9 +635,10 @@ impl Bucket {
             .map(|(i, (m, seg))| async move {
                 let checks = seg.shards.iter().filter_map(|s| {
                     let peer = crate::transfer::peer_of(s.holder.as_ref()?)?;
-                    let client = self.transfer.client(peer);
-                    let len = u64::from(seg.shard_len).min(64);
-                    Some(async move { client.audit(s.id, rand::random(), 0, len).await.is_ok() })
+                    let sample = crate::audit::Sample { id: s.id, len: u64::from(seg.shard_len) };
+                    Some(async move {
+                        crate::audit::audit(&self.transfer, peer, sample).await == crate::audit::Verdict::Verified
+                    })
                 });
                 let results = futures::future::join_all(checks).await;
                 SegmentHealth {

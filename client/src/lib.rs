@@ -24,6 +24,7 @@
 //!
 //! Repair comes later. This crate must not depend on FUSE or HTTP.
 
+pub mod audit;
 pub mod bench;
 pub mod bucket;
 pub mod cache;

@@ -3,8 +3,10 @@
 //! A walk over a bucket reads every entry (index pages come from the local
 //! cache when they are there), asks each distinct holder once whether it
 //! is up (Storj's checker works from node liveness the same way, not from
-//! a request per piece), and finds the segments with fewer healthy shards
-//! than [`threshold`]: `k + 2` (at most `n`). Those are repaired, the least
+//! a request per piece) and audits a few random shards of each
+//! ([`crate::audit`]): a holder that fails an audit counts as down, so its
+//! shards are rebuilt elsewhere. It finds the segments with fewer healthy
+//! shards than [`threshold`]: `k + 2` (at most `n`). Those are repaired, the least
 //! healthy first: `k` shards are fetched and verified, the lost ones are
 //! rebuilt from them (Reed-Solomon over ciphertext: the repairer needs no
 //! plaintext, only the data key the delete tokens derive from), each is
@@ -32,6 +34,7 @@ use futures::StreamExt;
 use reed_solomon_simd::ReedSolomonEncoder;
 use tokio::time::Instant;
 
+use crate::audit::{Sample, Sampler, Standing, audit_node};
 use crate::bucket::{Bucket, still};
 use crate::entry::Body;
 use crate::error::Error;
@@ -49,6 +52,10 @@ const LIST_BATCH: usize = 1000;
 const PROBES: usize = 32;
 /// How long placement passes over a node a repair walk found down.
 const DOWN_FOR: Duration = Duration::from_secs(600);
+/// How long placement passes over a node that failed an audit.
+const FAILED_FOR: Duration = Duration::from_secs(24 * 3600);
+/// Shards audited per holder per walk.
+pub const AUDITS_PER_HOLDER: usize = 2;
 
 /// A segment is repaired when fewer of its shards than this are healthy:
 /// `k + 2`, at most `n`. Two spare shards leave time to repair before a
@@ -203,6 +210,11 @@ pub struct RepairReport {
     pub pages: u64,
     /// Head records published again.
     pub heads: u64,
+    /// Audits sent (proofs asked of holders).
+    pub audits: u64,
+    /// Holders that failed an audit (wrong or missing bytes, or silent
+    /// through the retries), counted as down.
+    pub audit_failures: u64,
 }
 
 impl RepairReport {
@@ -219,6 +231,8 @@ impl RepairReport {
         self.bytes += o.bytes;
         self.pages += o.pages;
         self.heads += o.heads;
+        self.audits += o.audits;
+        self.audit_failures += o.audit_failures;
     }
 }
 
@@ -249,6 +263,39 @@ pub(crate) async fn probe(transfer: &Transfer, nodes: HashSet<NodeId>) -> HashMa
         .buffer_unordered(PROBES)
         .collect()
         .await
+}
+
+/// Audits the samples of each holder that is up; a holder that fails is
+/// marked down in `up` and passed over by placement for a day. Returns
+/// the audits sent and the holders failed.
+pub(crate) async fn audit_holders(
+    transfer: &Transfer,
+    samples: HashMap<NodeId, Vec<Sample>>,
+    up: &mut HashMap<NodeId, bool>,
+) -> (u64, u64) {
+    let audits: Vec<_> = samples
+        .into_iter()
+        .filter(|(node, _)| up.get(node).copied().unwrap_or(false))
+        .filter_map(|(node, samples)| Some((node.clone(), peer_of(&node)?, samples)))
+        .map(|(node, peer, samples)| async move {
+            let (standing, sent) = audit_node(transfer, peer, &samples).await;
+            if standing == Standing::Failed {
+                transfer.nodes().pass_over(peer, FAILED_FOR);
+            }
+            (node, standing, sent)
+        })
+        .collect();
+    let results: Vec<(NodeId, Standing, u64)> = futures::stream::iter(audits).buffer_unordered(PROBES).collect().await;
+    let mut failed = 0;
+    let mut sent = 0;
+    for (node, standing, n) in results {
+        sent += n;
+        if standing == Standing::Failed {
+            failed += 1;
+            up.insert(node, false);
+        }
+    }
+    (sent, failed)
 }
 
 /// The nodes holding the pages of `snap`.
@@ -306,22 +353,30 @@ impl Bucket {
         // holders they name, then the damage, repaired batch by batch, the
         // least healthy of each batch first.
         let mut holders: HashSet<NodeId> = page_holders(&snap).collect();
+        let mut sampler = Sampler::new(AUDITS_PER_HOLDER);
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_entropy();
+        for page in snap.pages() {
+            for h in &page.holders {
+                sampler.offer(h, Sample { id: page.id, len: u64::from(page.len) }, &mut rng);
+            }
+        }
         self.each_entry_batch(&snap, |batch| {
             for (_, _, entry) in batch {
-                if let Body::Stored(s) = &entry.body {
-                    holders.extend(
-                        s.data
-                            .iter()
-                            .flat_map(|m| &m.segments)
-                            .flat_map(|g| &g.shards)
-                            .filter_map(|p| p.holder.clone()),
-                    );
+                let Body::Stored(s) = &entry.body else { continue };
+                for seg in s.data.iter().flat_map(|m| &m.segments) {
+                    for p in &seg.shards {
+                        if let Some(h) = &p.holder {
+                            holders.insert(h.clone());
+                            sampler.offer(h, Sample { id: p.id, len: u64::from(seg.shard_len) }, &mut rng);
+                        }
+                    }
                 }
             }
             std::future::ready(Ok(()))
         })
         .await?;
-        let up = probe(self.transfer(), holders).await;
+        let mut up = probe(self.transfer(), holders).await;
+        (report.audits, report.audit_failures) = audit_holders(self.transfer(), sampler.into_samples(), &mut up).await;
         report.holders = up.len() as u64;
         report.down = up.values().filter(|ok| !**ok).count() as u64;
         let is_up = |n: &NodeId| up.get(n).copied().unwrap_or(false);

@@ -138,7 +138,8 @@ impl ShardClient {
                 (Ok(()), Err(e)) => return Err(e),
             };
             let mut data = Vec::new();
-            if let Response::Data { len } = resp {
+            let len = resp.body_len();
+            if len > 0 {
                 if len > max_data {
                     return Err(Error::UnexpectedResponse {
                         peer,
@@ -209,12 +210,14 @@ impl ShardClient {
         }
     }
 
-    /// Asks for BLAKE3(nonce ‖ range of the shard).
-    pub async fn audit(&self, shard: ShardId, nonce: [u8; 32], offset: u64, len: u64) -> Result<[u8; 32], Error> {
-        let req = Request::Audit { shard, nonce, range: ByteRange { offset, len } };
-        match self.exchange(req, None, 0).await?.0 {
-            Response::AuditProof { hash } => Ok(hash),
-            other => Err(self.unexpected("audit", other)),
+    /// A verified slice of `range` of the shard (unchecked: see
+    /// [`cairn_proto::proof::verify`]), at most
+    /// [`MAX_SLICE_LEN`](cairn_proto::proof::MAX_SLICE_LEN) bytes.
+    pub async fn prove(&self, shard: ShardId, range: ByteRange) -> Result<Vec<u8>, Error> {
+        let req = Request::Prove { shard, range };
+        match self.exchange(req, None, cairn_proto::proof::MAX_SLICE_LEN).await? {
+            (Response::Proof { .. }, slice) => Ok(slice),
+            (other, _) => Err(self.unexpected("prove", other)),
         }
     }
 

@@ -64,6 +64,7 @@ pub mod ids;
 pub mod layout;
 pub mod manifest;
 pub mod node;
+pub mod proof;
 pub mod shard;
 pub mod units;
 

@@ -70,7 +70,9 @@ pub enum Request {
         /// The delete token.
         token: [u8; 32],
     },
-    /// Prove possession: answer BLAKE3(nonce ‖ bytes of `range`).
+    /// Retired (nodes answer [`ShardError::Malformed`]): it asked for
+    /// BLAKE3(nonce ‖ bytes of `range`), which the auditor could not check
+    /// without the bytes. See [`Request::Prove`].
     Audit {
         /// Which shard.
         shard: ShardId,
@@ -101,6 +103,16 @@ pub enum Request {
         lease_secs: u64,
         /// The shards and their renew tokens.
         shards: Vec<(ShardId, [u8; 32])>,
+    },
+    /// Prove possession of `range` of the shard: the answer is
+    /// [`Response::Proof`], a verified slice ([`crate::proof`]) of the
+    /// range cut to the shard and to
+    /// [`MAX_PROOF_RANGE`](crate::proof::MAX_PROOF_RANGE).
+    Prove {
+        /// Which shard.
+        shard: ShardId,
+        /// Which bytes (the auditor picks them at random).
+        range: ByteRange,
     },
 }
 
@@ -154,7 +166,7 @@ pub enum Response {
     },
     /// The shard is gone.
     Deleted,
-    /// BLAKE3(nonce ‖ range bytes).
+    /// Retired: the answer to [`Request::Audit`].
     AuditProof {
         /// The hash.
         hash: [u8; 32],
@@ -173,6 +185,21 @@ pub enum Response {
     HeadHeld(HeadRecord),
     /// One outcome per shard of a [`Request::Renew`], in its order.
     Renewed(Vec<Renewal>),
+    /// `len` bytes of a verified slice ([`crate::proof`]) follow the frame.
+    Proof {
+        /// Bytes that follow.
+        len: u64,
+    },
+}
+
+impl Response {
+    /// How many raw bytes follow this frame on the stream.
+    pub fn body_len(&self) -> u64 {
+        match self {
+            Self::Data { len } | Self::Proof { len } => *len,
+            _ => 0,
+        }
+    }
 }
 
 /// Typed failures of the shard protocol.
@@ -235,6 +262,10 @@ pub enum ShardError {
         /// Its limit.
         max: u64,
     },
+    /// The node's copy of the shard is damaged (its bytes no longer hash to
+    /// its id); it cannot serve or prove it.
+    #[error("shard {0} is damaged on this node")]
+    Damaged(ShardId),
 }
 
 impl Request {
@@ -259,13 +290,4 @@ impl Response {
     pub fn from_body(body: &[u8]) -> Result<Self, Error> {
         codec::from_bytes("shard response", body, MAX_MESSAGE_SIZE)
     }
-}
-
-/// Answer to an audit: BLAKE3(nonce ‖ bytes). Auditor and node compute the
-/// same function.
-pub fn audit_hash(nonce: &[u8; 32], bytes: &[u8]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    h.update(nonce);
-    h.update(bytes);
-    *h.finalize().as_bytes()
 }

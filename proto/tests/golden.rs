@@ -46,6 +46,8 @@ fn shard_requests() {
     let frame = full.to_frame();
     assert!(frame.len() - 4 <= MAX_MESSAGE_SIZE, "{} bytes", frame.len());
     assert_eq!(Request::from_body(&frame[4..]).expect("decode"), full);
+    let prove = Request::Prove { shard: id, range: ByteRange { offset: 300, len: 1 } };
+    assert_eq!(hex(&prove.to_frame()), format!("24000000{}{}{}", "08", "aa".repeat(32), "ac0201"));
 }
 
 #[test]
@@ -89,6 +91,9 @@ fn shard_responses() {
     assert_eq!(hex(&full.to_frame()), "04000000050aac02");
     let renewed = Response::Renewed(vec![Renewal::Until(300), Renewal::NotFound, Renewal::BadToken]);
     assert_eq!(hex(&renewed.to_frame()), "07000000090300ac020102");
+    assert_eq!(hex(&Response::Proof { len: 300 }.to_frame()), "030000000aac02");
+    let damaged = Response::Error(ShardError::Damaged(ShardId([0; 32])));
+    assert_eq!(hex(&damaged.to_frame()), format!("22000000{}{}", "050b", "00".repeat(32)));
 }
 
 #[test]

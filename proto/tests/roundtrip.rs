@@ -36,6 +36,7 @@ fn request() -> impl Strategy<Value = Request> {
         head_record().prop_map(|record| Request::PutHead { record }),
         (any::<u64>(), proptest::collection::vec((shard_id(), any::<[u8; 32]>()), 0..=MAX_RENEW_BATCH))
             .prop_map(|(lease_secs, shards)| Request::Renew { lease_secs, shards }),
+        (shard_id(), range()).prop_map(|(shard, range)| Request::Prove { shard, range }),
     ]
 }
 
@@ -76,6 +77,7 @@ fn shard_error() -> impl Strategy<Value = ShardError> {
         Just(ShardError::Internal),
         refusal().prop_map(ShardError::HeadRefused),
         any::<u64>().prop_map(|max| ShardError::RecordsFull { max }),
+        shard_id().prop_map(ShardError::Damaged),
     ]
 }
 
@@ -99,6 +101,7 @@ fn response() -> impl Strategy<Value = Response> {
             0..=MAX_RENEW_BATCH
         )
         .prop_map(Response::Renewed),
+        any::<u64>().prop_map(|len| Response::Proof { len }),
     ]
 }
 

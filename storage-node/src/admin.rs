@@ -94,7 +94,7 @@ async fn dashboard(State(s): State<Arc<AdminState>>) -> Html<String> {
 <h2>Traffic</h2><table>
 <tr><td>shards stored</td><td>{puts}</td><td>bytes in</td><td>{bin}</td></tr>
 <tr><td>gets served</td><td>{gets}</td><td>bytes out</td><td>{bout}</td></tr>
-<tr><td>deletes</td><td>{dels}</td><td>audits</td><td>{audits}</td></tr>
+<tr><td>deletes</td><td>{dels}</td><td>proofs</td><td>{proofs}</td></tr>
 <tr><td>streams open</td><td>{active}</td><td>leases expired</td><td>{expired}</td></tr>
 <tr><td>leases renewed</td><td>{renewals}</td><td></td><td></td></tr></table>
 <h2>Refused requests</h2><ul>{errors}</ul>
@@ -111,7 +111,7 @@ async fn dashboard(State(s): State<Arc<AdminState>>) -> Html<String> {
         puts = m.puts.load(Relaxed),
         gets = m.gets.load(Relaxed),
         dels = m.deletes.load(Relaxed),
-        audits = m.audits.load(Relaxed),
+        proofs = m.proofs.load(Relaxed),
         active = m.active_streams.load(Relaxed),
         expired = m.expired.load(Relaxed),
         renewals = m.renewals.load(Relaxed),

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use cairn_proto::shard::{NodeStats, ShardError};
 
 /// Error kinds, in the order of [`ShardError`]'s variants.
-pub const ERROR_KINDS: [&str; 11] = [
+pub const ERROR_KINDS: [&str; 12] = [
     "not_found",
     "hash_mismatch",
     "no_space",
@@ -18,6 +18,7 @@ pub const ERROR_KINDS: [&str; 11] = [
     "internal",
     "head_refused",
     "records_full",
+    "damaged",
 ];
 
 /// Counters of one node since it started.
@@ -29,8 +30,6 @@ pub struct Metrics {
     pub gets: AtomicU64,
     /// Shards deleted.
     pub deletes: AtomicU64,
-    /// Audits answered.
-    pub audits: AtomicU64,
     /// Shard leases a renew request named (renewed or not).
     pub renewals: AtomicU64,
     /// Bytes received in shard bodies.
@@ -45,7 +44,9 @@ pub struct Metrics {
     pub head_gets: AtomicU64,
     /// Head-record offers answered (stored or refused).
     pub head_puts: AtomicU64,
-    errors: [AtomicU64; 11],
+    /// Verified slices sent (proofs of possession).
+    pub proofs: AtomicU64,
+    errors: [AtomicU64; 12],
 }
 
 /// The index of an error kind in [`ERROR_KINDS`].
@@ -62,6 +63,7 @@ pub fn error_kind(e: &ShardError) -> usize {
         ShardError::Internal => 8,
         ShardError::HeadRefused(_) => 9,
         ShardError::RecordsFull { .. } => 10,
+        ShardError::Damaged(_) => 11,
     }
 }
 
@@ -98,7 +100,7 @@ impl Metrics {
         metric("puts_total", "counter", "Shards stored.", get(&self.puts));
         metric("gets_total", "counter", "Get requests served.", get(&self.gets));
         metric("deletes_total", "counter", "Shards deleted by their owners.", get(&self.deletes));
-        metric("audits_total", "counter", "Audits answered.", get(&self.audits));
+        metric("proofs_total", "counter", "Verified slices sent (proofs of possession).", get(&self.proofs));
         metric("renewals_total", "counter", "Shard leases named by renew requests.", get(&self.renewals));
         metric("expired_total", "counter", "Shards collected after their lease ended.", get(&self.expired));
         metric("head_gets_total", "counter", "Head-record reads answered.", get(&self.head_gets));

@@ -12,7 +12,7 @@ use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, Request, Response, ShardEr
 use cairn_proto::{ShardId, shard};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt};
+use tokio::io::AsyncSeekExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -22,8 +22,6 @@ use crate::metrics::Metrics;
 use crate::shard_file::{ChunkBuf, ShardWriter};
 use crate::store::ShardStore;
 
-/// Bytes moved per read or write of a shard body.
-const CHUNK: usize = 256 * 1024;
 /// Bytes per disk write while a put streams in; two buffers per stream.
 const PUT_CHUNK: usize = 512 * 1024;
 /// A put's writer and the buffer it just wrote.
@@ -212,20 +210,18 @@ impl Service {
                 self.metrics.deletes.fetch_add(1, Ordering::Relaxed);
                 self.respond(stream, Response::Deleted).await
             }
-            Request::Audit { shard, nonce, range } => {
-                let mut file = self.open_range(shard, Some(range)).await?.0;
-                let mut h = blake3::Hasher::new();
-                h.update(&nonce);
-                let mut left = range.len;
-                let mut buf = vec![0u8; CHUNK];
-                while left > 0 {
-                    let n = (left as usize).min(CHUNK);
-                    file.read_exact(&mut buf[..n]).await.map_err(|_| Some(ShardError::Internal))?;
-                    h.update(&buf[..n]);
-                    left -= n as u64;
-                }
-                self.metrics.audits.fetch_add(1, Ordering::Relaxed);
-                self.respond(stream, Response::AuditProof { hash: *h.finalize().as_bytes() }).await
+            // Retired: its answer could not be checked by the auditor.
+            Request::Audit { .. } => Err(Some(ShardError::Malformed)),
+            Request::Prove { shard, range } => {
+                let store = Arc::clone(&self.store);
+                let slice = tokio::task::spawn_blocking(move || store.prove(&shard, range))
+                    .await
+                    .map_err(internal)?
+                    .map_err(Some)?;
+                self.respond(stream, Response::Proof { len: slice.len() as u64 }).await?;
+                self.timed(stream.write_all(&slice)).await?;
+                self.metrics.proofs.fetch_add(1, Ordering::Relaxed);
+                Ok(())
             }
             Request::Stats => self.respond(stream, Response::Stats(self.store.stats())).await,
             Request::GetHead { record } => {

@@ -6,6 +6,9 @@
 //! DATA_DIR/db/                  RocksDB:  's' ‖ shard id           → ShardMeta
 //!                                         'e' ‖ expiry (BE) ‖ id   → ()   (lease index)
 //!                                         'r' ‖ record id          → head record
+//!                                         'q' ‖ record id          → when last offered (u64 LE)
+//!                                         'x' ‖ offered (BE) ‖ id  → ()   (record TTL index)
+//!                                         'o' ‖ shard id           → outboard (proofs; a cache)
 //! ```
 //!
 //! Why files and not RocksDB blobs: a put streams into a file while it is
@@ -27,7 +30,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cairn_proto::node::{MAX_OWNERS, ShardMeta};
-use cairn_proto::shard::{NodeStats, Renewal, ShardError, owner_of, renew_token_of};
+use cairn_proto::proof::{self, ProofError};
+use cairn_proto::shard::{ByteRange, NodeStats, Renewal, ShardError, owner_of, renew_token_of};
 use cairn_proto::{RecordId, ShardId};
 use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 
@@ -36,6 +40,9 @@ use crate::error::Error;
 const SHARD_PREFIX: u8 = b's';
 const LEASE_PREFIX: u8 = b'e';
 const RECORD_PREFIX: u8 = b'r';
+/// `'o' ‖ shard id → outboard` ([`cairn_proto::proof`]), made at the
+/// first proof asked of the shard and removed with it.
+const OUTBOARD_PREFIX: u8 = b'o';
 /// `'q' ‖ record id → u64 LE`: when the record was last offered.
 const OFFERED_PREFIX: u8 = b'q';
 /// `'x' ‖ offered (BE) ‖ record id → ()`: the same, in time order.
@@ -57,6 +64,13 @@ fn offered_index(at: u64, id: &RecordId) -> [u8; 41] {
 fn shard_key(id: &ShardId) -> [u8; 33] {
     let mut k = [0u8; 33];
     k[0] = SHARD_PREFIX;
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
+fn outboard_key(id: &ShardId) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = OUTBOARD_PREFIX;
     k[1..].copy_from_slice(&id.0);
     k
 }
@@ -211,6 +225,7 @@ impl ShardStore {
             } else {
                 batch.delete(shard_key(&id));
                 batch.delete(lease_key(meta.expires_at, &id));
+                batch.delete(outboard_key(&id));
                 let _ = fs::remove_file(self.path(&id));
                 r.lost_shards += 1;
             }
@@ -366,6 +381,7 @@ impl ShardStore {
         if gone {
             batch.delete(shard_key(id));
             batch.delete(lease_key(meta.expires_at, id));
+            batch.delete(outboard_key(id));
         } else {
             batch.put(shard_key(id), meta.to_bytes());
         }
@@ -460,6 +476,7 @@ impl ShardStore {
             batch.delete(lease_key(at, &id));
             if let Some(meta) = self.meta(&id)?.filter(|m| m.expires_at == at) {
                 batch.delete(shard_key(&id));
+                batch.delete(outboard_key(&id));
                 self.db.write(batch)?;
                 let mut a = self.accounting.lock().map_err(|_| poisoned())?;
                 a.used = a.used.saturating_sub(meta.len);
@@ -472,6 +489,43 @@ impl ShardStore {
             }
         }
         Ok(n)
+    }
+
+    /// The verified slice of `range` of a stored shard ([`cairn_proto::proof`]).
+    /// The shard's outboard is made from its file at the first proof and
+    /// kept; a file whose bytes no longer hash to the id answers
+    /// [`ShardError::Damaged`]. Blocking.
+    pub fn prove(&self, id: &ShardId, range: ByteRange) -> Result<Vec<u8>, ShardError> {
+        let internal = |e: &dyn std::fmt::Display| {
+            tracing::error!(shard = %id, error = %e, "cannot prove a shard");
+            ShardError::Internal
+        };
+        let meta = self.meta(id).map_err(|e| internal(&e))?.ok_or(ShardError::NotFound(*id))?;
+        let Some(range) = proof::proved_range(range, meta.len) else {
+            return Err(ShardError::BadRange { offset: range.offset, len: range.len, total: meta.len });
+        };
+        let path = self.path(id);
+        let file = fs::File::open(&path).map_err(|_| ShardError::NotFound(*id))?;
+        let damaged = || {
+            tracing::error!(shard = %id, path = %path.display(), "shard bytes no longer match the id");
+            ShardError::Damaged(*id)
+        };
+        let outboard = match self.db.get(outboard_key(id)).map_err(|e| internal(&e))? {
+            Some(o) => o,
+            None => {
+                let (root, o) = proof::outboard(std::io::BufReader::new(&file), meta.len).map_err(|e| internal(&e))?;
+                if root != *id {
+                    return Err(damaged());
+                }
+                // A cache: made again if lost, so the write is not synced.
+                self.db.put(outboard_key(id), &o).map_err(|e| internal(&e))?;
+                o
+            }
+        };
+        proof::slice(&file, id, meta.len, &outboard, range).map_err(|e| match e {
+            ProofError::Damaged => damaged(),
+            e => internal(&e),
+        })
     }
 
     /// Hashes every stored shard and compares with its id. Blocking; reads

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use cairn_net::Error;
 use cairn_proto::ShardId;
-use cairn_proto::shard::{MAX_MESSAGE_SIZE, ShardError, audit_hash};
+use cairn_proto::proof;
+use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, ShardError};
 use common::{NodeProc, bytes, client, metrics, shard_client, token};
 use futures::{AsyncReadExt, AsyncWriteExt};
 
@@ -18,7 +19,7 @@ fn refused(r: Result<impl std::fmt::Debug, Error>) -> ShardError {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn put_get_range_delete_audit_and_restart() {
+async fn put_get_range_prove_delete_and_restart() {
     let mut node = NodeProc::start(&["--capacity", "64MiB"]);
     let net = client(vec![node.quic()]);
     let c = shard_client(&net, &node);
@@ -33,8 +34,14 @@ async fn put_get_range_delete_audit_and_restart() {
     assert_eq!(&c.get(id, big.len() as u64).await.expect("get"), big);
     assert_eq!(c.get_range(id, 1000, 70_000).await.expect("range"), &big[1000..71_000]);
     assert_eq!(c.get_range(id, big.len() as u64 - 1, 1).await.expect("last byte"), &big[big.len() - 1..]);
-    let nonce = [9u8; 32];
-    assert_eq!(c.audit(id, nonce, 5, 4096).await.expect("audit"), audit_hash(&nonce, &big[5..4101]));
+    // Proofs of possession verify against the id alone, whatever the range.
+    for range in [ByteRange { offset: 5, len: 4096 }, ByteRange { offset: 3_000_000, len: 1 }] {
+        let slice = c.prove(id, range).await.expect("prove");
+        let (start, got) = proof::verify(&id, big.len() as u64, range, &slice).expect("verifies");
+        assert_eq!(got, big[start as usize..start as usize + got.len()]);
+    }
+    let outside = ByteRange { offset: big.len() as u64, len: 1 };
+    assert!(matches!(refused(c.prove(id, outside).await), ShardError::BadRange { .. }));
     let stats = c.stats().await.expect("stats");
     assert_eq!(stats.shards, 3);
     assert_eq!(stats.used, shards.iter().map(|s| s.len() as u64).sum::<u64>());
@@ -51,11 +58,28 @@ async fn put_get_range_delete_audit_and_restart() {
     }
     c.delete(id, tok).await.expect("delete with the token");
     assert!(matches!(refused(c.get(id, 1 << 30).await), ShardError::NotFound(_)));
+    assert!(matches!(refused(c.prove(id, ByteRange { offset: 0, len: 1 }).await), ShardError::NotFound(_)));
     assert_eq!(c.stats().await.expect("stats").shards, 2);
+    // A shard whose file rots on disk is reported, never proved.
+    let first = ShardId::of(&shards[0]);
+    let hex = first.to_hex();
+    let path = node.dir.join("shards").join(&hex[..2]).join(&hex);
+    let mut rotten = std::fs::read(&path).expect("read the shard file");
+    rotten[700_000] ^= 1;
+    std::fs::write(&path, &rotten).expect("rot");
+    let at = ByteRange { offset: 700_000, len: 1 };
+    assert_eq!(refused(c.prove(first, at).await), ShardError::Damaged(first));
+    let small = ShardId::of(&shards[1]);
+    let slice = c.prove(small, ByteRange { offset: 0, len: 100 }).await.expect("prove after restart");
+    proof::verify(&small, 100, ByteRange { offset: 0, len: 100 }, &slice).expect("verifies");
+    let m = metrics(&node.admin()).await;
+    assert!(m.contains("cairn_node_errors_total{kind=\"damaged\"} 1"), "{m}");
+    assert!(m.contains("cairn_node_proofs_total 1"), "{m}");
     net.shutdown().await;
     node.stop();
+    // `cairn-node check` finds the same shard.
     let (ok, out) = node.check();
-    assert!(ok, "{out}");
+    assert!(!ok && out.contains("1 good, 1 bad") && out.contains(&hex), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
