@@ -204,3 +204,70 @@ async fn full_turnover_every_original_node_replaced_with_repair_loses_nothing() 
     reader.shutdown().await;
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_whose_bytes_are_wrong_fails_its_audits_and_its_shards_are_rebuilt_elsewhere() {
+    let cluster = TestCluster::start(8);
+    let root = RootSecret::generate();
+    let client = cluster.client(&root).await;
+    client.create_bucket("audited", None).await.expect("mb");
+    let b = client.bucket("audited").await.expect("bucket");
+    let mut objects = Vec::new();
+    for (i, len) in [300_000usize, 1 << 20, 3 << 20, 5 << 20].into_iter().enumerate() {
+        let key = format!("object-{i}");
+        let bytes = data(len, i as u8);
+        put_bytes(&b, &key, bytes.clone()).await.expect("put");
+        objects.push((key, bytes));
+    }
+    // The node holding the most object shards turns bad: every byte of
+    // every shard file it has is altered (bit rot, or an operator who
+    // dropped the data and fills in garbage).
+    let mut count = std::collections::HashMap::<PeerId, usize>::new();
+    for (key, _) in &objects {
+        for p in b.holders(key).await.expect("holders").into_iter().flatten().flatten() {
+            *count.entry(p).or_default() += 1;
+        }
+    }
+    let (bad, held) = count.into_iter().max_by_key(|(_, n)| *n).expect("holders");
+    let i = cluster.index_of(&bad.to_string()).expect("a cluster node");
+    let mut altered = 0;
+    for f in cluster.node_files().into_iter().filter(|f| f.starts_with(cluster.node_dir(i).join("shards"))) {
+        // Old index pages are deleted as commits replace them.
+        let Ok(mut bytes) = std::fs::read(&f) else { continue };
+        bytes.iter_mut().for_each(|b| *b ^= 0x5a);
+        std::fs::write(&f, bytes).expect("alter");
+        altered += 1;
+    }
+    assert!(altered >= held, "{altered} files altered, {held} object shards recorded there");
+    // `stat` counts only shards whose holder proves it has them.
+    let mut unproved = 0;
+    for (key, _) in &objects {
+        let (_, health) = b.stat(key).await.expect("stat");
+        unproved += health.iter().map(|h| h.stored - h.healthy).sum::<usize>();
+    }
+    assert_eq!(unproved, held, "every shard on the bad node fails its audit, and only those");
+    // Repair audits every holder, fails the bad one, and rebuilds its
+    // shards on others.
+    let r = client.repair(None, cairn_client::RepairOptions::default()).await.expect("repair");
+    eprintln!("repair after a holder turned bad: {r:?}");
+    assert_eq!((r.audit_failures, r.down, r.failed), (1, 1, 0), "{r:?}");
+    assert!(r.audits >= 8 && r.shards as usize >= held, "{r:?}");
+    for (key, bytes) in &objects {
+        assert!(
+            b.holders(key).await.expect("holders").iter().flatten().all(|p| *p != Some(bad)),
+            "{key} still names the bad holder"
+        );
+        let (_, health) = b.stat(key).await.expect("stat");
+        assert!(health.iter().all(|h| h.healthy == h.stored), "{key}: {health:?}");
+        assert!(get_bytes(&b, key).await.expect("get") == *bytes, "{key} differs");
+    }
+    // A fresh client reads everything too (index pages on the bad node
+    // were stored again elsewhere).
+    let reader = cluster.client(&root).await;
+    let rb = reader.bucket("audited").await.expect("bucket");
+    for (key, bytes) in &objects {
+        assert!(get_bytes(&rb, key).await.expect("get") == *bytes, "{key} differs");
+    }
+    reader.shutdown().await;
+    client.shutdown().await;
+}
