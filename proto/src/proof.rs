@@ -115,6 +115,9 @@ pub fn slice(
 /// and returns the bytes of the chunk groups it carries (which cover
 /// `range`), with the offset of the first.
 pub fn verify(id: &ShardId, len: u64, range: ByteRange, slice: &[u8]) -> Result<(u64, Vec<u8>), ProofError> {
+    if slice.len() as u64 > MAX_SLICE_LEN || len > crate::shard::MAX_SHARD_SIZE {
+        return Err(ProofError::Mismatch);
+    }
     let tree = BaoTree::new(len, PROOF_BLOCK);
     let ranges = chunks(range);
     let mut reader = Cursor::new(slice);
@@ -138,7 +141,7 @@ pub fn verify(id: &ShardId, len: u64, range: ByteRange, slice: &[u8]) -> Result<
         return Err(ProofError::Trailing(slice.len() - used));
     }
     let start = start.ok_or(ProofError::Short)?;
-    if start > range.offset || start + (bytes.len() as u64) < range.offset + range.len {
+    if start > range.offset || start.saturating_add(bytes.len() as u64) < range.offset.saturating_add(range.len) {
         return Err(ProofError::Short);
     }
     Ok((start, bytes))

@@ -238,3 +238,16 @@ fn inconsistent_manifests_are_refused() {
     let m = ObjectManifest { version: ObjectVersionId([0; 16]), size: 10, layout, data_key: [0; 32], segments: vec![] };
     assert!(matches!(ObjectManifest::from_bytes(&m.to_bytes()), Err(cairn_proto::Error::Inconsistent { .. })));
 }
+
+proptest! {
+    /// A node's proof bytes never panic the verifier, whatever the range
+    /// and length asked.
+    #[test]
+    fn arbitrary_proof_slices_never_panic_the_verifier(
+        slice in proptest::collection::vec(any::<u8>(), 0..20_000),
+        len in 0u64..=cairn_proto::shard::MAX_SHARD_SIZE,
+        r in range(),
+    ) {
+        let _ = cairn_proto::proof::verify(&ShardId([3; 32]), len, r, &slice);
+    }
+}
