@@ -14,12 +14,14 @@
 
 pub mod error;
 pub mod handle;
+pub mod ip_limits;
 pub mod shard_client;
 pub mod store;
 pub mod swarm;
 
 pub use error::Error;
 pub use handle::{NetHandle, Network, SHARD};
+pub use ip_limits::IpLimit;
 pub use libp2p::multiaddr::Protocol as libp2p_protocol;
 pub use libp2p::{Multiaddr, PeerId, Stream, identity};
 pub use libp2p_stream::IncomingStreams;

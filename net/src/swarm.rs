@@ -20,6 +20,7 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, noise, ping, tc
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
+use crate::ip_limits::{self, IpLimit};
 use crate::store::{HeadStore, Heads};
 
 /// Kademlia protocol name: a Cairn-only DHT, not the public IPFS one.
@@ -85,6 +86,7 @@ const QUERY_TICK: Duration = Duration::from_millis(100);
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     limits: connection_limits::Behaviour,
+    ip_limits: ip_limits::Behaviour,
     kad: kad::Behaviour<HeadStore>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
@@ -113,6 +115,8 @@ pub struct NetConfig {
     pub role: Role,
     /// How long an idle connection is kept.
     pub idle_timeout: Duration,
+    /// Inbound connections allowed per IP address (`None`: no limit).
+    pub ip_limit: Option<IpLimit>,
 }
 
 impl NetConfig {
@@ -124,6 +128,7 @@ impl NetConfig {
             bootstrap,
             role: Role::Client,
             idle_timeout: Duration::from_secs(60),
+            ip_limit: None,
         }
     }
 }
@@ -199,6 +204,7 @@ pub(crate) fn build(
     heads: Arc<Heads>,
 ) -> Result<(EventLoop, mpsc::Sender<Command>, libp2p_stream::Control, PeerId), Error> {
     let local = cfg.keypair.public().to_peer_id();
+    let ip_limit = cfg.ip_limit;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair)
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
@@ -232,6 +238,7 @@ pub(crate) fn build(
                 .with_max_established_per_peer(Some(8));
             Behaviour {
                 limits: connection_limits::Behaviour::new(limits),
+                ip_limits: ip_limits::Behaviour::new(ip_limit),
                 kad: kad::Behaviour::with_config(peer, store, kcfg),
                 identify: identify::Behaviour::new(identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())),
                 ping: ping::Behaviour::default(),

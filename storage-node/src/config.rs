@@ -86,6 +86,21 @@ pub struct Limits {
     pub new_records_per_peer_per_hour: u32,
     /// Head records the node holds at most.
     pub max_records: usize,
+    /// Sustained MiB per second of shard bodies one peer may send or fetch
+    /// (bursts of a few seconds' worth, at least one largest shard, pass);
+    /// 0: no limit.
+    pub mib_per_second_per_peer: u64,
+    /// Seconds any request may take in total, plus the time its body
+    /// takes at `min_kib_per_second`; a stream past it is dropped (no
+    /// slowloris).
+    pub request_deadline_secs: u64,
+    /// The slowest body transfer a request's deadline allows for.
+    pub min_kib_per_second: u64,
+    /// Inbound connections one IP address may have open; 0: no limit.
+    pub max_connections_per_ip: usize,
+    /// Count loopback addresses too (they are exempt by default, so that a
+    /// devnet on one machine works).
+    pub limit_loopback: bool,
 }
 
 impl Default for Limits {
@@ -97,6 +112,11 @@ impl Default for Limits {
             idle_timeout_secs: 20,
             new_records_per_peer_per_hour: 1000,
             max_records: 1_000_000,
+            mib_per_second_per_peer: 256,
+            request_deadline_secs: 60,
+            min_kib_per_second: 256,
+            max_connections_per_ip: 64,
+            limit_loopback: false,
         }
     }
 }
@@ -158,8 +178,16 @@ impl NodeConfig {
         if self.admin_listen.parse::<std::net::SocketAddr>().is_err() {
             return bad(format!("admin_listen `{}` is not an address like 127.0.0.1:9101", self.admin_listen));
         }
-        if self.limits.max_streams == 0 || self.limits.max_streams_per_peer == 0 {
-            return bad("limits must be at least 1".into());
+        let l = &self.limits;
+        if l.max_streams == 0
+            || l.max_streams_per_peer == 0
+            || l.request_deadline_secs == 0
+            || l.min_kib_per_second == 0
+        {
+            return bad(
+                "limits: max_streams, max_streams_per_peer, request_deadline_secs and min_kib_per_second must be at least 1"
+                    .into(),
+            );
         }
         if self.leases.max_lease_secs == 0 || self.leases.collect_interval_secs == 0 {
             return bad("leases: max_lease_secs and collect_interval_secs must be at least 1".into());
@@ -220,6 +248,15 @@ idle_timeout_secs = {idle}
 # Head records one peer may create per hour, and the most this node holds.
 new_records_per_peer_per_hour = {new_records}
 max_records = {max_records}
+# Sustained MiB/s of shard bodies one peer may send or fetch (0: no limit).
+mib_per_second_per_peer = {mibps}
+# A request may take this many seconds, plus its body's time at min_kib_per_second.
+request_deadline_secs = {deadline}
+min_kib_per_second = {min_kibps}
+# Inbound connections one IP address may have open (0: no limit); loopback
+# is exempt unless limit_loopback = true.
+max_connections_per_ip = {per_ip}
+limit_loopback = {loopback}
 
 [leases]
 # Longest lease granted, in seconds (clients renew what they still use;
@@ -241,6 +278,11 @@ collect_interval_secs = {collect}
             idle = l.idle_timeout_secs,
             new_records = l.new_records_per_peer_per_hour,
             max_records = l.max_records,
+            mibps = l.mib_per_second_per_peer,
+            deadline = l.request_deadline_secs,
+            min_kibps = l.min_kib_per_second,
+            per_ip = l.max_connections_per_ip,
+            loopback = l.limit_loopback,
             max_lease = self.leases.max_lease_secs,
             collect = self.leases.collect_interval_secs,
         )

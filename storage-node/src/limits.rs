@@ -17,6 +17,10 @@ struct PeerState {
     active: usize,
     tokens: f64,
     last: Instant,
+    /// Bytes of body the peer may still move now (may go negative: a
+    /// request is charged whole, the debt refills at the byte rate).
+    bytes: f64,
+    bytes_at: Instant,
 }
 
 /// Why a stream was not admitted.
@@ -69,7 +73,13 @@ impl Limiter {
         if peers.len() >= MAX_TRACKED_PEERS && !peers.contains_key(&peer) {
             peers.retain(|_, p| p.active > 0);
         }
-        let p = peers.entry(peer).or_insert(PeerState { active: 0, tokens: burst, last: now });
+        let p = peers.entry(peer).or_insert(PeerState {
+            active: 0,
+            tokens: burst,
+            last: now,
+            bytes: self.byte_burst(),
+            bytes_at: now,
+        });
         p.tokens = (p.tokens + now.saturating_duration_since(p.last).as_secs_f64() * rate).min(burst);
         p.last = now;
         if p.active >= self.limits.max_streams_per_peer {
@@ -81,6 +91,37 @@ impl Limiter {
         p.tokens -= 1.0;
         p.active += 1;
         Ok(Admitted { peer, limiter: Arc::clone(self) })
+    }
+
+    /// Bytes per second of bodies one peer may move (0: no limit).
+    fn byte_rate(&self) -> f64 {
+        self.limits.mib_per_second_per_peer as f64 * 1024.0 * 1024.0
+    }
+
+    /// What a peer may move at once: four seconds' worth, and at least one
+    /// shard of the largest size.
+    fn byte_burst(&self) -> f64 {
+        (self.byte_rate() * 4.0).max(cairn_proto::shard::MAX_SHARD_SIZE as f64)
+    }
+
+    /// Charges `bytes` of body (a put's or a get's) to `peer`, whose stream
+    /// was admitted, or says in how many milliseconds it may ask again: a
+    /// peer in debt is refused until its allowance refills.
+    pub fn charge(&self, peer: PeerId, bytes: u64, now: Instant) -> Result<(), u64> {
+        let rate = self.byte_rate();
+        if rate == 0.0 {
+            return Ok(());
+        }
+        let burst = self.byte_burst();
+        let mut peers = self.peers.lock().map_err(|_| 1000u64)?;
+        let Some(p) = peers.get_mut(&peer) else { return Ok(()) };
+        p.bytes = (p.bytes + now.saturating_duration_since(p.bytes_at).as_secs_f64() * rate).min(burst);
+        p.bytes_at = now;
+        if p.bytes < 0.0 {
+            return Err(((-p.bytes) / rate * 1000.0).ceil().max(1.0) as u64);
+        }
+        p.bytes -= bytes as f64;
+        Ok(())
     }
 }
 
@@ -148,6 +189,26 @@ mod tests {
         assert_eq!(used, 19);
         assert!(matches!(l.admit(b, t), Err(Refusal::TooFast { retry_after_ms: 100 })));
         assert!(l.admit(b, t + Duration::from_millis(150)).is_ok(), "tokens refill");
+    }
+
+    #[test]
+    fn bytes_are_limited_per_peer_and_a_debt_refills_at_the_rate() {
+        let l = Limiter::new(Limits { mib_per_second_per_peer: 1, ..Limits::default() });
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let t = Instant::now();
+        let _sa = l.admit(a, t).expect("a");
+        let _sb = l.admit(b, t).expect("b");
+        let burst = cairn_proto::shard::MAX_SHARD_SIZE;
+        l.charge(a, burst, t).expect("a burst of one largest shard passes");
+        l.charge(a, 2 << 20, t).expect("charged whole: the peer goes 2 MiB into debt");
+        assert_eq!(l.charge(a, 1, t), Err(2000), "refused until the debt is paid at 1 MiB/s");
+        l.charge(b, burst, t).expect("other peers are not affected");
+        l.charge(a, 1, t + Duration::from_secs(2)).expect("paid off");
+        let free = Limiter::new(Limits { mib_per_second_per_peer: 0, ..Limits::default() });
+        let _s = free.admit(a, t).expect("a");
+        for _ in 0..10 {
+            free.charge(a, u64::MAX / 16, t).expect("no limit");
+        }
     }
 
     #[test]

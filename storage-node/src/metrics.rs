@@ -46,6 +46,8 @@ pub struct Metrics {
     pub head_puts: AtomicU64,
     /// Verified slices sent (proofs of possession).
     pub proofs: AtomicU64,
+    /// Streams dropped at their request deadline.
+    pub deadlines: AtomicU64,
     errors: [AtomicU64; 12],
 }
 
@@ -101,6 +103,7 @@ impl Metrics {
         metric("gets_total", "counter", "Get requests served.", get(&self.gets));
         metric("deletes_total", "counter", "Shards deleted by their owners.", get(&self.deletes));
         metric("proofs_total", "counter", "Verified slices sent (proofs of possession).", get(&self.proofs));
+        metric("deadlines_total", "counter", "Streams dropped at their request deadline.", get(&self.deadlines));
         metric("renewals_total", "counter", "Shard leases named by renew requests.", get(&self.renewals));
         metric("expired_total", "counter", "Shards collected after their lease ended.", get(&self.expired));
         metric("head_gets_total", "counter", "Head-record reads answered.", get(&self.head_gets));

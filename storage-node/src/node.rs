@@ -76,6 +76,10 @@ impl Node {
                 bootstrap: parse_addrs(&cfg.bootstrap, &cfg_path)?,
                 role: Role::Server,
                 idle_timeout: Duration::from_secs(120),
+                ip_limit: (cfg.limits.max_connections_per_ip > 0).then_some(cairn_net::IpLimit {
+                    max_per_ip: cfg.limits.max_connections_per_ip,
+                    exempt_loopback: !cfg.limits.limit_loopback,
+                }),
             },
             Arc::clone(&store) as Arc<dyn RecordBackend>,
         )?;
@@ -97,6 +101,8 @@ impl Node {
             limiter: Limiter::new(cfg.limits),
             streams: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_streams)),
             idle: Duration::from_secs(cfg.limits.idle_timeout_secs.max(1)),
+            deadline: Duration::from_secs(cfg.limits.request_deadline_secs.max(1)),
+            min_rate: cfg.limits.min_kib_per_second.max(1) * 1024,
             direct_io: cfg.direct_io,
             heads: Arc::clone(&net.heads),
             max_lease_secs: cfg.leases.max_lease_secs,

@@ -43,6 +43,10 @@ pub struct Service {
     pub streams: Arc<Semaphore>,
     /// How long a peer may stay silent mid-request.
     pub idle: Duration,
+    /// How long any request may take, before its body's time.
+    pub deadline: Duration,
+    /// The slowest body transfer the deadline allows for, in bytes/s.
+    pub min_rate: u64,
     /// Write shard bodies with direct I/O where possible.
     pub direct_io: bool,
     /// The head records this node holds (shared with Kademlia's store).
@@ -195,12 +199,35 @@ impl Service {
         let mut body = vec![0u8; len];
         self.timed(stream.read_exact(&mut body)).await?;
         let req = Request::from_body(&body).map_err(|_| Some(ShardError::Malformed))?;
+        // A whole request has a deadline: the base, plus its body at the
+        // slowest rate allowed. A peer that trickles bytes (each within
+        // the idle timeout) is cut off at it.
+        let body = match &req {
+            Request::Put { len, .. } => *len,
+            Request::Get { range: Some(r), .. } => r.len,
+            Request::Get { range: None, .. } => self.store.max_shard(),
+            _ => 0,
+        };
+        let deadline = self.deadline + Duration::from_secs(body / self.min_rate.max(1));
+        match tokio::time::timeout(deadline, self.dispatch(peer, stream, req)).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.metrics.deadlines.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, ?deadline, "request past its deadline");
+                Err(None)
+            }
+        }
+    }
+
+    /// Serves a decoded request.
+    async fn dispatch(&self, peer: PeerId, stream: &mut Stream, req: Request) -> Result<(), Option<ShardError>> {
         match req {
             Request::Put { shard, len, owner, lease_secs } => {
+                self.charge(peer, len)?;
                 self.put(stream, shard, len, owner, lease_secs).await?;
                 self.respond(stream, Response::Stored).await
             }
-            Request::Get { shard, range } => self.get(stream, shard, range).await,
+            Request::Get { shard, range } => self.get(peer, stream, shard, range).await,
             Request::Delete { shard, token } => {
                 let store = Arc::clone(&self.store);
                 tokio::task::spawn_blocking(move || store.delete(&shard, &token))
@@ -286,13 +313,22 @@ impl Service {
         Ok((file, range))
     }
 
+    /// Charges a body of `bytes` to the peer's byte rate.
+    fn charge(&self, peer: PeerId, bytes: u64) -> Result<(), Option<ShardError>> {
+        self.limiter
+            .charge(peer, bytes, Instant::now())
+            .map_err(|retry_after_ms| Some(ShardError::RateLimited { retry_after_ms }))
+    }
+
     async fn get(
         &self,
+        peer: PeerId,
         stream: &mut Stream,
         shard: ShardId,
         range: Option<ByteRange>,
     ) -> Result<(), Option<ShardError>> {
         let (file, range) = self.open_range(shard, range).await?;
+        self.charge(peer, range.len)?;
         let file = Arc::new(file.into_std().await);
         self.respond(stream, Response::Data { len: range.len }).await?;
         // One `pread` per chunk on the blocking pool, the next one started
