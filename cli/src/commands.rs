@@ -287,12 +287,17 @@ pub async fn status(client: &Client) -> anyhow::Result<()> {
     for n in nodes {
         match &n.stats {
             Ok(s) => out!(
-                "  {}  up    {:>6.1} ms  {} shards, {} of {} bytes used",
+                "  {}  {}  {:>6.1} ms  {} shards, {} of {} bytes used{}",
                 n.node.peer,
+                if n.leaving_until.is_some() { "leaving" } else { "up   " },
                 n.rtt.as_secs_f64() * 1000.0,
                 s.shards,
                 s.used,
-                s.capacity
+                s.capacity,
+                match n.leaving_until {
+                    Some(t) => format!(" (no new shards; drained by {})", date(t * 1000)),
+                    None => String::new(),
+                }
             ),
             Err(e) => out!("  {}  DOWN  {e}", n.node.peer),
         }
@@ -360,10 +365,11 @@ pub async fn repair(
     loop {
         let r = client.repair(only, opts).await?;
         out!(
-            "{} objects, {} holders ({} down; {} failed of {} audits): {} segments below threshold, {} repaired ({} shards, {} bytes moved), {} failed, {} changed meanwhile; {} index pages stored again, {} head records published again",
+            "{} objects, {} holders ({} down, {} leaving; {} failed of {} audits): {} segments below threshold, {} repaired ({} shards, {} bytes moved), {} failed, {} changed meanwhile; {} index pages stored again, {} head records published again",
             r.objects,
             r.holders,
             r.down,
+            r.leaving,
             r.audit_failures,
             r.audits,
             r.damaged,

@@ -90,8 +90,11 @@ pub struct BucketInfo {
 pub struct NodeStatus {
     /// What the client knows of it.
     pub node: NodeReport,
-    /// Its answer to a stats request, or why there was none.
+    /// Its answer to a status request, or why there was none.
     pub stats: Result<NodeStats, String>,
+    /// Set while it is leaving the network: when its drain ends (Unix
+    /// seconds).
+    pub leaving_until: Option<u64>,
     /// Round trip of that request.
     pub rtt: Duration,
 }
@@ -284,8 +287,9 @@ impl Client {
         let _ = nodes.discover(rand::random()).await;
         stream_all(nodes.report_all(), |node| async move {
             let t = Instant::now();
-            let stats = self.transfer.client(node.peer).stats().await.map_err(|e| e.to_string());
-            NodeStatus { node, stats, rtt: t.elapsed() }
+            let status = self.transfer.client(node.peer).status().await.map_err(|e| e.to_string());
+            let leaving_until = status.as_ref().ok().and_then(|s| s.leaving_until);
+            NodeStatus { node, stats: status.map(|s| s.stats), leaving_until, rtt: t.elapsed() }
         })
         .await
     }
@@ -397,7 +401,7 @@ impl Client {
         let snap = self.list.snapshot(Duration::ZERO).await?;
         let up = repair::probe(&self.transfer, repair::page_holders(&snap).collect()).await;
         let mut report = RepairReport {
-            pages: repair::repair_pages(&self.list, &|n| up.get(n).copied().unwrap_or(false)).await?,
+            pages: repair::repair_pages(&self.list, &|n| up.get(n).is_some_and(|h| h.healthy())).await?,
             heads: u64::from(self.list.republish().await?),
             ..RepairReport::default()
         };

@@ -52,6 +52,8 @@ const LIST_BATCH: usize = 1000;
 const PROBES: usize = 32;
 /// How long placement passes over a node a repair walk found down.
 const DOWN_FOR: Duration = Duration::from_secs(600);
+/// How long placement passes over a node that is leaving the network.
+const LEAVING_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long placement passes over a node that failed an audit.
 const FAILED_FOR: Duration = Duration::from_secs(24 * 3600);
 /// Shards audited per holder per walk.
@@ -215,6 +217,8 @@ pub struct RepairReport {
     /// Holders that failed an audit (wrong or missing bytes, or silent
     /// through the retries), counted as down.
     pub audit_failures: u64,
+    /// Holders leaving the network (graceful exit), whose shards are moved.
+    pub leaving: u64,
 }
 
 impl RepairReport {
@@ -233,32 +237,70 @@ impl RepairReport {
         self.heads += o.heads;
         self.audits += o.audits;
         self.audit_failures += o.audit_failures;
+        self.leaving += o.leaving;
     }
 }
 
-/// Asks each node for its stats once: whether it is up. Nodes that are
-/// down are passed over by placement for a while, and the network is
-/// asked for nodes (those that joined since are where repairs go).
-pub(crate) async fn probe(transfer: &Transfer, nodes: HashSet<NodeId>) -> HashMap<NodeId, bool> {
+/// What a walk found of a holder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// It answers, and passed its audits.
+    Up,
+    /// It answers but is leaving the network (`cairn-node exit`): its
+    /// shards are read, moved elsewhere, and its copies deleted.
+    Leaving,
+    /// It does not answer, or failed an audit.
+    Down,
+}
+
+impl Health {
+    /// Its shards count towards a segment's health.
+    pub fn healthy(self) -> bool {
+        self == Self::Up
+    }
+
+    /// Its shards can be read (to rebuild or move others).
+    pub fn readable(self) -> bool {
+        self != Self::Down
+    }
+}
+
+/// What a walk found of each holder (unknown ones are down).
+pub(crate) type Holders = HashMap<NodeId, Health>;
+
+fn health(holders: &Holders, n: &NodeId) -> Health {
+    holders.get(n).copied().unwrap_or(Health::Down)
+}
+
+/// Asks each node once for its status: whether it is up, and whether it
+/// is leaving. Nodes that are down or leaving are passed over by placement
+/// for a while, and the network is asked for nodes (those that joined
+/// since are where repairs go).
+pub(crate) async fn probe(transfer: &Transfer, nodes: HashSet<NodeId>) -> Holders {
     if let Err(e) = transfer.nodes().discover(rand::random()).await {
         tracing::debug!(error = %e, "node lookup before repair failed");
     }
     futures::stream::iter(nodes)
         .map(|node| async move {
-            let ok = match peer_of(&node) {
-                Some(p) => {
-                    let ok = transfer.client(p).stats().await.is_ok();
-                    if ok {
+            let health = match peer_of(&node) {
+                Some(p) => match transfer.client(p).status().await {
+                    Ok(s) if s.leaving_until.is_some() => {
+                        transfer.nodes().pass_over(p, LEAVING_FOR);
+                        Health::Leaving
+                    }
+                    Ok(_) => {
                         transfer.nodes().report(p, true);
-                    } else {
+                        Health::Up
+                    }
+                    Err(_) => {
                         // Repairs are about to place shards: not there.
                         transfer.nodes().pass_over(p, DOWN_FOR);
+                        Health::Down
                     }
-                    ok
-                }
-                None => false,
+                },
+                None => Health::Down,
             };
-            (node, ok)
+            (node, health)
         })
         .buffer_unordered(PROBES)
         .collect()
@@ -271,11 +313,11 @@ pub(crate) async fn probe(transfer: &Transfer, nodes: HashSet<NodeId>) -> HashMa
 pub(crate) async fn audit_holders(
     transfer: &Transfer,
     samples: HashMap<NodeId, Vec<Sample>>,
-    up: &mut HashMap<NodeId, bool>,
+    up: &mut Holders,
 ) -> (u64, u64) {
     let audits: Vec<_> = samples
         .into_iter()
-        .filter(|(node, _)| up.get(node).copied().unwrap_or(false))
+        .filter(|(node, _)| health(up, node).readable())
         .filter_map(|(node, samples)| Some((node.clone(), peer_of(&node)?, samples)))
         .map(|(node, peer, samples)| async move {
             let (standing, sent) = audit_node(transfer, peer, &samples).await;
@@ -292,7 +334,7 @@ pub(crate) async fn audit_holders(
         sent += n;
         if standing == Standing::Failed {
             failed += 1;
-            up.insert(node, false);
+            up.insert(node, Health::Down);
         }
     }
     (sent, failed)
@@ -378,8 +420,10 @@ impl Bucket {
         let mut up = probe(self.transfer(), holders).await;
         (report.audits, report.audit_failures) = audit_holders(self.transfer(), sampler.into_samples(), &mut up).await;
         report.holders = up.len() as u64;
-        report.down = up.values().filter(|ok| !**ok).count() as u64;
-        let is_up = |n: &NodeId| up.get(n).copied().unwrap_or(false);
+        report.down = up.values().filter(|h| **h == Health::Down).count() as u64;
+        report.leaving = up.values().filter(|h| **h == Health::Leaving).count() as u64;
+        let is_up = |n: &NodeId| health(&up, n).healthy();
+        let up = &up;
         // Shared by the batches' futures (a `Mutex`, so the walk stays `Send`).
         let budget = std::sync::Mutex::new(Budget::new(opts.budget));
         let report = std::sync::Mutex::new(report);
@@ -395,10 +439,10 @@ impl Bucket {
             }
             // The segments nearest to loss first (Storj orders its queue the same way).
             patients.sort_by_key(|p| p.damage.iter().map(|d| d.healthy).min().unwrap_or(usize::MAX));
-            let (report, budget, is_up) = (&report, &budget, &is_up);
+            let (report, budget) = (&report, &budget);
             async move {
                 for p in patients {
-                    let (moved, outcome) = self.repair_entry(&p, is_up).await;
+                    let (moved, outcome) = self.repair_entry(&p, up).await;
                     {
                         let mut r = lock(report);
                         r.damaged += p.damage.len() as u64;
@@ -460,8 +504,11 @@ impl Bucket {
     /// Repairs every damaged segment of one entry and commits it; returns
     /// the bytes moved and the shards placed. Shards placed for a repair
     /// that does not commit are deleted.
-    async fn repair_entry(&self, p: &Patient, up: &impl Fn(&NodeId) -> bool) -> (u64, Result<u64, Error>) {
+    async fn repair_entry(&self, p: &Patient, up: &Holders) -> (u64, Result<u64, Error>) {
         let mut placed: Vec<(ShardId, NodeId, [u8; 32])> = Vec::new();
+        // Copies on leaving nodes that the repair replaces: deleted once
+        // the entry names their new holders.
+        let mut retired: Vec<(ShardId, NodeId, [u8; 32])> = Vec::new();
         let mut moved = 0u64;
         let result = async {
             let mut entry = formats::decode_entry(p.value.live().unwrap_or_default())?;
@@ -476,7 +523,7 @@ impl Bucket {
                     .map(|s| Wanted {
                         id: s.id,
                         len: u64::from(seg.shard_len),
-                        holder: s.holder.clone().filter(|h| up(h)),
+                        holder: s.holder.clone().filter(|h| health(up, h).readable()),
                     })
                     .collect();
                 let (got, bad) = self.transfer().get_shards(d.segment as u64, &wanted, usize::from(layout.k)).await?;
@@ -512,6 +559,9 @@ impl Bucket {
                     let Some(holder) = holder else { continue };
                     moved += bytes.len() as u64;
                     placed.push((out.id, holder.clone(), delete_token(&m.data_key, &out.id, &holder)));
+                    if let Some(old) = seg.shards[*i].holder.take().filter(|h| health(up, h) == Health::Leaving) {
+                        retired.push((out.id, old.clone(), delete_token(&m.data_key, &out.id, &old)));
+                    }
                     seg.shards[*i].holder = Some(holder);
                 }
             }
@@ -522,6 +572,8 @@ impl Bucket {
         .await;
         if result.is_err() {
             self.transfer().delete_shards(std::mem::take(&mut placed));
+        } else {
+            self.transfer().delete_shards(retired);
         }
         (moved, result)
     }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use cairn_proto::codec::{self, FRAME_HEADER_LEN};
 use cairn_proto::head::HeadRecord;
-use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, NodeStats, Renewal, Request, Response};
+use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, NodeState, NodeStats, Renewal, Request, Response};
 use cairn_proto::{RecordId, ShardId};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, Stream};
@@ -226,6 +226,14 @@ impl ShardClient {
         match self.exchange(Request::Stats, None, 0).await?.0 {
             Response::Stats(s) => Ok(s),
             other => Err(self.unexpected("stats", other)),
+        }
+    }
+
+    /// Capacity, usage, and whether the node is leaving the network.
+    pub async fn status(&self) -> Result<NodeState, Error> {
+        match self.exchange(Request::Status, None, 0).await?.0 {
+            Response::Status(s) => Ok(s),
+            other => Err(self.unexpected("status", other)),
         }
     }
 

@@ -114,6 +114,9 @@ pub enum Request {
         /// Which bytes (the auditor picks them at random).
         range: ByteRange,
     },
+    /// Report capacity, usage and whether the node is leaving the network:
+    /// answered by [`Response::Status`].
+    Status,
 }
 
 /// Most shards one [`Request::Renew`] names (so that it fits in a frame).
@@ -190,6 +193,20 @@ pub enum Response {
         /// Bytes that follow.
         len: u64,
     },
+    /// The answer to [`Request::Status`].
+    Status(NodeState),
+}
+
+/// A node's figures and standing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeState {
+    /// Capacity and usage.
+    pub stats: NodeStats,
+    /// Set while the node is leaving the network (graceful exit): it
+    /// accepts no new shards, still serves what it holds, and stops at
+    /// this Unix second at the latest, or sooner once it holds nothing.
+    /// Repairers move its shards elsewhere.
+    pub leaving_until: Option<u64>,
 }
 
 impl Response {
@@ -266,6 +283,9 @@ pub enum ShardError {
     /// its id); it cannot serve or prove it.
     #[error("shard {0} is damaged on this node")]
     Damaged(ShardId),
+    /// The node is leaving the network and accepts no new shards.
+    #[error("the node is leaving the network and accepts no new shards")]
+    Leaving,
 }
 
 impl Request {

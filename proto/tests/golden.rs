@@ -4,8 +4,8 @@
 
 use cairn_proto::head::{HeadRecord, RecordRefused};
 use cairn_proto::shard::{
-    ByteRange, MAX_MESSAGE_SIZE, MAX_RENEW_BATCH, NodeStats, Renewal, Request, Response, ShardError, owner_of,
-    renew_token_of,
+    ByteRange, MAX_MESSAGE_SIZE, MAX_RENEW_BATCH, NodeState, NodeStats, Renewal, Request, Response, ShardError,
+    owner_of, renew_token_of,
 };
 use cairn_proto::{
     Layout, NodeId, ObjectManifest, ObjectVersionId, RecordId, SegmentId, SegmentManifest, ShardId, ShardPlacement,
@@ -48,6 +48,7 @@ fn shard_requests() {
     assert_eq!(Request::from_body(&frame[4..]).expect("decode"), full);
     let prove = Request::Prove { shard: id, range: ByteRange { offset: 300, len: 1 } };
     assert_eq!(hex(&prove.to_frame()), format!("24000000{}{}{}", "08", "aa".repeat(32), "ac0201"));
+    assert_eq!(hex(&Request::Status.to_frame()), "0100000009");
 }
 
 #[test]
@@ -94,6 +95,12 @@ fn shard_responses() {
     assert_eq!(hex(&Response::Proof { len: 300 }.to_frame()), "030000000aac02");
     let damaged = Response::Error(ShardError::Damaged(ShardId([0; 32])));
     assert_eq!(hex(&damaged.to_frame()), format!("22000000{}{}", "050b", "00".repeat(32)));
+    assert_eq!(hex(&Response::Error(ShardError::Leaving).to_frame()), "02000000050c");
+    let stats = NodeStats { capacity: 1000, used: 10, shards: 1 };
+    let staying = Response::Status(NodeState { stats, leaving_until: None });
+    assert_eq!(hex(&staying.to_frame()), "060000000be8070a0100");
+    let leaving = Response::Status(NodeState { stats, leaving_until: Some(300) });
+    assert_eq!(hex(&leaving.to_frame()), "080000000be8070a0101ac02");
 }
 
 #[test]

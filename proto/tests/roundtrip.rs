@@ -4,7 +4,7 @@
 use cairn_proto::codec;
 use cairn_proto::head::{self, HeadRecord};
 use cairn_proto::shard::{
-    ByteRange, MAX_MESSAGE_SIZE, MAX_RENEW_BATCH, NodeStats, Renewal, Request, Response, ShardError,
+    ByteRange, MAX_MESSAGE_SIZE, MAX_RENEW_BATCH, NodeState, NodeStats, Renewal, Request, Response, ShardError,
 };
 use cairn_proto::{
     Layout, NodeId, ObjectManifest, ObjectVersionId, RecordId, SegmentId, SegmentManifest, ShardId, ShardPlacement,
@@ -37,6 +37,7 @@ fn request() -> impl Strategy<Value = Request> {
         (any::<u64>(), proptest::collection::vec((shard_id(), any::<[u8; 32]>()), 0..=MAX_RENEW_BATCH))
             .prop_map(|(lease_secs, shards)| Request::Renew { lease_secs, shards }),
         (shard_id(), range()).prop_map(|(shard, range)| Request::Prove { shard, range }),
+        Just(Request::Status),
     ]
 }
 
@@ -78,6 +79,7 @@ fn shard_error() -> impl Strategy<Value = ShardError> {
         refusal().prop_map(ShardError::HeadRefused),
         any::<u64>().prop_map(|max| ShardError::RecordsFull { max }),
         shard_id().prop_map(ShardError::Damaged),
+        Just(ShardError::Leaving),
     ]
 }
 
@@ -102,6 +104,12 @@ fn response() -> impl Strategy<Value = Response> {
         )
         .prop_map(Response::Renewed),
         any::<u64>().prop_map(|len| Response::Proof { len }),
+        (any::<u64>(), any::<u64>(), any::<u64>(), proptest::option::of(any::<u64>())).prop_map(
+            |(capacity, used, shards, leaving_until)| Response::Status(NodeState {
+                stats: NodeStats { capacity, used, shards },
+                leaving_until
+            })
+        ),
     ]
 }
 

@@ -13,6 +13,7 @@ use cairn_net::NetHandle;
 use cairn_net::store::RecordBackend;
 use tokio_util::sync::CancellationToken;
 
+use crate::leaving::Leaving;
 use crate::metrics::Metrics;
 use crate::store::ShardStore;
 
@@ -29,6 +30,8 @@ pub struct AdminState {
     pub started: Instant,
     /// Addresses peers can reach this node at.
     pub addrs: Vec<String>,
+    /// Whether the node is leaving the network.
+    pub leaving: Arc<Leaving>,
 }
 
 /// Serves until `cancel`.
@@ -56,7 +59,8 @@ async fn health(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
 
 async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     let peers = s.net.connected_peers().await.map(|p| p.len()).unwrap_or(0);
-    let body = s.metrics.render(&s.store.stats(), peers, s.store.count(), s.started.elapsed().as_secs());
+    let body =
+        s.metrics.render(&s.store.stats(), peers, s.store.count(), s.started.elapsed().as_secs(), s.leaving.until());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
@@ -84,13 +88,31 @@ async fn dashboard(State(s): State<Arc<AdminState>>) -> Html<String> {
     let m = &s.metrics;
     let errors: String = m.errors().iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("<li>{k}: {n}</li>")).collect();
     let addrs: String = s.addrs.iter().map(|a| format!("<li><code>{}</code></li>", escape(a))).collect();
+    let leaving = match s.leaving.until() {
+        None => String::new(),
+        Some(until) => {
+            let start = s.leaving.shards_at_start().max(st.shards);
+            let moved = if start == 0 { 100.0 } else { (start - st.shards) as f64 * 100.0 / start as f64 };
+            let left = until.saturating_sub(
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            );
+            format!(
+                r#"<h2>Leaving the network</h2><div class="bar"><div class="fill" style="width:{moved:.1}%"></div></div>
+<p>No new shards are accepted. {held} of {start} shards still held ({moved:.1} % moved away by repairers);
+the node stops when it holds none, or in {lh}h {lm}m at the latest.</p>"#,
+                held = st.shards,
+                lh = left / 3600,
+                lm = left / 60 % 60,
+            )
+        }
+    };
     Html(format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
 <title>cairn-node</title><style>body{{font:15px system-ui;margin:2em;max-width:52em}}td{{padding:.2em 1em}}
 .bar{{background:#ddd;height:1em;width:30em}}.fill{{background:#2a7;height:1em}}</style></head><body>
 <h1>cairn-node</h1><p>Node <code>{peer}</code>, up {h}h {mi}m {se}s, {peers} peers connected.</p>
 <h2>Space</h2><div class="bar"><div class="fill" style="width:{pct:.1}%"></div></div>
-<p>{used} of {cap} used ({pct:.1} %), {shards} shards, {records} DHT records.</p>
+<p>{used} of {cap} used ({pct:.1} %), {shards} shards, {records} DHT records.</p>{leaving}
 <h2>Traffic</h2><table>
 <tr><td>shards stored</td><td>{puts}</td><td>bytes in</td><td>{bin}</td></tr>
 <tr><td>gets served</td><td>{gets}</td><td>bytes out</td><td>{bout}</td></tr>

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod leaving;
 pub mod limits;
 pub mod metrics;
 pub mod node;

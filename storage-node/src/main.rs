@@ -48,6 +48,21 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Leave the network gracefully: the node (running, or at its next
+    /// start) accepts no new shards, tells clients it is leaving so that
+    /// their repairs move its shards elsewhere, keeps serving reads, and
+    /// stops by itself once it holds nothing or the drain period ends.
+    Exit {
+        /// The node's data dir.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Longest the node keeps serving while its shards move: 7d, 12h...
+        #[arg(long, default_value = "7d")]
+        drain: String,
+        /// Take an exit request back (the node accepts shards again).
+        #[arg(long)]
+        cancel: bool,
+    },
     /// Verify every stored shard against its id (the node must be stopped).
     Check {
         /// The data dir.
@@ -103,10 +118,37 @@ async fn run(config: PathBuf) -> anyhow::Result<()> {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+        () = node.left() => println!("drained: this node has left the network"),
     }
     tracing::info!("shutting down");
     node.shutdown().await?;
     tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+fn exit(data_dir: PathBuf, drain: &str, cancel: bool) -> anyhow::Result<()> {
+    use cairn_storage_node::leaving;
+    anyhow::ensure!(
+        data_dir.join("config.toml").exists(),
+        "{} is not a node's data dir (no config.toml)",
+        data_dir.display()
+    );
+    if cancel {
+        if leaving::cancel(&data_dir)? {
+            println!("exit taken back: the node accepts new shards again (within a few seconds if it runs)");
+        } else {
+            println!("this node was not leaving");
+        }
+        return Ok(());
+    }
+    let period = leaving::parse_period(drain).map_err(anyhow::Error::msg)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let until = now.saturating_add(period.as_secs());
+    leaving::request(&data_dir, until)?;
+    println!("the node is leaving the network (within a few seconds if it runs, else at its next start):");
+    println!("  it accepts no new shards, and keeps serving the ones it holds while clients' repairs move them;");
+    println!("  it stops by itself once it holds none, or in {drain} at the latest. Progress is on its dashboard.");
+    println!("take it back with: cairn-node exit --cancel --data-dir {}", data_dir.display());
     Ok(())
 }
 
@@ -156,6 +198,7 @@ fn main() -> ExitCode {
                 Err(e) => Err(e.into()),
             }
         }
+        Command::Exit { data_dir, drain, cancel } => exit(data_dir, &drain, cancel),
         Command::Check { data_dir } => match check(data_dir) {
             Ok(true) => Ok(()),
             Ok(false) => Err(anyhow::anyhow!("the store has bad shards or a byte count that drifted")),

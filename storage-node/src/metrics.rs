@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use cairn_proto::shard::{NodeStats, ShardError};
 
 /// Error kinds, in the order of [`ShardError`]'s variants.
-pub const ERROR_KINDS: [&str; 12] = [
+pub const ERROR_KINDS: [&str; 13] = [
     "not_found",
     "hash_mismatch",
     "no_space",
@@ -19,6 +19,7 @@ pub const ERROR_KINDS: [&str; 12] = [
     "head_refused",
     "records_full",
     "damaged",
+    "leaving",
 ];
 
 /// Counters of one node since it started.
@@ -48,7 +49,7 @@ pub struct Metrics {
     pub proofs: AtomicU64,
     /// Streams dropped at their request deadline.
     pub deadlines: AtomicU64,
-    errors: [AtomicU64; 12],
+    errors: [AtomicU64; 13],
 }
 
 /// The index of an error kind in [`ERROR_KINDS`].
@@ -66,6 +67,7 @@ pub fn error_kind(e: &ShardError) -> usize {
         ShardError::HeadRefused(_) => 9,
         ShardError::RecordsFull { .. } => 10,
         ShardError::Damaged(_) => 11,
+        ShardError::Leaving => 12,
     }
 }
 
@@ -83,7 +85,14 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self, stats: &NodeStats, peers: usize, records: usize, uptime_secs: u64) -> String {
+    pub fn render(
+        &self,
+        stats: &NodeStats,
+        peers: usize,
+        records: usize,
+        uptime_secs: u64,
+        leaving_until: Option<u64>,
+    ) -> String {
         let mut s = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
             let _ = writeln!(
@@ -97,6 +106,18 @@ impl Metrics {
         metric("shards", "gauge", "Shards stored.", stats.shards);
         metric("records", "gauge", "DHT head records stored.", records as u64);
         metric("peers", "gauge", "Peers connected.", peers as u64);
+        metric(
+            "leaving",
+            "gauge",
+            "1 while the node is leaving the network (cairn-node exit).",
+            u64::from(leaving_until.is_some()),
+        );
+        metric(
+            "leaving_until_seconds",
+            "gauge",
+            "When the drain ends (Unix seconds; 0 while staying).",
+            leaving_until.unwrap_or(0),
+        );
         metric("active_streams", "gauge", "Shard-protocol streams being served.", get(&self.active_streams));
         metric("uptime_seconds", "counter", "Seconds since start.", uptime_secs);
         metric("puts_total", "counter", "Shards stored.", get(&self.puts));

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState};
 use crate::config::NodeConfig;
 use crate::error::Error;
+use crate::leaving::{self, Leaving};
 use crate::limits::{Limiter, RecordQuota};
 use crate::metrics::Metrics;
 use crate::service::{self, Service};
@@ -32,6 +33,8 @@ pub struct Node {
     net: Network,
     store: Arc<ShardStore>,
     cancel: CancellationToken,
+    /// Cancelled when a leaving node has drained.
+    drained: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     /// Peer addresses, with `/p2p/<peer id>`.
     pub addrs: Vec<Multiaddr>,
@@ -93,6 +96,12 @@ impl Node {
         tracing::info!(%peer, addrs = %addr_text.trim().replace('\n', " "), "node started");
 
         let cancel = CancellationToken::new();
+        let drained = CancellationToken::new();
+        let leaving = Arc::new(Leaving::default());
+        leaving.update(leaving::read(&cfg.data_dir)?, store.stats().shards);
+        if let Some(until) = leaving.until() {
+            tracing::warn!(until, "this node is leaving the network: no new shards are accepted");
+        }
         let metrics = Arc::new(Metrics::default());
         let mut tasks = Vec::new();
         let svc = Arc::new(Service {
@@ -107,6 +116,7 @@ impl Node {
             heads: Arc::clone(&net.heads),
             max_lease_secs: cfg.leases.max_lease_secs,
             record_quota: RecordQuota::new(cfg.limits.new_records_per_peer_per_hour),
+            leaving: Arc::clone(&leaving),
         });
         let incoming = net.handle.accept_shard_streams()?;
         tasks.push(tokio::spawn(service::run(svc, incoming, cancel.clone(), SHUTDOWN_GRACE)));
@@ -122,6 +132,7 @@ impl Node {
             net: net.handle.clone(),
             started: Instant::now(),
             addrs: addrs.iter().map(ToString::to_string).collect(),
+            leaving: Arc::clone(&leaving),
         });
         let c = cancel.clone();
         tasks.push(tokio::spawn(async move {
@@ -135,7 +146,15 @@ impl Node {
         if !cfg.bootstrap.is_empty() {
             tasks.push(tokio::spawn(keep_bootstrapped(net.handle.clone(), cancel.clone())));
         }
-        Ok(Self { net, store, cancel, tasks, addrs, admin })
+        let watch = watch_leaving(cfg.data_dir.clone(), Arc::clone(&store), leaving, drained.clone(), cancel.clone());
+        tasks.push(tokio::spawn(watch));
+        Ok(Self { net, store, cancel, drained, tasks, addrs, admin })
+    }
+
+    /// Resolves when the node has left the network: `cairn-node exit` was
+    /// asked and it holds nothing any more, or its drain period ended.
+    pub async fn left(&self) {
+        self.drained.cancelled().await;
     }
 
     /// This node's peer id.
@@ -188,6 +207,43 @@ async fn collect_leases(
             Ok(Ok(n)) if n > 0 => tracing::info!(records = n, "dropped head records nobody published again"),
             Ok(Err(e)) => tracing::error!(error = %e, "record expiry failed"),
             _ => {}
+        }
+    }
+}
+
+/// Follows `cairn-node exit` requests (the file in the data dir) and
+/// cancels `drained` once a leaving node may stop.
+async fn watch_leaving(
+    data_dir: PathBuf,
+    store: Arc<ShardStore>,
+    leaving: Arc<Leaving>,
+    drained: CancellationToken,
+    cancel: CancellationToken,
+) {
+    loop {
+        let shards = store.stats().shards;
+        match leaving::read(&data_dir) {
+            Ok(requested) => {
+                if leaving.update(requested, shards) {
+                    match requested {
+                        Some(until) => tracing::warn!(until, shards, "leaving the network: no new shards accepted"),
+                        None => tracing::warn!("exit taken back: accepting shards again"),
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the exit request"),
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        if let Some(until) = leaving.until()
+            && leaving::drained(until, now, shards)
+        {
+            tracing::warn!(shards_left = shards, "drained: leaving the network now");
+            drained.cancel();
+            return;
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(leaving::WATCH_EVERY) => {}
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cairn_net::store::{BackendError, Heads, Offer};
 use cairn_proto::codec::{self, FRAME_HEADER_LEN};
 use cairn_proto::head::{HeadRecord, RecordRefused};
-use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, Request, Response, ShardError};
+use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, NodeState, Request, Response, ShardError};
 use cairn_proto::{ShardId, shard};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::leaving::Leaving;
 use crate::limits::{Limiter, RecordQuota, Refusal};
 use crate::metrics::Metrics;
 use crate::shard_file::{ChunkBuf, ShardWriter};
@@ -55,6 +56,8 @@ pub struct Service {
     pub max_lease_secs: u64,
     /// New head records per peer and hour.
     pub record_quota: Arc<RecordQuota>,
+    /// Whether the node is leaving (then it accepts no new shards).
+    pub leaving: Arc<Leaving>,
 }
 
 /// Accepts streams until `cancel`, then waits up to `grace` for the ones in
@@ -223,6 +226,9 @@ impl Service {
     async fn dispatch(&self, peer: PeerId, stream: &mut Stream, req: Request) -> Result<(), Option<ShardError>> {
         match req {
             Request::Put { shard, len, owner, lease_secs } => {
+                if self.leaving.until().is_some() {
+                    return Err(Some(ShardError::Leaving));
+                }
                 self.charge(peer, len)?;
                 self.put(stream, shard, len, owner, lease_secs).await?;
                 self.respond(stream, Response::Stored).await
@@ -251,6 +257,10 @@ impl Service {
                 Ok(())
             }
             Request::Stats => self.respond(stream, Response::Stats(self.store.stats())).await,
+            Request::Status => {
+                let state = NodeState { stats: self.store.stats(), leaving_until: self.leaving.until() };
+                self.respond(stream, Response::Status(state)).await
+            }
             Request::GetHead { record } => {
                 let heads = Arc::clone(&self.heads);
                 let held = tokio::task::spawn_blocking(move || heads.get(&record)).await.map_err(internal)?;

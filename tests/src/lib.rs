@@ -212,6 +212,23 @@ impl TestCluster {
         }
     }
 
+    /// `cairn-node exit --drain DRAIN` on node `i` (graceful exit).
+    pub fn exit(&self, i: usize, drain: &str) {
+        let out = std::process::Command::new(binary("cairn-node"))
+            .args(["exit", "--drain", drain, "--data-dir"])
+            .arg(self.node_dir(i))
+            .output()
+            .expect("cairn-node exit");
+        assert!(out.status.success(), "exit failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Node `i`'s exit status, once its process has ended by itself.
+    pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        let status = self.nodes[i].as_mut()?.exited()?;
+        self.nodes[i] = None;
+        Some(status)
+    }
+
     /// A client config for this cluster, with its cache in `cache`.
     pub fn client_config(&self, cache: Option<PathBuf>) -> ClientConfig {
         ClientConfig {

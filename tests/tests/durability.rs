@@ -271,3 +271,59 @@ async fn a_holder_whose_bytes_are_wrong_fails_its_audits_and_its_shards_are_rebu
     reader.shutdown().await;
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_exits_gracefully_is_drained_by_repair_and_stops() {
+    let mut cluster = TestCluster::start(8);
+    let root = RootSecret::generate();
+    let client = cluster.client(&root).await;
+    client.create_bucket("leaving", None).await.expect("mb");
+    let b = client.bucket("leaving").await.expect("bucket");
+    let mut objects = Vec::new();
+    for (i, len) in [50_000usize, 1 << 20, 3 << 20, 6 << 20].into_iter().enumerate() {
+        let key = format!("object-{i}");
+        let bytes = data(len, i as u8);
+        put_bytes(&b, &key, bytes.clone()).await.expect("put");
+        objects.push((key, bytes));
+    }
+    let mut count = std::collections::HashMap::<PeerId, usize>::new();
+    for (key, _) in &objects {
+        for p in b.holders(key).await.expect("holders").into_iter().flatten().flatten() {
+            *count.entry(p).or_default() += 1;
+        }
+    }
+    let (peer, held) = count.into_iter().max_by_key(|(_, n)| *n).expect("holders");
+    let i = cluster.index_of(&peer.to_string()).expect("a cluster node");
+    cluster.exit(i, "1h");
+    let t = Instant::now();
+    while !client.status().await.iter().any(|s| s.node.peer == peer && s.leaving_until.is_some()) {
+        assert!(t.elapsed() < Duration::from_secs(20), "the node never said it is leaving");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Repair moves its shards (reading them from it) and deletes its copies.
+    let r = client.repair(None, cairn_client::RepairOptions::default()).await.expect("repair");
+    eprintln!("repair of a leaving node: {r:?}");
+    assert_eq!((r.leaving, r.down, r.failed, r.audit_failures), (1, 0, 0, 0), "{r:?}");
+    assert!(r.shards as usize >= held, "{r:?}: {held} shards were on the leaving node");
+    for (key, _) in &objects {
+        let names = b.holders(key).await.expect("holders");
+        assert!(names.iter().flatten().all(|p| *p != Some(peer)), "{key} still names the leaving node");
+    }
+    // With nothing left to hold, it stops by itself.
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = cluster.exited(i) {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "the drained node did not stop");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(status.success(), "{status}");
+    let reader = cluster.client(&root).await;
+    let rb = reader.bucket("leaving").await.expect("bucket");
+    for (key, bytes) in &objects {
+        assert!(get_bytes(&rb, key).await.expect("get") == *bytes, "{key} differs");
+    }
+    reader.shutdown().await;
+    client.shutdown().await;
+}

@@ -64,6 +64,19 @@ impl NodeProc {
 
     /// Starts (or restarts) the process and waits for its addresses.
     pub fn run(&mut self) {
+        self.run_detached();
+        let start = Instant::now();
+        while self.addrs().is_empty() {
+            assert!(start.elapsed() < DEADLINE, "node did not start; log:\n{}", self.log());
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("node exited with {status}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts (or restarts) the process without waiting for it.
+    pub fn run_detached(&mut self) {
         let _ = std::fs::remove_file(self.dir.join("node.addrs"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("node.log")).expect("log");
         let child = Command::new(bin())
@@ -75,14 +88,6 @@ impl NodeProc {
             .spawn()
             .expect("spawn cairn-node");
         self.child = Some(child);
-        let start = Instant::now();
-        while self.addrs().is_empty() {
-            assert!(start.elapsed() < DEADLINE, "node did not start; log:\n{}", self.log());
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("node exited with {status}; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     pub fn log(&self) -> String {
@@ -141,6 +146,28 @@ impl NodeProc {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Waits up to `within` for the process to end by itself; its status.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let t = Instant::now();
+        while t.elapsed() < within {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Runs `cairn-node ARGS… --data-dir DIR`: (success, output).
+    pub fn command(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(bin()).args(args).arg("--data-dir").arg(&self.dir).output().expect("cairn-node");
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
     }
 
     /// `cairn-node check`: (success, output).
