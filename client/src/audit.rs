@@ -223,10 +223,10 @@ mod tests {
         bad[100] ^= 1;
         assert!(matches!(judge(s, range, Ok(bad)), Verdict::Failed(Failure::BadProof(_))));
         let peer = PeerId::random();
-        let refused = |error| Err(cairn_net::Error::Refused { peer, error });
-        assert_eq!(judge(s, range, refused(ShardError::NotFound(id))), Verdict::Failed(Failure::Missing));
-        assert_eq!(judge(s, range, refused(ShardError::Damaged(id))), Verdict::Failed(Failure::Damaged));
-        assert_eq!(judge(s, range, refused(ShardError::RateLimited { retry_after_ms: 5 })), Verdict::Unreachable);
+        let refused = |error| cairn_net::Error::Refused { peer, error };
+        assert_eq!(judge(s, range, Err(refused(ShardError::NotFound(id)))), Verdict::Failed(Failure::Missing));
+        assert_eq!(judge(s, range, Err(refused(ShardError::Damaged(id)))), Verdict::Failed(Failure::Damaged));
+        assert_eq!(judge(s, range, Err(refused(ShardError::RateLimited { retry_after_ms: 5 }))), Verdict::Unreachable);
         assert_eq!(judge(s, range, Err(cairn_net::Error::Timeout { peer })), Verdict::Unreachable);
     }
 
