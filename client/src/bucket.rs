@@ -29,6 +29,7 @@ use crate::formats;
 use crate::gc::{self, Collector, GARBAGE_PREFIX};
 use crate::index::{Expect, Op, Value};
 use crate::listing::{Lister, Step};
+use crate::padding::PadReader;
 use crate::pipeline::{Parallelism, encode_object};
 use crate::renew::{self, Copy, RenewReport};
 use crate::segment::{self, EncodedSegment, SegmentPos};
@@ -240,9 +241,19 @@ pub struct Bucket {
 
 /// What a stored upload produced.
 pub(crate) struct Uploaded {
+    /// The data version (its last segment padded: [`crate::padding`]).
     pub(crate) manifest: ObjectManifest,
+    /// The bytes uploaded, without the padding.
+    pub(crate) len: u64,
     /// Hex MD5 of the plaintext.
     pub(crate) md5: String,
+}
+
+impl Uploaded {
+    /// The object these bytes make on their own.
+    pub(crate) fn stored(&self) -> Stored {
+        Stored::whole(self.manifest.clone(), self.len)
+    }
 }
 
 impl Bucket {
@@ -354,7 +365,7 @@ impl Bucket {
             (Body::Inline(head), md5, None)
         } else {
             let up = self.upload(std::io::Cursor::new(head).chain(reader)).await?;
-            (Body::Stored(Stored::whole(up.manifest.clone())), up.md5, Some(up.manifest))
+            (Body::Stored(up.stored()), up.md5, Some(up.manifest))
         };
         let mut entry = Entry::file(body, opts.modified_ms.unwrap_or_else(now_ms));
         entry.content_type = opts.content_type;
@@ -390,8 +401,11 @@ impl Bucket {
         let par = self.par;
         let (tee, md5_rx) = etag::tee(reader);
         let hasher = tokio::task::spawn_blocking(move || etag::consume(md5_rx));
+        // The MD5 sees the bytes; the encoder, the bytes and their padding.
+        let padded = PadReader::new(tee, layout.segment_size);
+        let len = padded.counter();
         let encoder = tokio::task::spawn_blocking(move || {
-            encode_object(tee, &cipher, layout, par, |seg| tx.blocking_send(seg).map_err(|_| Error::Stopped))
+            encode_object(padded, &cipher, layout, par, |seg| tx.blocking_send(seg).map_err(|_| Error::Stopped))
         });
         // After a failure no new segment starts, but the ones in flight
         // run to their end: what they stored is then known, and deleted
@@ -430,7 +444,8 @@ impl Bucket {
             (None, Ok(sum)) => {
                 let m = ObjectManifest { size: sum.size, ..manifest };
                 m.validate()?;
-                return Ok(Uploaded { manifest: m, md5 });
+                let len = len.load(Ordering::Relaxed);
+                return Ok(Uploaded { manifest: m, len, md5 });
             }
             (Some(e), _) | (None, Err(e)) => e,
         };

@@ -223,9 +223,9 @@ pub struct Piece {
 }
 
 impl Stored {
-    /// One whole data version.
-    pub fn whole(m: ObjectManifest) -> Self {
-        let len = m.size;
+    /// The first `len` bytes of a data version (a data version is longer
+    /// than its bytes when its last segment is padded: [`crate::padding`]).
+    pub fn whole(m: ObjectManifest, len: u64) -> Self {
         if len == 0 {
             return Self::default();
         }
@@ -277,10 +277,9 @@ impl Stored {
         self.prune();
     }
 
-    /// Lays `m`'s bytes over the object at offset `at` (a hole fills any
-    /// gap past the end).
-    pub fn write(&mut self, at: u64, m: ObjectManifest) {
-        let len = m.size;
+    /// Lays the first `len` bytes of `m` over the object at offset `at` (a
+    /// hole fills any gap past the end).
+    pub fn write(&mut self, at: u64, m: ObjectManifest, len: u64) {
         if len == 0 {
             return;
         }
@@ -419,7 +418,7 @@ pub(crate) mod tests {
                 let tag = i as u8 + 1;
                 match e {
                     Edit::Write(at, len) => {
-                        s.write(at, fake(tag, len));
+                        s.write(at, fake(tag, len), len);
                         if file.len() < (at + len) as usize {
                             file.resize((at + len) as usize, 0);
                         }
@@ -431,7 +430,7 @@ pub(crate) mod tests {
                     }
                     Edit::Append(len) => {
                         let at = file.len() as u64;
-                        s.write(at, fake(tag, len));
+                        s.write(at, fake(tag, len), len);
                         file.extend(bytes_of(tag, 0, len));
                     }
                 }
@@ -453,14 +452,14 @@ pub(crate) mod tests {
 
     #[test]
     fn concat_shares_versions_and_joins_neighbours() {
-        let mut a = Stored::whole(fake(1, 100));
-        let b = Stored::whole(fake(2, 50));
+        let mut a = Stored::whole(fake(1, 100), 100);
+        let b = Stored::whole(fake(2, 50), 50);
         a.concat(&b);
-        a.concat(&Stored::whole(fake(1, 100)));
+        a.concat(&Stored::whole(fake(1, 100), 100));
         assert_eq!(a.size(), 250);
         assert_eq!(a.data.len(), 2, "version 1 is listed once");
         assert_eq!(a.extents.len(), 3);
-        let mut c = Stored::whole(fake(3, 10));
+        let mut c = Stored::whole(fake(3, 10), 10);
         c.truncate(30);
         c.truncate(40);
         assert_eq!(
@@ -471,12 +470,12 @@ pub(crate) mod tests {
 
     #[test]
     fn entries_that_contradict_themselves_are_refused() {
-        let good = Entry::file(Body::Stored(Stored::whole(fake(1, 0))), 0);
+        let good = Entry::file(Body::Stored(Stored::whole(fake(1, 0), 0)), 0);
         assert!(good.validate().is_ok());
         let mut e = Entry::file(Body::Inline(vec![1, 2, 3]), 0);
         e.size = 4;
         assert!(matches!(e.validate(), Err(Error::BadEntry { .. })));
-        let mut s = Stored::whole(fake(1, 10));
+        let mut s = Stored::whole(fake(1, 10), 10);
         s.extents[0].len = 11;
         let e = Entry { size: 11, ..Entry::file(Body::Stored(s), 0) };
         assert!(matches!(e.validate_shape(), Err(Error::BadEntry { .. })));

@@ -37,6 +37,8 @@ pub const MAX_BUCKET: usize = 4096;
 
 const PAGE_V1: u8 = 1;
 const PAGE_V2: u8 = 2;
+/// Version 2 padded with zeros to its Padmé length ([`crate::padding`]).
+const PAGE_V3: u8 = 3;
 const HEAD_V1: u8 = 1;
 const HEAD_V2: u8 = 2;
 const ENTRY_V1: u8 = 1;
@@ -99,8 +101,11 @@ enum PageV1 {
 }
 
 /// Encodes an index page.
+/// It is padded with zeros to the Padmé length of its encoding, so a node
+/// learns a page's size only to within 12 % (less for larger pages).
 pub fn encode_page(p: &Page) -> Vec<u8> {
-    codec::to_versioned(PAGE_V2, p)
+    let len = codec::to_bytes(p).len() as u64 + 1;
+    codec::to_versioned_padded(PAGE_V3, p, (crate::padding::padme(len) as usize).min(MAX_PAGE))
 }
 
 /// Decodes an index page of any known version (version 1 stamps were wall
@@ -120,7 +125,8 @@ pub fn decode_page(bytes: &[u8]) -> Result<Page, ProtoError> {
                     .collect(),
             }),
         },
-        _ => codec::from_versioned(WHAT, PAGE_V2, bytes, MAX_PAGE)?,
+        PAGE_V2 => codec::from_versioned(WHAT, PAGE_V2, bytes, MAX_PAGE)?,
+        _ => codec::from_versioned_padded(WHAT, PAGE_V3, bytes, MAX_PAGE)?,
     };
     if let Page::Leaf(l) = &page
         && !l.entries.windows(2).all(|w| w[0].0 < w[1].0)
@@ -158,7 +164,10 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, Error> {
             let v: EntryV1 = codec::from_versioned(WHAT, ENTRY_V1, bytes, MAX_ENTRY)?;
             let body = match v.body {
                 BodyV1::Inline(b) => Body::Inline(b),
-                BodyV1::Stored(m) => Body::Stored(Stored::whole(m)),
+                BodyV1::Stored(m) => {
+                    let len = m.size;
+                    Body::Stored(Stored::whole(m, len))
+                }
             };
             Entry { content_type: v.content_type, meta: v.meta, size: v.size, ..Entry::file(body, v.modified_ms) }
         }
@@ -330,7 +339,7 @@ mod tests {
     }
 
     fn entry() -> Entry {
-        let mut s = Stored::whole(manifest());
+        let mut s = Stored::whole(manifest(), manifest().size);
         s.extents = vec![Extent { data: Some(0), skip: 1, len: 3 }, Extent { data: None, skip: 0, len: 2 }];
         Entry {
             kind: Kind::File,
@@ -357,9 +366,9 @@ mod tests {
                 ("b".into(), Value { stamp: Stamp { time: 4, writer: 5 }, data: None }),
             ],
         });
-        assert_eq!(hex(&encode_page(&leaf)), "020102016101020101030162040500");
+        assert_eq!(hex(&encode_page(&leaf)), "03010201610102010103016204050000");
         let root = Page::Root(Root { leaves: vec![LeafRef { first: "a".into(), page: ptr, count: 2 }] });
-        assert_eq!(hex(&encode_page(&root)), format!("0200010161{}0901010102", "08".repeat(32)));
+        assert_eq!(hex(&encode_page(&root)), format!("0300010161{}09010101020000", "08".repeat(32)));
         let info = BucketInfo {
             name: "x".into(),
             created_ms: 1,
@@ -406,11 +415,24 @@ mod tests {
         }
         let old = E1 { size: 5, modified_ms: 1, content_type: None, meta: Vec::new(), body: B1::Stored(manifest()) };
         let e = decode_entry(&codec::to_versioned(1, &old)).expect("v1 entry");
-        assert_eq!(e.body, Body::Stored(Stored::whole(manifest())));
+        assert_eq!(e.body, Body::Stored(Stored::whole(manifest(), manifest().size)));
         // A version-1 leaf: stamps become hybrid times.
         let v1 = codec::to_versioned(1, &(1u32, vec![("k".to_string(), ((3u64, 4u64), vec![5u8]))]));
         let Page::Leaf(l) = decode_page(&v1).expect("v1 page") else { panic!("a leaf") };
         assert_eq!(l.entries[0].1, Value { stamp: Stamp { time: 3 << 16, writer: 4 }, data: Some(vec![5]) });
+        // A version-2 page (before padding) reads; a version-3 page whose
+        // padding is not zeros does not.
+        let leaf = Page::Leaf(Leaf {
+            entries: vec![("k".into(), Value { stamp: Stamp { time: 1, writer: 2 }, data: Some(vec![7; 1000]) })],
+        });
+        assert_eq!(decode_page(&codec::to_versioned(PAGE_V2, &leaf)).expect("v2 page"), leaf);
+        let mut padded = encode_page(&leaf);
+        assert_eq!(padded.len() as u64, crate::padding::padme(codec::to_bytes(&leaf).len() as u64 + 1));
+        assert!(padded.len() > codec::to_bytes(&leaf).len() + 1, "this one is padded");
+        assert_eq!(decode_page(&padded).expect("v3 page"), leaf);
+        let last = padded.len() - 1;
+        padded[last] = 1;
+        assert!(decode_page(&padded).is_err());
         let h1 = codec::to_versioned(1, &(None::<PagePtr>, 7u64));
         assert_eq!(decode_head(&h1).expect("v1 head"), HeadPayload { root: None, count: 7, clock: 0 });
     }

@@ -39,6 +39,7 @@ pub mod index;
 pub mod listing;
 pub mod multipart;
 pub mod objects;
+pub mod padding;
 pub mod pages;
 pub mod pipeline;
 pub mod placement;

@@ -195,9 +195,9 @@ impl Bucket {
         let mut fresh = Vec::new();
         for (at, reader) in writes {
             match self.upload(reader).await {
-                Ok(up) => fresh.push((at, up.manifest)),
+                Ok(up) => fresh.push((at, up.manifest, up.len)),
                 Err(e) => {
-                    for (_, m) in &fresh {
+                    for (_, m, _) in &fresh {
                         self.delete_manifest(m);
                     }
                     return Err(e);
@@ -212,8 +212,8 @@ impl Bucket {
                     let Body::Stored(mut s) = body else { return body };
                     s.truncate(keep.min(s.size()));
                     s.truncate(len);
-                    for (at, m) in &fresh {
-                        s.write(*at, m.clone());
+                    for (at, m, len) in &fresh {
+                        s.write(*at, m.clone(), *len);
                     }
                     s.truncate(len);
                     Body::Stored(s)
@@ -229,7 +229,7 @@ impl Bucket {
             )
             .await;
         if result.is_err() {
-            for (_, m) in &fresh {
+            for (_, m, _) in &fresh {
                 self.delete_manifest(m);
             }
         }
@@ -253,7 +253,7 @@ impl Bucket {
         let result = self
             .rewrite(key, true, |body| {
                 let Body::Stored(mut s) = body else { return body };
-                s.write(offset, up.manifest.clone());
+                s.write(offset, up.manifest.clone(), up.len);
                 Body::Stored(s)
             })
             .await;
@@ -312,9 +312,9 @@ impl Bucket {
             let body = match body {
                 Body::Inline(b) if stored && b.is_empty() => Body::Stored(Stored::default()),
                 Body::Inline(b) if stored => {
-                    let m = self.upload(std::io::Cursor::new(b)).await?.manifest;
-                    uploaded.push(m.clone());
-                    Body::Stored(Stored::whole(m))
+                    let up = self.upload(std::io::Cursor::new(b)).await?;
+                    uploaded.push(up.manifest.clone());
+                    Body::Stored(up.stored())
                 }
                 b => b,
             };
@@ -365,7 +365,7 @@ impl Bucket {
         let mut bytes = Vec::with_capacity(size.min(1 << 30) as usize);
         self.read_body(body, 0..size, &mut bytes).await?;
         let up = self.upload(std::io::Cursor::new(bytes)).await?;
-        Ok(Stored::whole(up.manifest))
+        Ok(up.stored())
     }
 
     /// Creates (or replaces) `key` as the concatenation of `parts` (keys
@@ -407,9 +407,9 @@ impl Bucket {
                 Body::Stored(s) => stored.concat(&s),
                 Body::Inline(b) if b.is_empty() => {}
                 Body::Inline(b) => {
-                    let m = self.upload(std::io::Cursor::new(b)).await?.manifest;
-                    uploaded.push(m.clone());
-                    stored.concat(&Stored::whole(m));
+                    let up = self.upload(std::io::Cursor::new(b)).await?;
+                    uploaded.push(up.manifest.clone());
+                    stored.concat(&up.stored());
                 }
             }
             if remove_parts {

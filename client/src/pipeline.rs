@@ -171,10 +171,9 @@ fn read_segment(reader: &mut impl BufRead, layout: &Layout) -> Result<Option<(u3
     }
     let seg = layout.segment(len);
     // A short segment has fewer blocks and shorter shards: trim the buffer
-    // (block slots of a prefix are the same in both geometries) and zero
-    // the padding after the last tag.
+    // (block slots of a prefix are the same in both geometries); the bytes
+    // after the last tag are filled by the encoder.
     buf.resize(seg.padded_len(), 0);
-    buf[seg.cipher_len() as usize..].fill(0);
     Ok(Some((len, buf)))
 }
 

@@ -131,6 +131,10 @@ pub fn encode(
     let m = usize::from(layout.n - layout.k);
     let s = layout.shard_len() as usize;
     debug_assert_eq!(buf.len(), k * s);
+    // The bytes past the ciphertext are not sealed: a keyed stream, not
+    // zeros, so that no shard is all zeros or the same in two objects.
+    let end = (layout.cipher_len() as usize).min(buf.len());
+    cipher.fill(pos.index, &mut buf[end..]);
     // Every parity byte is overwritten below, so a recycled buffer is fine.
     let mut parity = pool::global().take(m * s);
     let mut hashers: Vec<blake3::Hasher> = (0..k + m).map(|_| blake3::Hasher::new()).collect();

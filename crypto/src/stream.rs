@@ -26,6 +26,7 @@ use crate::error::DecryptError;
 /// Bytes of the Poly1305 tag after every block.
 pub const TAG_LEN: usize = 16;
 const BLOCK_KEY_CONTEXT: &str = "cairn 2026 object block key v1";
+const FILL_KEY_CONTEXT: &str = "cairn 2026 shard fill key v1";
 const AAD_PREFIX: &[u8; 14] = b"cairn block v1";
 const AAD_LEN: usize = AAD_PREFIX.len() + 16 + 8 + 4 + 1;
 
@@ -88,6 +89,8 @@ impl BlockPosition {
 pub struct ObjectCipher {
     aead: XChaCha20Poly1305,
     version: [u8; 16],
+    /// Keys the stream that fills shard bytes past the ciphertext.
+    fill_key: Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for ObjectCipher {
@@ -103,7 +106,18 @@ impl ObjectCipher {
         material[..32].copy_from_slice(&key.0);
         material[32..].copy_from_slice(&version);
         let block_key = Zeroizing::new(blake3::derive_key(BLOCK_KEY_CONTEXT, &material[..]));
-        Self { aead: XChaCha20Poly1305::new(&(*block_key).into()), version }
+        let fill_key = Zeroizing::new(blake3::derive_key(FILL_KEY_CONTEXT, &material[..]));
+        Self { aead: XChaCha20Poly1305::new(&(*block_key).into()), version, fill_key }
+    }
+
+    /// Fills `out` with the keyed stream for segment `segment`: the bytes
+    /// that pad its data shards past the ciphertext. They look random to
+    /// anyone without the data key, and differ per object version and
+    /// segment, so no shard is all zeros or shared between objects.
+    pub fn fill(&self, segment: u64, out: &mut [u8]) {
+        let mut h = blake3::Hasher::new_keyed(&self.fill_key);
+        h.update(&segment.to_le_bytes());
+        h.finalize_xof().fill(out);
     }
 
     fn aad(&self, pos: &BlockPosition) -> [u8; AAD_LEN] {

@@ -111,3 +111,25 @@ proptest! {
         prop_assert_eq!(c.open_segment(0, true, BS, &ct), Err(DecryptError));
     }
 }
+
+#[test]
+fn the_fill_stream_is_keyed_per_version_and_segment_and_pinned() {
+    let key = DataKey::from_bytes([7; 32]);
+    let a = ObjectCipher::new(&key, [1; 16]);
+    let mut out = [0u8; 48];
+    a.fill(3, &mut out);
+    assert_eq!(hex(&out[..8]), GOLDEN_FILL);
+    assert_ne!(out, [0u8; 48]);
+    let mut other = [0u8; 48];
+    a.fill(4, &mut other);
+    assert_ne!(out, other, "another segment");
+    ObjectCipher::new(&key, [2; 16]).fill(3, &mut other);
+    assert_ne!(out, other, "another version");
+    ObjectCipher::new(&DataKey::from_bytes([8; 32]), [1; 16]).fill(3, &mut other);
+    assert_ne!(out, other, "another key");
+}
+const GOLDEN_FILL: &str = "4eed5baf09a9c9dc";
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

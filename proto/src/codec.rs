@@ -53,6 +53,41 @@ pub fn from_versioned<T: DeserializeOwned>(
     }
 }
 
+/// Encodes a stored value like [`to_versioned`], then zeros up to `len`
+/// bytes (when it is shorter): the value's length is hidden.
+pub fn to_versioned_padded<T: Serialize>(version: u8, value: &T, len: usize) -> Vec<u8> {
+    let mut out = to_versioned(version, value);
+    if out.len() < len {
+        out.resize(len, 0);
+    }
+    out
+}
+
+/// Decodes a value written by [`to_versioned_padded`]: bytes after the
+/// value must all be zeros.
+pub fn from_versioned_padded<T: DeserializeOwned>(
+    what: &'static str,
+    version: u8,
+    bytes: &[u8],
+    max: usize,
+) -> Result<T, Error> {
+    if bytes.len() > max {
+        return Err(Error::TooLarge { what, len: bytes.len() as u64, max: max as u64 });
+    }
+    match bytes.split_first() {
+        None => Err(Error::Malformed { what, reason: "empty".into() }),
+        Some((&v, rest)) if v == version => {
+            let (value, pad) =
+                postcard::take_from_bytes(rest).map_err(|e| Error::Malformed { what, reason: e.to_string() })?;
+            if pad.iter().any(|&b| b != 0) {
+                return Err(Error::Malformed { what, reason: "padding that is not zeros".into() });
+            }
+            Ok(value)
+        }
+        Some((&v, _)) => Err(Error::UnknownVersion { what, version: v }),
+    }
+}
+
 /// Encodes a message for a stream: `u32` LE length, then postcard.
 pub fn to_frame<T: Serialize>(value: &T) -> Vec<u8> {
     let body = to_bytes(value);

@@ -4,7 +4,7 @@
 //! (the last may be shorter; an empty object has none). A segment's
 //! plaintext is cut into blocks of `block_size` bytes, each sealed into
 //! `block_size + TAG_LEN` bytes of ciphertext, laid end to end. The segment
-//! ciphertext, zero-padded, is split into `k` equal contiguous **data
+//! ciphertext, padded (with a keyed stream, by the encoder), is split into `k` equal contiguous **data
 //! shards** of `shard_len` bytes (a multiple of [`SHARD_ALIGN`]); Reed-Solomon
 //! adds `n - k` **parity shards** of the same length. Byte `j` of a parity
 //! shard depends only on the bytes of the data shards in the same

@@ -32,7 +32,8 @@
 //! contiguous data shards of equal, 64-byte-aligned length and extended by
 //! `n - k` Reed-Solomon parity shards (`reed-solomon-simd`, GF(2^16),
 //! systematic). Shard `i < k` holds ciphertext bytes
-//! `[i * shard_len, (i + 1) * shard_len)`, zero-padded at the end.
+//! `[i * shard_len, (i + 1) * shard_len)`; the bytes past the ciphertext
+//! come from a keyed stream (`cairn-crypto`'s `ObjectCipher::fill`).
 //!
 //! ## Object manifest ([`manifest`])
 //!
