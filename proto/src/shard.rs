@@ -286,6 +286,15 @@ pub enum ShardError {
     /// The node is leaving the network and accepts no new shards.
     #[error("the node is leaving the network and accepts no new shards")]
     Leaving,
+    /// The uploading peer stores as much on this node as its operator
+    /// allows one peer.
+    #[error("this peer stores {used} bytes here, the node allows {quota} per peer")]
+    PeerQuota {
+        /// Bytes the peer stores (and has in flight).
+        used: u64,
+        /// The node's quota per peer.
+        quota: u64,
+    },
 }
 
 impl Request {

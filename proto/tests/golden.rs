@@ -96,6 +96,8 @@ fn shard_responses() {
     let damaged = Response::Error(ShardError::Damaged(ShardId([0; 32])));
     assert_eq!(hex(&damaged.to_frame()), format!("22000000{}{}", "050b", "00".repeat(32)));
     assert_eq!(hex(&Response::Error(ShardError::Leaving).to_frame()), "02000000050c");
+    let quota = Response::Error(ShardError::PeerQuota { used: 300, quota: 1 });
+    assert_eq!(hex(&quota.to_frame()), "05000000050dac0201");
     let stats = NodeStats { capacity: 1000, used: 10, shards: 1 };
     let staying = Response::Status(NodeState { stats, leaving_until: None });
     assert_eq!(hex(&staying.to_frame()), "060000000be8070a0100");

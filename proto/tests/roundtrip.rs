@@ -80,6 +80,7 @@ fn shard_error() -> impl Strategy<Value = ShardError> {
         any::<u64>().prop_map(|max| ShardError::RecordsFull { max }),
         shard_id().prop_map(ShardError::Damaged),
         Just(ShardError::Leaving),
+        (any::<u64>(), any::<u64>()).prop_map(|(used, quota)| ShardError::PeerQuota { used, quota }),
     ]
 }
 

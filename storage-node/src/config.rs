@@ -101,6 +101,10 @@ pub struct Limits {
     /// Count loopback addresses too (they are exempt by default, so that a
     /// devnet on one machine works).
     pub limit_loopback: bool,
+    /// MiB of shards one uploading peer may store on this node; 0: no
+    /// limit (peer ids are free: this bounds a careless client more than
+    /// a determined one).
+    pub max_mib_per_peer: u64,
 }
 
 impl Default for Limits {
@@ -117,6 +121,7 @@ impl Default for Limits {
             min_kib_per_second: 256,
             max_connections_per_ip: 64,
             limit_loopback: false,
+            max_mib_per_peer: 0,
         }
     }
 }
@@ -257,6 +262,8 @@ min_kib_per_second = {min_kibps}
 # is exempt unless limit_loopback = true.
 max_connections_per_ip = {per_ip}
 limit_loopback = {loopback}
+# MiB of shards one uploading peer may store here (0: no limit).
+max_mib_per_peer = {per_peer_mib}
 
 [leases]
 # Longest lease granted, in seconds (clients renew what they still use;
@@ -283,6 +290,7 @@ collect_interval_secs = {collect}
             min_kibps = l.min_kib_per_second,
             per_ip = l.max_connections_per_ip,
             loopback = l.limit_loopback,
+            per_peer_mib = l.max_mib_per_peer,
             max_lease = self.leases.max_lease_secs,
             collect = self.leases.collect_interval_secs,
         )

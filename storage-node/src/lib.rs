@@ -20,6 +20,7 @@ pub mod leaving;
 pub mod limits;
 pub mod metrics;
 pub mod node;
+pub mod quota;
 pub mod service;
 pub mod shard_file;
 pub mod store;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use cairn_proto::shard::{NodeStats, ShardError};
 
 /// Error kinds, in the order of [`ShardError`]'s variants.
-pub const ERROR_KINDS: [&str; 13] = [
+pub const ERROR_KINDS: [&str; 14] = [
     "not_found",
     "hash_mismatch",
     "no_space",
@@ -20,6 +20,7 @@ pub const ERROR_KINDS: [&str; 13] = [
     "records_full",
     "damaged",
     "leaving",
+    "peer_quota",
 ];
 
 /// Counters of one node since it started.
@@ -49,7 +50,7 @@ pub struct Metrics {
     pub proofs: AtomicU64,
     /// Streams dropped at their request deadline.
     pub deadlines: AtomicU64,
-    errors: [AtomicU64; 13],
+    errors: [AtomicU64; 14],
 }
 
 /// The index of an error kind in [`ERROR_KINDS`].
@@ -68,6 +69,7 @@ pub fn error_kind(e: &ShardError) -> usize {
         ShardError::RecordsFull { .. } => 10,
         ShardError::Damaged(_) => 11,
         ShardError::Leaving => 12,
+        ShardError::PeerQuota { .. } => 13,
     }
 }
 

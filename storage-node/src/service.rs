@@ -230,7 +230,7 @@ impl Service {
                     return Err(Some(ShardError::Leaving));
                 }
                 self.charge(peer, len)?;
-                self.put(stream, shard, len, owner, lease_secs).await?;
+                self.put(peer, stream, shard, len, owner, lease_secs).await?;
                 self.respond(stream, Response::Stored).await
             }
             Request::Get { shard, range } => self.get(peer, stream, shard, range).await,
@@ -374,6 +374,7 @@ impl Service {
     /// Receives, hashes and stores a shard body; leaves nothing behind on failure.
     async fn put(
         &self,
+        peer: PeerId,
         stream: &mut Stream,
         shard: ShardId,
         len: u64,
@@ -385,7 +386,8 @@ impl Service {
         }
         let reservation = {
             let store = Arc::clone(&self.store);
-            tokio::task::spawn_blocking(move || store.reserve(&shard, len))
+            let peer = peer.to_bytes();
+            tokio::task::spawn_blocking(move || store.reserve(&shard, len, &peer))
                 .await
                 .map_err(|_| Some(ShardError::Internal))?
                 .map_err(Some)?

@@ -9,6 +9,7 @@
 //!                                         'q' ‖ record id          → when last offered (u64 LE)
 //!                                         'x' ‖ offered (BE) ‖ id  → ()   (record TTL index)
 //!                                         'o' ‖ shard id           → outboard (proofs; a cache)
+//!                                         'p' ‖ shard id           → uploader's peer id (quotas)
 //! ```
 //!
 //! Why files and not RocksDB blobs: a put streams into a file while it is
@@ -36,10 +37,21 @@ use cairn_proto::{RecordId, ShardId};
 use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 
 use crate::error::Error;
+use crate::quota::PeerUsage;
 
 const SHARD_PREFIX: u8 = b's';
 const LEASE_PREFIX: u8 = b'e';
 const RECORD_PREFIX: u8 = b'r';
+/// `'p' ‖ shard id → the peer that uploaded it`, for per-peer quotas.
+const UPLOADER_PREFIX: u8 = b'p';
+
+fn uploader_key(id: &ShardId) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = UPLOADER_PREFIX;
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
 /// `'o' ‖ shard id → outboard` ([`cairn_proto::proof`]), made at the
 /// first proof asked of the shard and removed with it.
 const OUTBOARD_PREFIX: u8 = b'o';
@@ -103,6 +115,9 @@ struct Accounting {
 pub struct Reservation {
     bytes: u64,
     accounting: Arc<Mutex<Accounting>>,
+    /// The uploading peer, and its usage (its promise is given back too).
+    peer: Vec<u8>,
+    usage: Arc<PeerUsage>,
 }
 
 impl Drop for Reservation {
@@ -110,6 +125,7 @@ impl Drop for Reservation {
         if let Ok(mut a) = self.accounting.lock() {
             a.reserved = a.reserved.saturating_sub(self.bytes);
         }
+        self.usage.release(&self.peer, self.bytes);
     }
 }
 
@@ -150,6 +166,8 @@ pub struct ShardStore {
     records: AtomicUsize,
     /// Most head records held (`usize::MAX` until [`Self::set_max_records`]).
     max_records: AtomicUsize,
+    /// Bytes stored per uploading peer, and the quota.
+    usage: Arc<PeerUsage>,
 }
 
 /// Lock stripes for [`ShardStore::stripes`].
@@ -185,6 +203,7 @@ impl ShardStore {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             records: AtomicUsize::new(0),
             max_records: AtomicUsize::new(usize::MAX),
+            usage: Arc::default(),
         };
         let recovery = store.recover()?;
         Ok((store, recovery))
@@ -226,11 +245,26 @@ impl ShardStore {
                 batch.delete(shard_key(&id));
                 batch.delete(lease_key(meta.expires_at, &id));
                 batch.delete(outboard_key(&id));
+                batch.delete(uploader_key(&id));
                 let _ = fs::remove_file(self.path(&id));
                 r.lost_shards += 1;
             }
             Ok(())
         })?;
+        self.db.write(batch)?;
+        // Per-peer usage, from who uploaded each shard still held.
+        let mut batch = WriteBatch::default();
+        for item in self.db.prefix_iterator([UPLOADER_PREFIX]) {
+            let (k, peer) = item?;
+            if k.first() != Some(&UPLOADER_PREFIX) {
+                break;
+            }
+            let Some(id) = k.get(1..).and_then(|b| <[u8; 32]>::try_from(b).ok()).map(ShardId) else { continue };
+            match self.meta(&id)? {
+                Some(meta) => self.usage.stored(&peer, meta.len),
+                None => batch.delete(uploader_key(&id)),
+            }
+        }
         self.db.write(batch)?;
         let records = self
             .db
@@ -295,7 +329,7 @@ impl ShardStore {
 
     /// Promises `len` bytes to a put, or refuses for lack of space. A shard
     /// already stored needs no new space.
-    pub fn reserve(&self, id: &ShardId, len: u64) -> Result<Reservation, ShardError> {
+    pub fn reserve(&self, id: &ShardId, len: u64, peer: &[u8]) -> Result<Reservation, ShardError> {
         if len > self.max_shard {
             return Err(ShardError::TooLarge { len, max: self.max_shard });
         }
@@ -306,8 +340,34 @@ impl ShardStore {
         if bytes > available {
             return Err(ShardError::NoSpace { needed: bytes, available });
         }
+        self.usage.reserve(peer, bytes)?;
         a.reserved += bytes;
-        Ok(Reservation { bytes, accounting: Arc::clone(&self.accounting) })
+        Ok(Reservation {
+            bytes,
+            accounting: Arc::clone(&self.accounting),
+            peer: peer.to_vec(),
+            usage: Arc::clone(&self.usage),
+        })
+    }
+
+    /// Sets the most bytes one peer may store (0: no limit).
+    pub fn set_peer_quota(&self, bytes: u64) {
+        self.usage.set_quota(bytes);
+    }
+
+    /// Bytes the peer `peer` (its id's bytes) stores here.
+    pub fn peer_usage(&self, peer: &[u8]) -> u64 {
+        self.usage.used(peer)
+    }
+
+    /// Removes the uploader record of a shard that goes in `batch`; returns
+    /// who it was, to count the bytes off once the batch is written.
+    fn forget_uploader(&self, id: &ShardId, batch: &mut WriteBatch) -> Result<Option<Vec<u8>>, rocksdb::Error> {
+        let peer = self.db.get(uploader_key(id))?;
+        if peer.is_some() {
+            batch.delete(uploader_key(id));
+        }
+        Ok(peer)
     }
 
     /// Moves a verified, synced temp file into place and records it, in one
@@ -348,6 +408,7 @@ impl ShardStore {
                 let meta = ShardMeta { len, owners: vec![owner], expires_at };
                 batch.put(shard_key(id), meta.to_bytes());
                 batch.put(lease_key(expires_at, id), []);
+                batch.put(uploader_key(id), &reservation.peer);
                 true
             }
         };
@@ -361,6 +422,8 @@ impl ShardStore {
                 .map_err(|_| Error::Io { path: temp.into(), source: std::io::Error::other("poisoned") })?;
             a.used += len;
             a.shards += 1;
+            drop(a);
+            self.usage.stored(&reservation.peer, len);
         }
         drop(reservation);
         Ok(())
@@ -378,16 +441,21 @@ impl ShardStore {
         meta.owners.swap_remove(i);
         let mut batch = WriteBatch::default();
         let gone = meta.owners.is_empty();
+        let mut uploader = None;
         if gone {
             batch.delete(shard_key(id));
             batch.delete(lease_key(meta.expires_at, id));
             batch.delete(outboard_key(id));
+            uploader = self.forget_uploader(id, &mut batch).map_err(|_| ShardError::Internal)?;
         } else {
             batch.put(shard_key(id), meta.to_bytes());
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.write_opt(batch, &wo).map_err(|_| ShardError::Internal)?;
+        if let Some(peer) = uploader {
+            self.usage.removed(&peer, meta.len);
+        }
         if gone {
             let mut a = self.accounting.lock().map_err(|_| ShardError::Internal)?;
             a.used = a.used.saturating_sub(meta.len);
@@ -477,7 +545,11 @@ impl ShardStore {
             if let Some(meta) = self.meta(&id)?.filter(|m| m.expires_at == at) {
                 batch.delete(shard_key(&id));
                 batch.delete(outboard_key(&id));
+                let uploader = self.forget_uploader(&id, &mut batch)?;
                 self.db.write(batch)?;
+                if let Some(peer) = uploader {
+                    self.usage.removed(&peer, meta.len);
+                }
                 let mut a = self.accounting.lock().map_err(|_| poisoned())?;
                 a.used = a.used.saturating_sub(meta.len);
                 a.shards = a.shards.saturating_sub(1);
@@ -671,7 +743,7 @@ mod tests {
 
     fn put(store: &ShardStore, bytes: &[u8], owner: [u8; 32]) -> ShardId {
         let id = ShardId::of(bytes);
-        let r = store.reserve(&id, bytes.len() as u64).expect("space");
+        let r = store.reserve(&id, bytes.len() as u64, b"peer").expect("space");
         let tmp = store.temp_path();
         fs::write(&tmp, bytes).expect("write");
         store.commit(&id, &tmp, bytes.len() as u64, owner, u64::MAX, r).expect("commit");
@@ -685,8 +757,11 @@ mod tests {
         let token = [1u8; 32];
         let owner = owner_for(&token);
         let a = put(&store, &[7u8; 60], owner);
-        assert!(matches!(store.reserve(&ShardId([9; 32]), 61), Err(ShardError::TooLarge { .. })));
-        assert!(matches!(store.reserve(&ShardId([9; 32]), 41), Err(ShardError::NoSpace { needed: 41, available: 40 })));
+        assert!(matches!(store.reserve(&ShardId([9; 32]), 61, b"peer"), Err(ShardError::TooLarge { .. })));
+        assert!(matches!(
+            store.reserve(&ShardId([9; 32]), 41, b"peer"),
+            Err(ShardError::NoSpace { needed: 41, available: 40 })
+        ));
         // The same shard again needs no space and adds an owner.
         let other = [2u8; 32];
         put(&store, &[7u8; 60], owner_for(&other));
@@ -723,7 +798,7 @@ mod tests {
         // yet and reserves its bytes.
         let puts: Vec<_> = (0..8u8)
             .map(|i| {
-                let r = store.reserve(&id, 100).expect("space");
+                let r = store.reserve(&id, 100, b"peer").expect("space");
                 let tmp = store.temp_path();
                 fs::write(&tmp, bytes).expect("write");
                 (i, r, tmp)
@@ -768,7 +843,7 @@ mod tests {
         let (store, _) = ShardStore::open(dir.path(), 1000, 100).expect("open");
         let token = [5u8; 32];
         let id = ShardId::of(b"renew me");
-        let r = store.reserve(&id, 8).expect("space");
+        let r = store.reserve(&id, 8, b"peer").expect("space");
         let tmp = store.temp_path();
         fs::write(&tmp, b"renew me").expect("write");
         store.commit(&id, &tmp, 8, owner_for(&token), 50, r).expect("commit");
@@ -820,7 +895,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let (store, _) = ShardStore::open(dir.path(), 1000, 100).expect("open");
         let id = ShardId::of(b"short lease");
-        let r = store.reserve(&id, 11).expect("space");
+        let r = store.reserve(&id, 11, b"peer").expect("space");
         let tmp = store.temp_path();
         fs::write(&tmp, b"short lease").expect("write");
         store.commit(&id, &tmp, 11, [0; 32], 50, r).expect("commit");

@@ -122,3 +122,42 @@ async fn connections_per_ip_are_capped() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_is_held_to_its_storage_quota_across_restarts() {
+    let mut node =
+        NodeProc::start_with(&["--capacity", "64MiB"], |c| c.replace("max_mib_per_peer = 0", "max_mib_per_peer = 1"));
+    let (tok, th) = token(4);
+    let a = client(vec![node.quic()]);
+    let ca = shard_client(&a, &node);
+    let first = bytes(600 * 1024, 1);
+    let second = bytes(600 * 1024, 2);
+    ca.put(ShardId::of(&first), &first, th, 3600).await.expect("within the quota");
+    match ca.put(ShardId::of(&second), &second, th, 3600).await {
+        Err(Error::Refused { error: ShardError::PeerQuota { used, quota }, .. }) => {
+            assert_eq!((used, quota), (600 * 1024, 1 << 20));
+        }
+        r => panic!("expected PeerQuota, got {r:?}"),
+    }
+    // Another peer has a quota of its own.
+    let b = client(vec![node.quic()]);
+    shard_client(&b, &node).put(ShardId::of(&second), &second, th, 3600).await.expect("another peer");
+    // Deleting frees the quota.
+    ca.delete(ShardId::of(&first), tok).await.expect("delete");
+    let third = bytes(600 * 1024, 3);
+    ca.put(ShardId::of(&third), &third, th, 3600).await.expect("freed");
+    // The count survives a restart (rebuilt from who uploaded what).
+    node.stop();
+    node.run();
+    a.handle.dial(node.quic()).await.expect("dial");
+    let ca = shard_client(&a, &node);
+    let fourth = bytes(600 * 1024, 4);
+    assert!(matches!(
+        ca.put(ShardId::of(&fourth), &fourth, th, 3600).await,
+        Err(Error::Refused { error: ShardError::PeerQuota { .. }, .. })
+    ));
+    let m = metrics(&node.admin()).await;
+    assert!(m.contains("kind=\"peer_quota\"} 1"), "{m}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
