@@ -152,7 +152,7 @@ pub fn run(nodes: u64, base: Model, trials: u64) {
         "code", "closed form", "monte carlo", "nines", "mc nines", "repair MB/s/node"
     );
     let mut codes = vec![(base, "default".to_string())];
-    for (k, n, r) in [(4, 8, 8), (4, 8, 6), (8, 16, 12), (10, 30, 20), (29, 80, 35)] {
+    for (k, n, r) in [(4, 6, 6), (4, 8, 6), (8, 12, 12), (8, 16, 12), (10, 30, 14), (29, 80, 35)] {
         codes.push((Model { k, n, r, ..base }, String::new()));
     }
     for (m, note) in &codes {

@@ -260,7 +260,7 @@ pub async fn stat(client: &Client, path: &str) -> anyhow::Result<()> {
             for h in health {
                 let state = match h.healthy {
                     x if x < h.k => "UNREADABLE",
-                    x if x < h.k + 2 => "degraded",
+                    x if x < cairn_client::repair::threshold(h.k as u16, s.n) => "degraded: repair will rebuild",
                     _ => "healthy",
                 };
                 out!("  segment {:>5}: {}/{} holders answer, {} needed: {state}", h.index, h.healthy, h.stored, h.k);

@@ -6,7 +6,7 @@
 //! a request per piece) and audits a few random shards of each
 //! ([`crate::audit`]): a holder that fails an audit counts as down, so its
 //! shards are rebuilt elsewhere. It finds the segments with fewer healthy
-//! shards than [`threshold`]: `k + 2` (at most `n`). Those are repaired, the least
+//! shards than [`threshold`]: `k + 4` (at most `n`). Those are repaired, the least
 //! healthy first: `k` shards are fetched and verified, the lost ones are
 //! rebuilt from them (Reed-Solomon over ciphertext: the repairer needs no
 //! plaintext, only the data key the delete tokens derive from), each is
@@ -60,10 +60,13 @@ const FAILED_FOR: Duration = Duration::from_secs(24 * 3600);
 pub const AUDITS_PER_HOLDER: usize = 2;
 
 /// A segment is repaired when fewer of its shards than this are healthy:
-/// `k + 2`, at most `n`. Two spare shards leave time to repair before a
-/// third loss makes the segment depend on every remaining holder.
+/// `k + 4`, at most `n` (the default 4-of-8 repairs at its first loss).
+/// The durability model (`cairn bench durability`) is why: a segment is
+/// lost only if `threshold - k + 1` holders go within one repair walk,
+/// and with four that is about 1e-13 a year at 10 % monthly churn, where
+/// two (`k + 2`) give about 1e-7.
 pub fn threshold(k: u16, n: u16) -> usize {
-    usize::from(k.saturating_add(2).min(n))
+    usize::from(k.saturating_add(4).min(n))
 }
 
 /// A segment that needs repair.
@@ -610,7 +613,7 @@ mod tests {
     }
 
     #[test]
-    fn segments_below_k_plus_two_are_damaged_least_healthy_reported_with_what_to_rebuild() {
+    fn segments_below_k_plus_four_are_damaged_least_healthy_reported_with_what_to_rebuild() {
         let all = [Some(1), Some(2), Some(3), Some(4), Some(5), Some(6)];
         let one_gone = [Some(1), Some(9), Some(3), Some(4), Some(5), Some(6)];
         let never_stored = [Some(1), Some(2), None, Some(4), Some(5), Some(6)];
@@ -624,19 +627,21 @@ mod tests {
                 Damage { manifest: 0, segment: 2, healthy: 5, lost: vec![2] },
             ]
         );
-        // A wide code repairs lazily: 10-of-30 waits until 11 are left,
+        // A wide code repairs lazily: 10-of-30 waits until 13 are left,
         // then rebuilds up to its target, data shards first.
-        let wide: Vec<Option<u8>> = (0..30).map(|i| Some(if i < 18 { 9 } else { i })).collect();
+        let wide: Vec<Option<u8>> = (0..30).map(|i| Some(if i < 16 { 9 } else { i })).collect();
         assert!(assess(&[manifest(10, 30, &[&wide])], up, 20).is_empty());
-        let worse: Vec<Option<u8>> = (0..30).map(|i| Some(if i < 19 { 9 } else { i })).collect();
+        let worse: Vec<Option<u8>> = (0..30).map(|i| Some(if i < 17 { 9 } else { i })).collect();
         let d = assess(&[manifest(10, 30, &[&worse])], up, 20);
-        assert_eq!((d[0].healthy, d[0].lost.clone()), (11, (0..9).collect::<Vec<_>>()));
+        assert_eq!((d[0].healthy, d[0].lost.clone()), (13, (0..7).collect::<Vec<_>>()));
         // Slots for spare uploads that were never stored (n = 6 of 8):
         // one more loss rebuilds back to n, not to all 8.
         let spares = [Some(1), Some(2), None, Some(4), Some(9), Some(6), None, Some(8)];
         let d = assess(&[manifest(4, 8, &[&spares])], up, 6);
         assert_eq!((d[0].healthy, d[0].lost.clone()), (5, vec![2]));
         assert_eq!(threshold(4, 6), 6);
+        assert_eq!(threshold(4, 8), 8);
+        assert_eq!(threshold(8, 16), 12);
         assert_eq!(threshold(1, 1), 1);
     }
 

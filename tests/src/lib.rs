@@ -234,7 +234,11 @@ impl TestCluster {
         ClientConfig {
             bootstrap: self.bootstrap().iter().map(|a| a.parse().expect("address")).collect(),
             cache_dir: cache,
-            defaults: BucketSettings::default(),
+            // Test clusters have 4 to 8 nodes and lose some: buckets made
+            // by in-process clients use 4-of-6 unless a test asks for more
+            // (the default 4-of-8 needs 8 nodes up; `e2e.rs` tests it, and
+            // every `cairn` process a test starts uses it).
+            defaults: BucketSettings { k: 4, n: 6, ..BucketSettings::default() },
             // Tests check that removed data leaves the nodes at once; no
             // other writer races them.
             gc_delay: Duration::ZERO,

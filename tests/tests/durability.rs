@@ -131,7 +131,8 @@ async fn a_delete_token_is_good_only_at_the_node_it_was_made_for() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_that_fails_leaves_no_shards_behind() {
-    // Four nodes cannot hold the six shards of the default 4-of-6 code.
+    // Four nodes cannot hold the six shards of the 4-of-6 code test
+    // clusters use.
     let cluster = TestCluster::start(4);
     let root = RootSecret::generate();
     let client = cluster.client(&root).await;

@@ -25,8 +25,10 @@ async fn objects_round_trip_at_every_edge_size() {
     let cluster = TestCluster::start(8);
     let root = RootSecret::generate();
     let client = cluster.client(&root).await;
-    client.create_bucket("sizes", None).await.expect("mb");
+    // The default code (4-of-8), which needs all 8 nodes.
+    client.create_bucket("sizes", Some(cairn_client::BucketSettings::default())).await.expect("mb");
     let b = client.bucket("sizes").await.expect("bucket");
+    assert_eq!((b.settings().k, b.settings().n), (4, 8));
     const MIB: usize = 1 << 20;
     let sizes = [0, 1, 32 * 1024 - 1, 32 * 1024, 16 * MIB - 1, 16 * MIB + 1, 100 * MIB];
     for (i, &size) in sizes.iter().enumerate() {
@@ -36,6 +38,8 @@ async fn objects_round_trip_at_every_edge_size() {
         assert_eq!(info.size, size as u64);
         assert_eq!(info.segments == 0, size < 32 * 1024, "inlined exactly below 32 KiB ({size})");
         assert!(get_bytes(&b, &key).await.expect("get") == bytes, "bytes differ at size {size}");
+        let (_, health) = b.stat(&key).await.expect("stat");
+        assert!(health.iter().all(|h| (h.stored, h.healthy, h.k) == (8, 8, 4)), "{size}: {health:?}");
     }
     // A range inside the last segment of the largest object.
     let big = data(100 * MIB, 6);

@@ -325,7 +325,8 @@ fn a_failed_upload_is_an_error_and_the_bytes_are_not_lost() {
     let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
     let mut f = std::fs::File::create(m.dir.join("kept")).expect("create");
     f.write_all(&data).expect("write");
-    // 5 nodes left: too few for 6 shards, so the upload cannot succeed.
+    // 5 nodes left: too few for the 8 shards of the default code, so the
+    // upload cannot succeed.
     for i in 5..8 {
         cluster.kill(i);
     }
@@ -361,7 +362,7 @@ fn a_crash_loses_only_what_was_never_flushed_and_keeps_its_bytes() {
     if !fuse_available() {
         return;
     }
-    let cluster = TestCluster::start(6);
+    let cluster = TestCluster::start(8);
     let mut m = MountProcess::start(&cluster, "crash", "crash", &[]);
     std::fs::create_dir(m.dir.join("d")).expect("mkdir");
     std::fs::write(m.dir.join("d/committed"), vec![1u8; 300_000]).expect("write");
@@ -389,7 +390,7 @@ fn daemon_mode_detaches_and_stops_on_sigterm() {
     if !fuse_available() {
         return;
     }
-    let cluster = TestCluster::start(6);
+    let cluster = TestCluster::start(8);
     let m = MountProcess::start(&cluster, "first", "shared", &[]);
     std::fs::write(m.dir.join("from-first"), b"one").expect("write");
     // A second mount of the same bucket, detached, sees it.
