@@ -27,6 +27,8 @@ pub struct E2eBench {
     pub small: usize,
     /// When spare shard transfers start.
     pub hedging: Hedging,
+    /// The code of the bench bucket: (k, n).
+    pub code: (u16, u16),
 }
 
 const MIB: usize = 1 << 20;
@@ -176,7 +178,8 @@ impl E2eBench {
             .map(|a| a.parse())
             .collect::<Result<Vec<_>, _>>()?;
         let d = Defaults::default();
-        let settings = BucketSettings { k: d.k, n: d.n, extra: d.extra, ..BucketSettings::default() };
+        let (k, n) = self.code;
+        let settings = BucketSettings { k, n, extra: d.extra, ..BucketSettings::default() };
         let cfg = ClientConfig {
             bootstrap,
             cache_dir: Some(dir.path().join("cache")),

@@ -272,6 +272,12 @@ enum Bench {
         /// 4 KiB objects put and got.
         #[arg(long, default_value_t = 2_000)]
         small: usize,
+        /// Shards needed to read (default: the default code's).
+        #[arg(long)]
+        k: Option<u16>,
+        /// Shards stored (default: the default code's).
+        #[arg(long)]
+        n: Option<u16>,
         /// Start spare uploads and downloads with the others instead of
         /// when the others are late.
         #[arg(long)]
@@ -578,9 +584,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             PipelineBench { size, layout, threads, runs }.run(&mut out)?;
             out.flush()?;
         }
-        Command::Bench(Bench::E2e { nodes, list_keys, small, eager }) => {
+        Command::Bench(Bench::E2e { nodes, list_keys, small, k, n, eager }) => {
             let hedging = if eager { cairn_client::Hedging::Eager } else { cairn_client::Hedging::Adaptive };
-            runtime()?.block_on(bench_e2e::E2eBench { nodes, list_keys, small, hedging }.run())?;
+            let d = cairn_client::BucketSettings::default();
+            let code = (k.unwrap_or(d.k), n.unwrap_or(d.n));
+            runtime()?.block_on(bench_e2e::E2eBench { nodes, list_keys, small, hedging, code }.run())?;
         }
         Command::Bench(Bench::S3 { nodes, runs, small, load }) => {
             runtime()?.block_on(bench_s3::S3Bench { nodes, runs, small, load }.run())?;

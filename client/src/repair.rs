@@ -83,16 +83,17 @@ pub struct Damage {
     pub lost: Vec<usize>,
 }
 
-/// The segments of `data` below [`threshold`], given which holders are
-/// up, and which shards to rebuild: enough to have `target` healthy
-/// shards again (the bucket's `n`; at least the threshold, at most the
-/// shards the layout has), data shards first (they are read without
-/// decoding).
+/// The segments of `data` below [`threshold`] of `target`, given which
+/// holders are up, and which shards to rebuild: enough to have `target`
+/// healthy shards again (the bucket's `n`, at most the shards the layout
+/// has: `n` and the `extra` spare slots), data shards first (they are
+/// read without decoding).
 pub fn assess(data: &[ObjectManifest], up: impl Fn(&NodeId) -> bool, target: u16) -> Vec<Damage> {
     let mut out = Vec::new();
     for (mi, m) in data.iter().enumerate() {
-        let limit = threshold(m.layout.k, m.layout.n);
-        let goal = usize::from(target).clamp(limit, usize::from(m.layout.n));
+        let goal = target.clamp(m.layout.k, m.layout.n);
+        let limit = threshold(m.layout.k, goal);
+        let goal = usize::from(goal);
         for (si, seg) in m.segments.iter().enumerate() {
             let mut lost: Vec<usize> = seg
                 .shards

@@ -19,7 +19,7 @@ async fn nodes_see_padded_lengths_and_no_shard_is_all_zeros() {
     let root = RootSecret::generate();
     let client = cluster.client(&root).await;
     // 64 KiB segments: objects of a few segments, a short last one.
-    let settings = BucketSettings { segment_size: 64 * 1024, ..BucketSettings::default() };
+    let settings = BucketSettings { k: 4, n: 6, extra: 2, segment_size: 64 * 1024 };
     client.create_bucket("sizes", Some(settings)).await.expect("mb");
     let b = client.bucket("sizes").await.expect("bucket");
     // Lengths whose last segments (1000–1020 bytes, then 1 byte) share a
