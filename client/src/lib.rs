@@ -48,6 +48,7 @@ pub mod range;
 mod ranged;
 pub mod renew;
 pub mod repair;
+pub mod schedule;
 pub mod segment;
 pub mod tasks;
 pub mod transfer;

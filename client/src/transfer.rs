@@ -11,7 +11,7 @@
 //! them with the others (the first `want` win; the rest are cancelled),
 //! `Adaptive` (the default) starts them only when the first requests show
 //! the others are late: at twice the time the first one took, at least
-//! [`HEDGE_MIN`], or [`HEDGE`] if none has finished. Eager costs `extra/n`
+//! [`HEDGE_MIN`](crate::schedule::HEDGE_MIN), or [`HEDGE`] if none has finished. Eager costs `extra/n`
 //! more upload traffic and one more shard per segment read on every
 //! transfer, healthy or not (docs/BENCHMARKS.md).
 
@@ -32,13 +32,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::Error;
 use crate::placement::Nodes;
+use crate::schedule::{HEDGE, Outcome, PutSchedule, Step, hedge_at};
 
 /// Spare candidate nodes asked for beyond one per shard, for retries.
 const SPARE_NODES: usize = 4;
-/// How long transfers may go without any finishing before spares start.
-const HEDGE: Duration = Duration::from_secs(2);
-/// Spares never start sooner than this after the first requests.
-const HEDGE_MIN: Duration = Duration::from_millis(200);
 
 /// When spare uploads and downloads start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,11 +47,6 @@ pub enum Hedging {
     Adaptive,
 }
 
-/// When the spares of a transfer that started at `start` are due, given
-/// how long its first finished request took.
-fn hedge_at(start: Instant, first_done: Option<Duration>) -> Instant {
-    start + first_done.map_or(HEDGE, |t| (t * 2).max(HEDGE_MIN))
-}
 /// How long [`Transfer::finish`] lets requests not yet started open their
 /// streams before it gives them up (they are dialling a node that is down).
 const OPEN_GRACE: Duration = Duration::from_millis(300);
@@ -241,9 +233,6 @@ impl Transfer {
         {
             candidates.make_contiguous().sort_by_key(|p| (self.nodes.penalized(p), !connected.contains(p)));
         }
-        let mut holders: Vec<Option<NodeId>> = vec![None; shards.len()];
-        // Uploads running per shard.
-        let mut flying = vec![0usize; shards.len()];
         let mut running = FuturesUnordered::new();
         let lease = self.lease_secs;
         // Cancelled once `want` are stored: uploads still dialling give up.
@@ -254,105 +243,84 @@ impl Transfer {
             let owner = owner_of(&renew_token(&s.key, &s.id, &node_of(&peer)));
             async move { (i, peer, client.put(s.id, &s.bytes, owner, lease).await) }
         };
-        let first = match self.hedging {
-            Hedging::Eager => shards.len(),
-            Hedging::Adaptive => want.min(shards.len()),
-        };
-        let mut unstarted = first..shards.len();
-        for (i, n) in flying.iter_mut().enumerate().take(first) {
-            let Some(peer) = candidates.pop_front() else { break };
-            *n += 1;
-            running.push(start(i, peer));
-        }
-        let began = Instant::now();
-        let mut first_done = None;
-        let mut next_hedge = None;
-        let mut stored = 0;
+        // The schedule decides what starts when (`crate::schedule`); this
+        // loop uploads, waits and tells it what happened.
+        let (mut plan, mut steps) = PutSchedule::new(shards.len(), want, self.hedging, candidates, Instant::now());
         let mut last_error = None;
         loop {
-            if candidates.is_empty() && !refilled && stored < want {
+            for step in steps.drain(..) {
+                match step {
+                    Step::Start(i, peer) => running.push(start(i, peer)),
+                    Step::Surplus(i, peer) => {
+                        // A second copy of a stored shard: not recorded, so not kept.
+                        let (id, node) = (shards[i].id, node_of(&peer));
+                        self.delete_shards(vec![(id, node.clone(), delete_token(&shards[i].key, &id, &node))]);
+                    }
+                }
+            }
+            if plan.done() {
+                break;
+            }
+            if plan.needs_candidates() && !refilled {
+                // The candidates ran out (many known nodes are down): more
+                // are asked for once, beyond the first.
                 refilled = true;
                 let more = self.nodes.candidates(key, 2 * (first_asked.len() + avoid.len()), want).await?;
-                candidates.extend(more.into_iter().filter(|p| !first_asked.contains(p) && !avoid.contains(p)));
+                plan.add_candidates(more.into_iter().filter(|p| !first_asked.contains(p) && !avoid.contains(p)));
             }
-            let due = next_hedge.unwrap_or_else(|| hedge_at(began, first_done));
-            let can_hedge = !candidates.is_empty() && stored < want;
-            let next = tokio::select! {
-                next = running.next() => next,
-                () = tokio::time::sleep_until(due), if can_hedge => {
-                    // One more upload per late shard that is still needed.
-                    let late: Vec<usize> = (0..shards.len()).filter(|&i| flying[i] > 0 && holders[i].is_none()).collect();
-                    for j in late.into_iter().take(want - stored) {
-                        let Some(peer) = candidates.pop_front() else { break };
-                        let i = unstarted.next().unwrap_or(j);
-                        flying[i] += 1;
-                        running.push(start(i, peer));
+            let due = plan.hedge_due();
+            steps = tokio::select! {
+                next = running.next() => match next {
+                    // Everything started has ended; unstarted spares are the last resort.
+                    None => match plan.on_idle() {
+                        Some(step) => vec![step],
+                        None => break,
+                    },
+                    Some((i, peer, result)) => {
+                        let outcome = match result {
+                            Ok(()) => {
+                                self.nodes.report(peer, true);
+                                Outcome::Stored
+                            }
+                            Err(e @ cairn_net::Error::Abandoned { .. }) => {
+                                // The put was told to finish (shutdown): not the node's fault.
+                                last_error = Some(e.to_string());
+                                Outcome::Abandoned
+                            }
+                            Err(e) => {
+                                tracing::debug!(%peer, error = %e, "shard upload failed");
+                                self.nodes.report(peer, false);
+                                last_error = Some(e.to_string());
+                                Outcome::Failed
+                            }
+                        };
+                        plan.on_done(i, peer, outcome, Instant::now())
                     }
-                    next_hedge = Some(hedge_at(Instant::now(), first_done));
-                    continue;
+                },
+                () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                    plan.on_hedge(Instant::now())
                 }
             };
-            let Some((i, peer, result)) = next else {
-                // Everything started has ended; unstarted shards are the last resort.
-                match (unstarted.next(), candidates.pop_front()) {
-                    (Some(i), Some(peer)) => {
-                        flying[i] += 1;
-                        running.push(start(i, peer));
-                        continue;
-                    }
-                    _ => break,
-                }
-            };
-            flying[i] -= 1;
-            match result {
-                Ok(()) if holders[i].is_some() => {
-                    // A second copy of a stored shard: not recorded, so not kept.
-                    self.nodes.report(peer, true);
-                    let (id, node) = (shards[i].id, node_of(&peer));
-                    self.delete_shards(vec![(id, node.clone(), delete_token(&shards[i].key, &id, &node))]);
-                }
-                Ok(()) => {
-                    self.nodes.report(peer, true);
-                    first_done.get_or_insert_with(|| began.elapsed());
-                    holders[i] = Some(node_of(&peer));
-                    stored += 1;
-                    if stored >= want {
-                        enough.cancel();
-                        if !running.is_empty() {
-                            let (net, timeouts) = (self.net.clone(), self.timeouts);
-                            let abandon = self.abandon_token();
-                            let meta: Vec<(ShardId, [u8; 32])> = shards.iter().map(|s| (s.id, s.key)).collect();
-                            self.tails.spawn(async move {
-                                while let Some((j, p, r)) = running.next().await {
-                                    if r.is_ok() {
-                                        let (id, key) = meta[j];
-                                        let token = delete_token(&key, &id, &node_of(&p));
-                                        let client = ShardClient::new(net.clone(), p, timeouts);
-                                        let _ = client.abandon_unopened_on(abandon.clone()).delete(id, token).await;
-                                    }
-                                }
-                            });
+        }
+        let holders: Vec<Option<NodeId>> = plan.holders().iter().map(|h| h.as_ref().map(node_of)).collect();
+        if plan.done() {
+            enough.cancel();
+            if !running.is_empty() {
+                let (net, timeouts) = (self.net.clone(), self.timeouts);
+                let abandon = self.abandon_token();
+                let meta: Vec<(ShardId, [u8; 32])> = shards.iter().map(|s| (s.id, s.key)).collect();
+                self.tails.spawn(async move {
+                    while let Some((j, p, r)) = running.next().await {
+                        if r.is_ok() {
+                            let (id, key) = meta[j];
+                            let token = delete_token(&key, &id, &node_of(&p));
+                            let client = ShardClient::new(net.clone(), p, timeouts);
+                            let _ = client.abandon_unopened_on(abandon.clone()).delete(id, token).await;
                         }
-                        return Ok(holders);
                     }
-                }
-                Err(e @ cairn_net::Error::Abandoned { .. }) => {
-                    // The put was told to finish (shutdown): not the node's fault.
-                    last_error = Some(e.to_string());
-                }
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "shard upload failed");
-                    self.nodes.report(peer, false);
-                    last_error = Some(e.to_string());
-                    if holders[i].is_none()
-                        && flying[i] == 0
-                        && let Some(next) = candidates.pop_front()
-                    {
-                        flying[i] += 1;
-                        running.push(start(i, next));
-                    }
-                }
+                });
             }
+            return Ok(holders);
         }
         // A put that fails leaves nothing behind: the shards it did store
         // are deleted (and would otherwise take space until their lease ends).
@@ -365,7 +333,8 @@ impl Transfer {
             })
             .collect();
         self.delete_shards(stored_shards);
-        Err(Error::Placement { needed: want, stored, reason: last_error.unwrap_or_else(|| "too few nodes".into()) })
+        let reason = last_error.unwrap_or_else(|| "too few nodes".into());
+        Err(Error::Placement { needed: want, stored: plan.stored(), reason })
     }
 
     /// Fetches `k` verified shards of a segment, data shards (the first `k`)

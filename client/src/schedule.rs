@@ -1,0 +1,363 @@
+//! When a segment's shard uploads start, and where: the scheduling of
+//! [`Transfer::put_shards`](crate::transfer::Transfer::put_shards) as a
+//! plain state machine ([`PutSchedule`]), driven by a thin async shell that
+//! does the uploads. It is told what happened (an upload ended, the hedge
+//! timer fired, the uploads all ended) and answers with what to start; it
+//! never waits or sends, so its tests run on a virtual clock with scripted
+//! node outcomes.
+//!
+//! The rules:
+//! - `want` shards must be stored, each on its own node; the slots beyond
+//!   `want` (the bucket's `extra`) are spares.
+//! - [`Hedging::Eager`] starts every slot at once; [`Hedging::Adaptive`]
+//!   starts `want` and, when the others are late (at twice the time the
+//!   first stored one took, at least [`HEDGE_MIN`], or [`HEDGE`] if none
+//!   has been stored), one more upload per late shard: an unstarted spare
+//!   slot, else the late shard again on another node.
+//! - A failed upload moves to the next candidate node at once.
+//! - A second copy of a stored shard is surplus (deleted by the shell).
+//! - When every upload has ended, the unstarted spares are the last resort.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::time::Duration;
+
+use cairn_net::PeerId;
+use tokio::time::Instant;
+
+use crate::transfer::Hedging;
+
+/// How long transfers may go without any finishing before spares start.
+pub const HEDGE: Duration = Duration::from_secs(2);
+/// Spares never start sooner than this after the first requests.
+pub const HEDGE_MIN: Duration = Duration::from_millis(200);
+
+/// When the spares of a transfer that started at `start` are due, given
+/// how long its first finished request took.
+pub fn hedge_at(start: Instant, first_done: Option<Duration>) -> Instant {
+    start + first_done.map_or(HEDGE, |t| (t * 2).max(HEDGE_MIN))
+}
+
+/// What the shell is asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Upload shard `.0` to node `.1`.
+    Start(usize, PeerId),
+    /// Node `.1` stored a second copy of shard `.0`: delete it.
+    Surplus(usize, PeerId),
+}
+
+/// How an upload ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The node stored the shard.
+    Stored,
+    /// The node failed or refused: try another.
+    Failed,
+    /// The shell gave the upload up (shutdown): not the node's fault, and
+    /// not tried again.
+    Abandoned,
+}
+
+/// The scheduling state of one segment's upload.
+#[derive(Debug)]
+pub struct PutSchedule {
+    want: usize,
+    candidates: VecDeque<PeerId>,
+    holders: Vec<Option<PeerId>>,
+    /// Uploads running per shard.
+    flying: Vec<usize>,
+    unstarted: Range<usize>,
+    began: Instant,
+    first_done: Option<Duration>,
+    next_hedge: Option<Instant>,
+    stored: usize,
+}
+
+impl PutSchedule {
+    /// A schedule for `shards` slots of which `want` must be stored, on
+    /// `candidates` (in order of preference), starting at `now`; and the
+    /// uploads to start at once.
+    pub fn new(
+        shards: usize,
+        want: usize,
+        hedging: Hedging,
+        candidates: impl IntoIterator<Item = PeerId>,
+        now: Instant,
+    ) -> (Self, Vec<Step>) {
+        let first = match hedging {
+            Hedging::Eager => shards,
+            Hedging::Adaptive => want.min(shards),
+        };
+        let mut s = Self {
+            want,
+            candidates: candidates.into_iter().collect(),
+            holders: vec![None; shards],
+            flying: vec![0; shards],
+            unstarted: first..shards,
+            began: now,
+            first_done: None,
+            next_hedge: None,
+            stored: 0,
+        };
+        let mut steps = Vec::new();
+        for i in 0..first {
+            let Some(peer) = s.candidates.pop_front() else { break };
+            steps.push(s.start(i, peer));
+        }
+        (s, steps)
+    }
+
+    fn start(&mut self, i: usize, peer: PeerId) -> Step {
+        self.flying[i] += 1;
+        Step::Start(i, peer)
+    }
+
+    /// More nodes to try, after those given so far.
+    pub fn add_candidates(&mut self, peers: impl IntoIterator<Item = PeerId>) {
+        self.candidates.extend(peers);
+    }
+
+    /// Whether every candidate is used while shards are still needed (the
+    /// shell may find more nodes).
+    pub fn needs_candidates(&self) -> bool {
+        self.candidates.is_empty() && !self.done()
+    }
+
+    /// When [`Self::on_hedge`] is due; `None` when no hedge can start (no
+    /// candidate left, or enough stored).
+    pub fn hedge_due(&self) -> Option<Instant> {
+        if self.candidates.is_empty() || self.done() {
+            return None;
+        }
+        Some(self.next_hedge.unwrap_or_else(|| hedge_at(self.began, self.first_done)))
+    }
+
+    /// The hedge timer fired at `now`: one more upload per late shard
+    /// still needed.
+    pub fn on_hedge(&mut self, now: Instant) -> Vec<Step> {
+        let late: Vec<usize> =
+            (0..self.holders.len()).filter(|&i| self.flying[i] > 0 && self.holders[i].is_none()).collect();
+        let mut steps = Vec::new();
+        for j in late.into_iter().take(self.want.saturating_sub(self.stored)) {
+            let Some(peer) = self.candidates.pop_front() else { break };
+            let i = self.unstarted.next().unwrap_or(j);
+            steps.push(self.start(i, peer));
+        }
+        self.next_hedge = Some(hedge_at(now, self.first_done));
+        steps
+    }
+
+    /// The upload of shard `i` to `peer` ended at `now`.
+    pub fn on_done(&mut self, i: usize, peer: PeerId, outcome: Outcome, now: Instant) -> Vec<Step> {
+        self.flying[i] = self.flying[i].saturating_sub(1);
+        match outcome {
+            Outcome::Stored if self.holders[i].is_some() => vec![Step::Surplus(i, peer)],
+            Outcome::Stored => {
+                self.first_done.get_or_insert_with(|| now.saturating_duration_since(self.began));
+                self.holders[i] = Some(peer);
+                self.stored += 1;
+                Vec::new()
+            }
+            Outcome::Abandoned => Vec::new(),
+            Outcome::Failed => {
+                if self.holders[i].is_none()
+                    && self.flying[i] == 0
+                    && let Some(next) = self.candidates.pop_front()
+                {
+                    vec![self.start(i, next)]
+                } else {
+                    Vec::new()
+                }
+            }
+        }
+    }
+
+    /// Every upload started has ended: an unstarted spare on a fresh node,
+    /// if both are left (`None`: the schedule cannot go on).
+    pub fn on_idle(&mut self) -> Option<Step> {
+        if self.candidates.is_empty() {
+            return None;
+        }
+        let i = self.unstarted.next()?;
+        let peer = self.candidates.pop_front()?;
+        Some(self.start(i, peer))
+    }
+
+    /// Whether `want` shards are stored.
+    pub fn done(&self) -> bool {
+        self.stored >= self.want
+    }
+
+    /// Shards stored.
+    pub fn stored(&self) -> usize {
+        self.stored
+    }
+
+    /// Where each shard is stored (`None`: nowhere).
+    pub fn holders(&self) -> &[Option<PeerId>] {
+        &self.holders
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scripted run: each started upload ends after the delay and with
+    /// the outcome the node is given, on a virtual clock.
+    struct Sim {
+        t0: Instant,
+        now: Duration,
+        /// (ends at, shard, node, outcome)
+        running: Vec<(Duration, usize, PeerId, Outcome)>,
+        nodes: Vec<(PeerId, Duration, Outcome)>,
+        surplus: Vec<(usize, PeerId)>,
+        starts: Vec<(Duration, usize, PeerId)>,
+    }
+
+    impl Sim {
+        fn new(nodes: &[(u64, Outcome)]) -> Self {
+            Self {
+                t0: Instant::now(),
+                now: Duration::ZERO,
+                running: Vec::new(),
+                nodes: nodes.iter().map(|&(ms, o)| (PeerId::random(), Duration::from_millis(ms), o)).collect(),
+                surplus: Vec::new(),
+                starts: Vec::new(),
+            }
+        }
+
+        fn peers(&self) -> Vec<PeerId> {
+            self.nodes.iter().map(|n| n.0).collect()
+        }
+
+        fn node(&self, p: PeerId) -> usize {
+            self.nodes.iter().position(|n| n.0 == p).expect("a node")
+        }
+
+        fn apply(&mut self, steps: Vec<Step>) {
+            for s in steps {
+                match s {
+                    Step::Start(i, p) => {
+                        let (_, delay, outcome) = self.nodes[self.node(p)];
+                        self.starts.push((self.now, i, p));
+                        self.running.push((self.now + delay, i, p, outcome));
+                    }
+                    Step::Surplus(i, p) => self.surplus.push((i, p)),
+                }
+            }
+        }
+
+        /// Runs the schedule to its end, as the shell does.
+        fn run(&mut self, shards: usize, want: usize, hedging: Hedging) -> PutSchedule {
+            let (mut s, steps) = PutSchedule::new(shards, want, hedging, self.peers(), self.t0);
+            self.apply(steps);
+            while !s.done() {
+                self.running.sort_by_key(|r| r.0);
+                let hedge = s.hedge_due().map(|d| d.duration_since(self.t0));
+                let next = self.running.first().map(|r| r.0);
+                match (next, hedge) {
+                    (_, Some(h)) if next.is_none_or(|n| h < n) => {
+                        self.now = h;
+                        let steps = s.on_hedge(self.t0 + h);
+                        self.apply(steps);
+                    }
+                    (Some(_), _) => {
+                        let (at, i, p, o) = self.running.remove(0);
+                        self.now = at;
+                        let steps = s.on_done(i, p, o, self.t0 + at);
+                        self.apply(steps);
+                    }
+                    (None, _) => match s.on_idle() {
+                        Some(step) => self.apply(vec![step]),
+                        None => break,
+                    },
+                }
+            }
+            s
+        }
+    }
+
+    const OK: Outcome = Outcome::Stored;
+    const FAIL: Outcome = Outcome::Failed;
+
+    #[test]
+    fn adaptive_starts_want_then_hedges_late_shards_at_twice_the_first_time() {
+        // 6 of 8: five nodes answer in 100 ms, one takes 10 s.
+        let mut sim =
+            Sim::new(&[(100, OK), (100, OK), (100, OK), (100, OK), (100, OK), (10_000, OK), (100, OK), (100, OK)]);
+        let s = sim.run(8, 6, Hedging::Adaptive);
+        assert_eq!(s.stored(), 6);
+        assert_eq!(sim.starts.iter().filter(|s| s.0.is_zero()).count(), 6, "want at once, spares held back");
+        // The late shard is hedged at 200 ms (2 × 100 ms) with a spare slot.
+        let hedge = sim.starts.iter().find(|s| !s.0.is_zero()).expect("a hedge");
+        assert_eq!((hedge.0, hedge.1), (Duration::from_millis(200), 6));
+        assert_eq!(sim.now, Duration::from_millis(300), "done when the hedge is stored, not at 10 s");
+        assert_eq!(s.holders().iter().filter(|h| h.is_some()).count(), 6);
+        assert!(s.holders()[5].is_none(), "the slow one is not recorded");
+    }
+
+    #[test]
+    fn nothing_stored_hedges_at_the_fixed_delay_and_nothing_is_hedged_without_candidates() {
+        let mut sim = Sim::new(&[(5_000, OK), (5_000, OK), (100, OK)]);
+        let s = sim.run(3, 2, Hedging::Adaptive);
+        assert_eq!(sim.starts[2], (HEDGE, 2, sim.nodes[2].0), "no answer yet: hedged at {HEDGE:?}");
+        assert_eq!(s.stored(), 2);
+        let (s, _) = PutSchedule::new(2, 2, Hedging::Adaptive, [PeerId::random(), PeerId::random()], Instant::now());
+        assert_eq!(s.hedge_due(), None, "no node left to hedge on");
+    }
+
+    #[test]
+    fn a_failure_moves_to_the_next_candidate_at_once() {
+        let mut sim = Sim::new(&[(50, FAIL), (100, OK), (100, OK), (100, OK)]);
+        let s = sim.run(2, 2, Hedging::Adaptive);
+        assert_eq!(s.stored(), 2);
+        assert_eq!(sim.starts[2], (Duration::from_millis(50), 0, sim.nodes[2].0), "shard 0 again at once");
+        assert_eq!(s.holders()[0], Some(sim.nodes[2].0));
+    }
+
+    #[test]
+    fn eager_starts_every_slot_and_keeps_the_first_want() {
+        let mut sim = Sim::new(&[(300, OK), (100, OK), (100, OK), (200, OK)]);
+        let s = sim.run(4, 2, Hedging::Eager);
+        assert_eq!(sim.starts.len(), 4);
+        assert!(sim.starts.iter().all(|s| s.0.is_zero()));
+        assert_eq!(s.holders().iter().flatten().count(), 2);
+        assert_eq!(sim.now, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_second_copy_of_a_stored_shard_is_surplus() {
+        // One slot only, so the hedge re-sends shard 0 to another node;
+        // both copies land.
+        let mut sim = Sim::new(&[(3_000, OK), (100, OK)]);
+        let (mut s, steps) = PutSchedule::new(1, 1, Hedging::Adaptive, sim.peers(), sim.t0);
+        sim.apply(steps);
+        let steps = s.on_hedge(sim.t0 + HEDGE);
+        assert_eq!(steps, vec![Step::Start(0, sim.nodes[1].0)]);
+        assert!(s.on_done(0, sim.nodes[1].0, OK, sim.t0 + HEDGE).is_empty());
+        assert!(s.done());
+        assert_eq!(s.on_done(0, sim.nodes[0].0, OK, sim.t0 + HEDGE * 2), vec![Step::Surplus(0, sim.nodes[0].0)]);
+        assert_eq!(s.holders(), &[Some(sim.nodes[1].0)]);
+    }
+
+    #[test]
+    fn spares_are_the_last_resort_and_a_schedule_without_nodes_ends() {
+        // Want 2 of 3 on 3 nodes, one fails: the spare slot goes on the
+        // third node once the others have ended.
+        let mut sim = Sim::new(&[(100, OK), (100, FAIL), (100, OK)]);
+        let s = sim.run(3, 2, Hedging::Adaptive);
+        assert_eq!(s.stored(), 2);
+        // Too few nodes: the schedule stops short, and says so.
+        let mut sim = Sim::new(&[(100, OK), (100, FAIL)]);
+        let mut s = sim.run(3, 2, Hedging::Adaptive);
+        assert_eq!(s.stored(), 1);
+        assert!(s.needs_candidates());
+        assert_eq!(s.on_idle(), None);
+        // Abandoned uploads are not tried again.
+        let (mut s, _) =
+            PutSchedule::new(1, 1, Hedging::Adaptive, [PeerId::random(), PeerId::random()], Instant::now());
+        assert!(s.on_done(0, PeerId::random(), Outcome::Abandoned, Instant::now()).is_empty());
+    }
+}
