@@ -48,6 +48,31 @@ fn refusal<T: std::fmt::Debug>(r: Result<T, cairn_net::Error>) -> ShardError {
     }
 }
 
+/// A new bucket `name` holding one object of each length; its objects.
+async fn filled(client: &Client, name: &str, lens: &[usize]) -> (cairn_client::Bucket, Vec<(String, Vec<u8>)>) {
+    client.create_bucket(name, None).await.expect("mb");
+    let b = client.bucket(name).await.expect("bucket");
+    let mut objects = Vec::new();
+    for (i, &len) in lens.iter().enumerate() {
+        let key = format!("object-{i}");
+        let bytes = data(len, i as u8);
+        put_bytes(&b, &key, bytes.clone()).await.expect("put");
+        objects.push((key, bytes));
+    }
+    (b, objects)
+}
+
+/// The node that holds the most shards of `objects`, and how many.
+async fn busiest_holder(b: &cairn_client::Bucket, objects: &[(String, Vec<u8>)]) -> (PeerId, usize) {
+    let mut count = std::collections::HashMap::<PeerId, usize>::new();
+    for (key, _) in objects {
+        for p in b.holders(key).await.expect("holders").into_iter().flatten().flatten() {
+            *count.entry(p).or_default() += 1;
+        }
+    }
+    count.into_iter().max_by_key(|(_, n)| *n).expect("holders")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewed_objects_outlive_their_lease_and_unreferenced_shards_are_collected() {
     let cluster = TestCluster::start_with(6, short_leases);
@@ -211,25 +236,11 @@ async fn a_holder_whose_bytes_are_wrong_fails_its_audits_and_its_shards_are_rebu
     let cluster = TestCluster::start(8);
     let root = RootSecret::generate();
     let client = cluster.client(&root).await;
-    client.create_bucket("audited", None).await.expect("mb");
-    let b = client.bucket("audited").await.expect("bucket");
-    let mut objects = Vec::new();
-    for (i, len) in [300_000usize, 1 << 20, 3 << 20, 5 << 20].into_iter().enumerate() {
-        let key = format!("object-{i}");
-        let bytes = data(len, i as u8);
-        put_bytes(&b, &key, bytes.clone()).await.expect("put");
-        objects.push((key, bytes));
-    }
+    let (b, objects) = filled(&client, "audited", &[300_000, 1 << 20, 3 << 20, 5 << 20]).await;
     // The node holding the most object shards turns bad: every byte of
     // every shard file it has is altered (bit rot, or an operator who
     // dropped the data and fills in garbage).
-    let mut count = std::collections::HashMap::<PeerId, usize>::new();
-    for (key, _) in &objects {
-        for p in b.holders(key).await.expect("holders").into_iter().flatten().flatten() {
-            *count.entry(p).or_default() += 1;
-        }
-    }
-    let (bad, held) = count.into_iter().max_by_key(|(_, n)| *n).expect("holders");
+    let (bad, held) = busiest_holder(&b, &objects).await;
     let i = cluster.index_of(&bad.to_string()).expect("a cluster node");
     let mut altered = 0;
     for f in cluster.node_files().into_iter().filter(|f| f.starts_with(cluster.node_dir(i).join("shards"))) {
@@ -278,22 +289,8 @@ async fn a_node_that_exits_gracefully_is_drained_by_repair_and_stops() {
     let mut cluster = TestCluster::start(8);
     let root = RootSecret::generate();
     let client = cluster.client(&root).await;
-    client.create_bucket("leaving", None).await.expect("mb");
-    let b = client.bucket("leaving").await.expect("bucket");
-    let mut objects = Vec::new();
-    for (i, len) in [50_000usize, 1 << 20, 3 << 20, 6 << 20].into_iter().enumerate() {
-        let key = format!("object-{i}");
-        let bytes = data(len, i as u8);
-        put_bytes(&b, &key, bytes.clone()).await.expect("put");
-        objects.push((key, bytes));
-    }
-    let mut count = std::collections::HashMap::<PeerId, usize>::new();
-    for (key, _) in &objects {
-        for p in b.holders(key).await.expect("holders").into_iter().flatten().flatten() {
-            *count.entry(p).or_default() += 1;
-        }
-    }
-    let (peer, held) = count.into_iter().max_by_key(|(_, n)| *n).expect("holders");
+    let (b, objects) = filled(&client, "leaving", &[50_000, 1 << 20, 3 << 20, 6 << 20]).await;
+    let (peer, held) = busiest_holder(&b, &objects).await;
     let i = cluster.index_of(&peer.to_string()).expect("a cluster node");
     cluster.exit(i, "1h");
     let t = Instant::now();
