@@ -1,6 +1,7 @@
-//! When a segment's shard uploads start, and where: the scheduling of
-//! [`Transfer::put_shards`](crate::transfer::Transfer::put_shards) as a
-//! plain state machine ([`PutSchedule`]), driven by a thin async shell that
+//! When a segment's shard uploads and downloads start, and where: the
+//! scheduling of [`Transfer::put_shards`](crate::transfer::Transfer::put_shards)
+//! and [`Transfer::get_shards`](crate::transfer::Transfer::get_shards) as
+//! plain state machines ([`PutSchedule`], [`GetSchedule`]), driven by a thin async shell that
 //! does the uploads. It is told what happened (an upload ended, the hedge
 //! timer fired, the uploads all ended) and answers with what to start; it
 //! never waits or sends, so its tests run on a virtual clock with scripted
@@ -200,6 +201,124 @@ impl PutSchedule {
     }
 }
 
+/// What a download schedule asks of the shell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fetch {
+    /// Fetch shard `.0` from node `.1`.
+    Start(usize, PeerId),
+}
+
+/// How a shard download ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Got {
+    /// The bytes match the shard's id.
+    Good,
+    /// The node sent bytes that do not match: it is named as bad.
+    Corrupt,
+    /// No bytes (the node failed, refused or timed out).
+    Failed,
+}
+
+/// The scheduling of [`Transfer::get_shards`](crate::transfer::Transfer::get_shards):
+/// `k` verified shards wanted, from holders in order of preference (data
+/// shards first, nodes that failed lately last). `k` requests start (one
+/// more with [`Hedging::Eager`]); once the first answers show the others
+/// are late (at [`hedge_at`]), a spare for each request still out, as many
+/// as are still needed, then more per [`HEDGE`] without news, so a dead
+/// node costs a fraction of a second; a failed or corrupt answer moves to
+/// the next holder at once.
+#[derive(Debug)]
+pub struct GetSchedule {
+    k: usize,
+    order: VecDeque<(usize, PeerId)>,
+    /// Nodes with a request out.
+    asked: Vec<PeerId>,
+    began: Instant,
+    last_news: Instant,
+    first_done: Option<Duration>,
+    hedged: usize,
+    good: usize,
+}
+
+impl GetSchedule {
+    /// A schedule for `k` shards from `order`, starting at `now`; and the
+    /// requests to start at once.
+    pub fn new(
+        k: usize,
+        order: impl IntoIterator<Item = (usize, PeerId)>,
+        hedging: Hedging,
+        now: Instant,
+    ) -> (Self, Vec<Fetch>) {
+        let spare = match hedging {
+            Hedging::Eager => 1,
+            Hedging::Adaptive => 0,
+        };
+        let mut s = Self {
+            k,
+            order: order.into_iter().collect(),
+            asked: Vec::new(),
+            began: now,
+            last_news: now,
+            first_done: None,
+            hedged: spare,
+            good: 0,
+        };
+        let steps = (0..k + spare).filter_map(|_| s.next()).collect();
+        (s, steps)
+    }
+
+    fn next(&mut self) -> Option<Fetch> {
+        let (i, p) = self.order.pop_front()?;
+        self.asked.push(p);
+        Some(Fetch::Start(i, p))
+    }
+
+    /// When [`Self::on_hedge`] is due: at [`hedge_at`] for the first
+    /// spares, then [`HEDGE`] after the last news.
+    pub fn hedge_due(&self) -> Instant {
+        if self.hedged == 0 { hedge_at(self.began, self.first_done) } else { self.last_news + HEDGE }
+    }
+
+    /// The hedge timer fired at `now`: a spare per request still out, as
+    /// many as are still needed (at least one).
+    pub fn on_hedge(&mut self, now: Instant) -> Vec<Fetch> {
+        self.hedged += 1;
+        self.last_news = now;
+        let n = self.asked.len().min(self.k.saturating_sub(self.good)).max(1);
+        (0..n).filter_map(|_| self.next()).collect()
+    }
+
+    /// The request for shard `i` to `peer` ended at `now`.
+    pub fn on_done(&mut self, _i: usize, peer: PeerId, got: Got, now: Instant) -> Vec<Fetch> {
+        self.last_news = now;
+        if let Some(at) = self.asked.iter().position(|p| *p == peer) {
+            self.asked.swap_remove(at);
+        }
+        if got == Got::Good {
+            self.first_done.get_or_insert_with(|| now.saturating_duration_since(self.began));
+            self.good += 1;
+            return Vec::new();
+        }
+        self.next().into_iter().collect()
+    }
+
+    /// Whether `k` good shards are in.
+    pub fn done(&self) -> bool {
+        self.good >= self.k
+    }
+
+    /// Good shards so far.
+    pub fn good(&self) -> usize {
+        self.good
+    }
+
+    /// Nodes whose requests are still out (judged by the shell once the
+    /// schedule is done).
+    pub fn into_pending(self) -> Vec<PeerId> {
+        self.asked
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,5 +478,70 @@ mod tests {
         let (mut s, _) =
             PutSchedule::new(1, 1, Hedging::Adaptive, [PeerId::random(), PeerId::random()], Instant::now());
         assert!(s.on_done(0, PeerId::random(), Outcome::Abandoned, Instant::now()).is_empty());
+    }
+    /// Runs a download schedule against scripted nodes: (delay ms, outcome).
+    fn run_get(k: usize, nodes: &[(u64, Got)], hedging: Hedging) -> (GetSchedule, Vec<(Duration, usize)>, Duration) {
+        let t0 = Instant::now();
+        let peers: Vec<PeerId> = nodes.iter().map(|_| PeerId::random()).collect();
+        let (mut s, first) = GetSchedule::new(k, peers.iter().copied().enumerate(), hedging, t0);
+        let mut now = Duration::ZERO;
+        let mut starts = Vec::new();
+        let mut running: Vec<(Duration, usize)> = Vec::new();
+        let apply = |steps: Vec<Fetch>,
+                     now: Duration,
+                     starts: &mut Vec<(Duration, usize)>,
+                     running: &mut Vec<(Duration, usize)>| {
+            for Fetch::Start(i, _) in steps {
+                starts.push((now, i));
+                running.push((now + Duration::from_millis(nodes[i].0), i));
+            }
+        };
+        apply(first, now, &mut starts, &mut running);
+        while !s.done() {
+            running.sort();
+            let hedge = s.hedge_due().duration_since(t0);
+            match running.first().copied() {
+                Some((at, i)) if at <= hedge => {
+                    running.remove(0);
+                    now = at;
+                    let steps = s.on_done(i, peers[i], nodes[i].1, t0 + at);
+                    apply(steps, now, &mut starts, &mut running);
+                }
+                None if starts.len() == nodes.len() => break,
+                _ => {
+                    now = hedge;
+                    let steps = s.on_hedge(t0 + hedge);
+                    if steps.is_empty() && running.is_empty() {
+                        break;
+                    }
+                    apply(steps, now, &mut starts, &mut running);
+                }
+            }
+        }
+        (s, starts, now)
+    }
+
+    #[test]
+    fn downloads_ask_k_then_a_spare_per_late_request_and_move_on_from_bad_answers() {
+        const G: Got = Got::Good;
+        // 4 of 6: one data shard's holder hangs; its spare (shard 4) is
+        // asked at twice the first answer's time.
+        let (s, starts, now) =
+            run_get(4, &[(50, G), (50, G), (60_000, G), (50, G), (50, G), (50, G)], Hedging::Adaptive);
+        assert!(s.done());
+        assert_eq!(starts[..4].iter().map(|s| s.1).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(starts[4], (HEDGE_MIN, 4), "hedged at max(2 × 50 ms, 200 ms)");
+        assert_eq!(now, HEDGE_MIN + Duration::from_millis(50));
+        assert_eq!(s.into_pending().len(), 1, "the hung request is left to the shell to judge");
+        // A corrupt answer moves to the next holder at once.
+        let (s, starts, _) = run_get(2, &[(10, Got::Corrupt), (10, G), (10, G)], Hedging::Adaptive);
+        assert!(s.done());
+        assert_eq!(starts[2], (Duration::from_millis(10), 2));
+        // Eager asks one more at once.
+        let (_, starts, _) = run_get(2, &[(10, G), (10, G), (10, G)], Hedging::Eager);
+        assert_eq!(starts.iter().filter(|s| s.0.is_zero()).count(), 3);
+        // Too few good holders: the schedule ends short.
+        let (s, _, _) = run_get(3, &[(10, G), (10, Got::Failed), (10, G)], Hedging::Adaptive);
+        assert_eq!((s.done(), s.good()), (false, 2));
     }
 }

@@ -11,7 +11,7 @@
 //! them with the others (the first `want` win; the rest are cancelled),
 //! `Adaptive` (the default) starts them only when the first requests show
 //! the others are late: at twice the time the first one took, at least
-//! [`HEDGE_MIN`](crate::schedule::HEDGE_MIN), or [`HEDGE`] if none has finished. Eager costs `extra/n`
+//! [`HEDGE_MIN`](crate::schedule::HEDGE_MIN), or [`HEDGE`](crate::schedule::HEDGE) if none has finished. Eager costs `extra/n`
 //! more upload traffic and one more shard per segment read on every
 //! transfer, healthy or not (docs/BENCHMARKS.md).
 
@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::Error;
 use crate::placement::Nodes;
-use crate::schedule::{HEDGE, Outcome, PutSchedule, Step, hedge_at};
+use crate::schedule::{Fetch, GetSchedule, Got, Outcome, PutSchedule, Step};
 
 /// Spare candidate nodes asked for beyond one per shard, for retries.
 const SPARE_NODES: usize = 4;
@@ -360,7 +360,7 @@ impl Transfer {
             })
             .collect();
         ranked.sort_by_key(|&(penalized, i, _)| (penalized, i));
-        let mut order = ranked.into_iter().map(|(_, i, p)| (i, p));
+        let order = ranked.into_iter().map(|(_, i, p)| (i, p));
         let mut running = FuturesUnordered::new();
         let start = |i: usize, peer: PeerId| {
             let client = self.client(peer);
@@ -374,75 +374,47 @@ impl Transfer {
                 (i, peer, got)
             }
         };
-        let spare = match self.hedging {
-            Hedging::Eager => 1,
-            Hedging::Adaptive => 0,
-        };
-        // Nodes with a request out, for judging the stragglers at the end.
-        let mut asked: Vec<PeerId> = Vec::new();
-        for (i, peer) in order.by_ref().take(k + spare) {
-            asked.push(peer);
-            running.push(start(i, peer));
-        }
-        let began = Instant::now();
-        let mut first_done = None;
-        let mut hedged = spare;
-        let mut good = 0;
+        // The schedule decides what is asked when (`crate::schedule`); this
+        // loop fetches, verifies, waits and tells it what happened.
+        let (mut plan, mut steps) = GetSchedule::new(k, order, self.hedging, Instant::now());
         let mut last_error = String::from("no holders recorded");
         loop {
-            // Requests that are late get company: once the first answers
-            // show the others are late, a spare for each of them (as many
-            // as are still needed), then more per HEDGE of silence, so a
-            // dead node costs a fraction of a second, not a timeout.
-            let due = if hedged == 0 { hedge_at(began, first_done) } else { Instant::now() + HEDGE };
-            let next = tokio::select! {
-                next = running.next() => match next {
-                    Some(done) => done,
-                    None => break,
+            for Fetch::Start(i, peer) in steps.drain(..) {
+                running.push(start(i, peer));
+            }
+            if plan.done() {
+                self.judge_stragglers(running, plan.into_pending());
+                return Ok((out, bad));
+            }
+            let due = plan.hedge_due();
+            steps = tokio::select! {
+                next = running.next() => {
+                    let Some((i, peer, result)) = next else { break };
+                    let got = match result {
+                        Ok(bytes) if bytes.len() as u64 == shards[i].len && shards[i].id.matches(&bytes) => {
+                            self.nodes.report(peer, true);
+                            out[i] = Some(Bytes::from(bytes));
+                            Got::Good
+                        }
+                        Ok(_) => {
+                            tracing::warn!(%peer, segment, shard = i, "node served a shard that does not match its id");
+                            self.nodes.report(peer, false);
+                            bad.push(i as u16);
+                            last_error = format!("shard {i} from {peer} was corrupt");
+                            Got::Corrupt
+                        }
+                        Err(e) => {
+                            self.nodes.report(peer, false);
+                            last_error = e.to_string();
+                            Got::Failed
+                        }
+                    };
+                    plan.on_done(i, peer, got, Instant::now())
                 },
-                () = tokio::time::sleep_until(due) => {
-                    // One spare per request still out, as many as are still needed.
-                    hedged += 1;
-                    for (j, p) in order.by_ref().take(running.len().min(k - good).max(1)) {
-                        asked.push(p);
-                        running.push(start(j, p));
-                    }
-                    continue;
-                }
+                () = tokio::time::sleep_until(due) => plan.on_hedge(Instant::now()),
             };
-            let (i, peer, result) = next;
-            if let Some(at) = asked.iter().position(|p| *p == peer) {
-                asked.swap_remove(at);
-            }
-            match result {
-                Ok(bytes) if bytes.len() as u64 == shards[i].len && shards[i].id.matches(&bytes) => {
-                    self.nodes.report(peer, true);
-                    first_done.get_or_insert_with(|| began.elapsed());
-                    out[i] = Some(Bytes::from(bytes));
-                    good += 1;
-                    if good == k {
-                        self.judge_stragglers(running, asked);
-                        return Ok((out, bad));
-                    }
-                    continue;
-                }
-                Ok(_) => {
-                    tracing::warn!(%peer, segment, shard = i, "node served a shard that does not match its id");
-                    self.nodes.report(peer, false);
-                    bad.push(i as u16);
-                    last_error = format!("shard {i} from {peer} was corrupt");
-                }
-                Err(e) => {
-                    self.nodes.report(peer, false);
-                    last_error = e.to_string();
-                }
-            }
-            if let Some((j, next)) = order.next() {
-                asked.push(next);
-                running.push(start(j, next));
-            }
         }
-        Err(Error::SegmentUnavailable { segment, usable: good, needed: k, reason: last_error })
+        Err(Error::SegmentUnavailable { segment, usable: plan.good(), needed: k, reason: last_error })
     }
 
     /// Requests a download no longer needs (`pending` names their nodes):
