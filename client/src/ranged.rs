@@ -1,16 +1,21 @@
 //! Range reads over the network: for a part of a segment, only the 64 KiB
 //! blocks that cover it are fetched, from the data shards that hold them
 //! (`ShardClient::get_range`), checked by their AEAD tags and decrypted.
-//! If a holder fails or a block does not authenticate, the segment is read
-//! the safe way: whole shards, each verified against its id, decoded from
-//! any `k`.
+//! If a data shard's holder fails, the same columns are asked of every
+//! shard as verified slices (`ShardClient::prove`: each piece is checked
+//! against its shard's id before use, parity shards included) and the
+//! missing columns rebuilt from any `k`. If that fails too, or a block does
+//! not authenticate, the segment is read the safe way: whole shards, each
+//! verified against its id, decoded from any `k`.
 
 use std::collections::HashMap;
 use std::ops::Range;
 
 use bytes::Bytes;
 use cairn_crypto::{DataKey, ObjectCipher};
-use cairn_proto::manifest::ObjectManifest;
+use cairn_proto::manifest::{ObjectManifest, ShardPlacement};
+use cairn_proto::proof::{self, MAX_PROOF_RANGE};
+use cairn_proto::shard::ByteRange;
 
 use crate::bucket::Bucket;
 use crate::error::Error;
@@ -24,6 +29,18 @@ struct Fetched(HashMap<(u16, u32, u32), Bytes>);
 impl ShardSource for Fetched {
     fn read(&self, index: u16, range: Range<u32>) -> Option<Bytes> {
         self.0.get(&(index, range.start, range.end)).cloned()
+    }
+}
+
+/// Verified columns of shards: per shard, where its bytes start.
+struct Proven(HashMap<u16, (u32, Bytes)>);
+
+impl ShardSource for Proven {
+    fn read(&self, index: u16, range: Range<u32>) -> Option<Bytes> {
+        let (at, bytes) = self.0.get(&index)?;
+        let from = range.start.checked_sub(*at)? as usize;
+        let to = from + (range.end - range.start) as usize;
+        (to <= bytes.len()).then(|| bytes.slice(from..to))
     }
 }
 
@@ -76,6 +93,35 @@ impl Bucket {
                 Err(e) => tracing::warn!(segment = i, error = %e, "a ranged read did not verify; reading whole shards"),
             }
         }
+        // A data shard's holder failed: the same columns from every shard,
+        // as verified slices, and the missing ones rebuilt.
+        let s = layout.shard_len() as usize;
+        let lo = wanted.iter().map(|(_, r)| r.start as usize).min().unwrap_or(0);
+        let hi = wanted.iter().map(|(_, r)| r.end as usize).max().unwrap_or(0);
+        let cols = crate::segment::align_columns(lo..hi, s);
+        let cols = cols.start as u32..cols.end as u32;
+        let proofs = seg.shards.iter().enumerate().map(|(j, shard)| {
+            let cols = cols.clone();
+            async move { Some((j as u16, (cols.start, self.prove_columns(shard, seg.shard_len, cols).await?))) }
+        });
+        let proven: HashMap<u16, (u32, Bytes)> =
+            futures::future::join_all(proofs).await.into_iter().flatten().collect();
+        if proven.len() >= usize::from(layout.k) {
+            let ids: Vec<_> = seg.shards.iter().map(|s| s.id).collect();
+            let cipher = ObjectCipher::new(&DataKey::from_bytes(m.data_key), m.version.0);
+            let pos = SegmentPos { index: i, last: i + 1 == count };
+            let (want, source) = (plain.clone(), Proven(proven));
+            let read =
+                tokio::task::spawn_blocking(move || read_segment_range(&cipher, layout, pos, &ids, want, &source))
+                    .await
+                    .map_err(|_| Error::WorkerPanicked)?;
+            match read {
+                Ok(bytes) => return Ok(bytes),
+                Err(e) => {
+                    tracing::warn!(segment = i, error = %e, "a degraded ranged read failed; reading whole shards")
+                }
+            }
+        }
         let (_, whole) = self.fetch_segment(m, i, count).await?;
         let out = whole.get(plain.start as usize..plain.end as usize).map(<[u8]>::to_vec);
         crate::pool::global().give(whole);
@@ -84,5 +130,35 @@ impl Bucket {
             end: u64::from(plain.end),
             size: seg.plain_len.into(),
         })
+    }
+
+    /// Bytes `cols` of a shard of `len` bytes from its holder, as verified
+    /// slices of at most [`MAX_PROOF_RANGE`] each; `None` if the holder
+    /// fails or a slice does not verify.
+    async fn prove_columns(&self, shard: &ShardPlacement, len: u32, cols: Range<u32>) -> Option<Bytes> {
+        let peer = peer_of(shard.holder.as_ref()?)?;
+        let client = self.transfer().client(peer);
+        let mut out = Vec::with_capacity(cols.len());
+        let mut at = u64::from(cols.start);
+        while at < u64::from(cols.end) {
+            let range = ByteRange { offset: at, len: (u64::from(cols.end) - at).min(MAX_PROOF_RANGE) };
+            let slice = match client.prove(shard.id, range).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(shard = %shard.id, error = %e, "proof of a range failed");
+                    return None;
+                }
+            };
+            self.transfer().count_fetched(slice.len());
+            let Ok((start, bytes)) = proof::verify(&shard.id, u64::from(len), range, &slice) else {
+                tracing::warn!(%peer, shard = %shard.id, "a node's slice does not verify");
+                self.transfer().nodes().report(peer, false);
+                return None;
+            };
+            let from = (at - start) as usize;
+            out.extend_from_slice(bytes.get(from..from + range.len as usize)?);
+            at += range.len;
+        }
+        Some(Bytes::from(out))
     }
 }

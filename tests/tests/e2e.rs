@@ -384,3 +384,27 @@ async fn nodes_that_cannot_be_reached_are_remembered_across_runs() {
     }
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_read_with_a_data_holder_down_reads_verified_columns_not_whole_shards() {
+    let mut cluster = TestCluster::start(8);
+    let root = RootSecret::generate();
+    let client = cluster.client(&root).await;
+    client.create_bucket("ranges", None).await.expect("mb");
+    let b = client.bucket("ranges").await.expect("bucket");
+    let bytes = data(16 << 20, 9);
+    put_bytes(&b, "big", bytes.clone()).await.expect("put");
+    // The holder of the data shard that holds the range dies.
+    let holders = b.holders("big").await.expect("holders");
+    let first = holders[0][0].expect("a holder");
+    cluster.kill(cluster.index_of(&first.to_string()).expect("a cluster node"));
+    let before = client.bytes_fetched();
+    let mut out = Vec::new();
+    b.get("big", Some(1000..101_000), &mut out).await.expect("range");
+    assert!(out == bytes[1000..101_000], "range differs");
+    // Verified slices of the same columns of the other shards, parity
+    // included: about 100 KB each, not whole 4 MiB shards.
+    let fetched = client.bytes_fetched() - before;
+    assert!(fetched < 2 << 20, "{fetched} bytes fetched for a 100 KB range: whole shards were read");
+    client.shutdown().await;
+}
