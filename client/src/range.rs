@@ -83,6 +83,15 @@ pub fn read_segment_range(
     Ok(decoded.plaintext[plain.start as usize..plain.end as usize].to_vec())
 }
 
+/// The aligned columns of the shards (of `shard_len` bytes) that cover the
+/// data pieces `wanted`: what every shard must give to rebuild them.
+pub(crate) fn columns_of(wanted: &[(u16, Range<u32>)], shard_len: u32) -> Range<u32> {
+    let lo = wanted.iter().map(|(_, r)| r.start as usize).min().unwrap_or(0);
+    let hi = wanted.iter().map(|(_, r)| r.end as usize).max().unwrap_or(0);
+    let cols = align_columns(lo..hi, shard_len as usize);
+    cols.start as u32..cols.end as u32
+}
+
 /// Rebuilds the missing data columns of the range from any `k` shards.
 fn degraded(
     cipher: &ObjectCipher,
@@ -93,11 +102,8 @@ fn degraded(
     source: &(impl ShardSource + ?Sized),
 ) -> Result<Vec<u8>, Error> {
     let k = usize::from(layout.k);
-    let s = layout.shard_len() as usize;
-    let lo = wanted.iter().map(|(_, r)| r.start as usize).min().unwrap_or(0);
-    let hi = wanted.iter().map(|(_, r)| r.end as usize).max().unwrap_or(0);
-    let cols = align_columns(lo..hi, s);
-    let col_range = cols.start as u32..cols.end as u32;
+    let col_range = columns_of(wanted, layout.shard_len());
+    let cols = col_range.start as usize..col_range.end as usize;
     let mut columns: Vec<Option<Bytes>> = vec![None; usize::from(layout.n)];
     let mut chosen = Vec::with_capacity(k);
     for i in 0..layout.n {

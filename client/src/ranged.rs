@@ -19,7 +19,7 @@ use cairn_proto::shard::ByteRange;
 
 use crate::bucket::Bucket;
 use crate::error::Error;
-use crate::range::{ShardSource, read_segment_range};
+use crate::range::{ShardSource, columns_of, read_segment_range};
 use crate::segment::SegmentPos;
 use crate::transfer::peer_of;
 
@@ -42,6 +42,26 @@ impl ShardSource for Proven {
         let to = from + (range.end - range.start) as usize;
         (to <= bytes.len()).then(|| bytes.slice(from..to))
     }
+}
+
+/// Reads plaintext bytes `plain` of segment `i` (of `count`) of `m` from
+/// `source` on the blocking pool: the outer error is the pool's, the inner
+/// one the read's (the caller then reads another way).
+async fn read_from(
+    m: &ObjectManifest,
+    i: u64,
+    count: u64,
+    plain: Range<u32>,
+    source: impl ShardSource + Send + 'static,
+) -> Result<Result<Vec<u8>, Error>, Error> {
+    let seg = &m.segments[i as usize];
+    let layout = m.layout.segment(seg.plain_len);
+    let ids: Vec<_> = seg.shards.iter().map(|s| s.id).collect();
+    let cipher = ObjectCipher::new(&DataKey::from_bytes(m.data_key), m.version.0);
+    let pos = SegmentPos { index: i, last: i + 1 == count };
+    tokio::task::spawn_blocking(move || read_segment_range(&cipher, layout, pos, &ids, plain, &source))
+        .await
+        .map_err(|_| Error::WorkerPanicked)
 }
 
 impl Bucket {
@@ -79,27 +99,14 @@ impl Bucket {
         });
         let got: Option<HashMap<_, _>> = futures::future::join_all(fetches).await.into_iter().collect();
         if let Some(pieces) = got {
-            let ids: Vec<_> = seg.shards.iter().map(|s| s.id).collect();
-            let cipher = ObjectCipher::new(&DataKey::from_bytes(m.data_key), m.version.0);
-            let pos = SegmentPos { index: i, last: i + 1 == count };
-            let want = plain.clone();
-            let source = Fetched(pieces);
-            let read =
-                tokio::task::spawn_blocking(move || read_segment_range(&cipher, layout, pos, &ids, want, &source))
-                    .await
-                    .map_err(|_| Error::WorkerPanicked)?;
-            match read {
+            match read_from(m, i, count, plain.clone(), Fetched(pieces)).await? {
                 Ok(bytes) => return Ok(bytes),
                 Err(e) => tracing::warn!(segment = i, error = %e, "a ranged read did not verify; reading whole shards"),
             }
         }
         // A data shard's holder failed: the same columns from every shard,
         // as verified slices, and the missing ones rebuilt.
-        let s = layout.shard_len() as usize;
-        let lo = wanted.iter().map(|(_, r)| r.start as usize).min().unwrap_or(0);
-        let hi = wanted.iter().map(|(_, r)| r.end as usize).max().unwrap_or(0);
-        let cols = crate::segment::align_columns(lo..hi, s);
-        let cols = cols.start as u32..cols.end as u32;
+        let cols = columns_of(&wanted, layout.shard_len());
         let proofs = seg.shards.iter().enumerate().map(|(j, shard)| {
             let cols = cols.clone();
             async move { Some((j as u16, (cols.start, self.prove_columns(shard, seg.shard_len, cols).await?))) }
@@ -107,15 +114,7 @@ impl Bucket {
         let proven: HashMap<u16, (u32, Bytes)> =
             futures::future::join_all(proofs).await.into_iter().flatten().collect();
         if proven.len() >= usize::from(layout.k) {
-            let ids: Vec<_> = seg.shards.iter().map(|s| s.id).collect();
-            let cipher = ObjectCipher::new(&DataKey::from_bytes(m.data_key), m.version.0);
-            let pos = SegmentPos { index: i, last: i + 1 == count };
-            let (want, source) = (plain.clone(), Proven(proven));
-            let read =
-                tokio::task::spawn_blocking(move || read_segment_range(&cipher, layout, pos, &ids, want, &source))
-                    .await
-                    .map_err(|_| Error::WorkerPanicked)?;
-            match read {
+            match read_from(m, i, count, plain.clone(), Proven(proven)).await? {
                 Ok(bytes) => return Ok(bytes),
                 Err(e) => {
                     tracing::warn!(segment = i, error = %e, "a degraded ranged read failed; reading whole shards")

@@ -288,8 +288,8 @@ impl GetSchedule {
         (0..n).filter_map(|_| self.next()).collect()
     }
 
-    /// The request for shard `i` to `peer` ended at `now`.
-    pub fn on_done(&mut self, _i: usize, peer: PeerId, got: Got, now: Instant) -> Vec<Fetch> {
+    /// The request to `peer` ended at `now`.
+    pub fn on_done(&mut self, peer: PeerId, got: Got, now: Instant) -> Vec<Fetch> {
         self.last_news = now;
         if let Some(at) = self.asked.iter().position(|p| *p == peer) {
             self.asked.swap_remove(at);
@@ -504,7 +504,7 @@ mod tests {
                 Some((at, i)) if at <= hedge => {
                     running.remove(0);
                     now = at;
-                    let steps = s.on_done(i, peers[i], nodes[i].1, t0 + at);
+                    let steps = s.on_done(peers[i], nodes[i].1, t0 + at);
                     apply(steps, now, &mut starts, &mut running);
                 }
                 None if starts.len() == nodes.len() => break,

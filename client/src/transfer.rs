@@ -409,7 +409,7 @@ impl Transfer {
                             Got::Failed
                         }
                     };
-                    plan.on_done(i, peer, got, Instant::now())
+                    plan.on_done(peer, got, Instant::now())
                 },
                 () = tokio::time::sleep_until(due) => plan.on_hedge(Instant::now()),
             };

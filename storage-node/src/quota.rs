@@ -35,6 +35,11 @@ impl PeerUsage {
 
     /// Promises `len` more bytes to `peer`, or refuses with its usage.
     pub fn reserve(&self, peer: &[u8], len: u64) -> Result<(), ShardError> {
+        if len == 0 {
+            // A shard the node holds already: nothing to count (and no
+            // entry for a peer that stores nothing).
+            return Ok(());
+        }
         let quota = self.quota.load(Ordering::Relaxed);
         let mut peers = self.lock();
         let u = peers.entry(peer.to_vec()).or_default();
@@ -48,8 +53,14 @@ impl PeerUsage {
 
     /// Gives back a promise (the put ended, stored or not).
     pub fn release(&self, peer: &[u8], len: u64) {
-        if let Some(u) = self.lock().get_mut(peer) {
+        let mut peers = self.lock();
+        if let Some(u) = peers.get_mut(peer) {
             u.reserved = u.reserved.saturating_sub(len);
+            if u.stored == 0 && u.reserved == 0 {
+                // A put that stored nothing leaves no entry behind (peer
+                // ids are free: the map holds only peers that store).
+                peers.remove(peer);
+            }
         }
     }
 
@@ -92,6 +103,10 @@ mod tests {
         u.release(b"b", 100);
         u.removed(b"a", 60);
         u.reserve(b"a", 100).expect("freed");
+        u.reserve(b"c", 10).expect("c");
+        u.release(b"c", 10);
+        u.reserve(b"d", 0).expect("a shard held already");
+        assert_eq!(u.lock().len(), 1, "peers that store nothing leave no entry");
         u.set_quota(0);
         u.reserve(b"a", u64::MAX / 2).expect("no limit");
     }

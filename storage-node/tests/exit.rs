@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use cairn_net::Error;
 use cairn_proto::ShardId;
 use cairn_proto::shard::ShardError;
-use common::{NodeProc, bytes, client, metrics, shard_client, token};
+use common::{NodeProc, admin_page, bytes, client, metrics, shard_client, token};
 
 /// Polls `f` until it is true (the node reads the request every 2 s).
 async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
@@ -45,7 +45,7 @@ async fn a_leaving_node_refuses_new_shards_serves_the_rest_and_stops_when_empty(
     assert!(c.get(id, 1 << 20).await.expect("still served") == s);
     let m = metrics(&node.admin()).await;
     assert!(m.contains("cairn_node_leaving 1") && m.contains("kind=\"leaving\"} 1"), "{m}");
-    let page = metrics_page(&node.admin(), "/").await;
+    let page = admin_page(&node.admin(), "/").await;
     assert!(page.contains("Leaving the network") && page.contains("1 of 1 shards still held"), "{page}");
 
     // Taken back, then asked again: the node follows the file.
@@ -83,14 +83,4 @@ async fn a_drain_period_that_ends_stops_the_node_even_with_shards_left() {
     assert!(node.wait_exit(Duration::from_secs(20)).expect("stops again").success());
     assert!(!node.command(&["exit", "--drain", "a week"]).0, "a bad period is refused");
     net.shutdown().await;
-}
-
-async fn metrics_page(admin: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut s = tokio::net::TcpStream::connect(admin).await.expect("admin");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out
 }

@@ -213,9 +213,15 @@ pub fn token(seed: u8) -> ([u8; 32], [u8; 32]) {
 /// The admin listener's `/metrics` text, over a plain TCP socket (no HTTP
 /// client dependency needed).
 pub async fn metrics(admin: &str) -> String {
+    admin_page(admin, "/metrics").await
+}
+
+/// An admin page (`/`, `/metrics`, `/health`), status line and headers included.
+pub async fn admin_page(admin: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut s = tokio::net::TcpStream::connect(admin).await.expect("admin");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("write");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
     let mut out = String::new();
     s.read_to_string(&mut out).await.expect("read");
     out
