@@ -16,6 +16,7 @@ use bytes::Bytes;
 use cairn_crypto::{BucketKeys, DataKey, ObjectCipher};
 use cairn_proto::layout::Layout;
 use cairn_proto::manifest::{ObjectManifest, SegmentManifest, ShardPlacement};
+use cairn_net::PeerId;
 use cairn_proto::{ObjectVersionId, SegmentId};
 use futures::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
@@ -34,7 +35,8 @@ use crate::pipeline::{Parallelism, encode_object};
 use crate::renew::{self, Copy, RenewReport};
 use crate::segment::{self, EncodedSegment, SegmentPos};
 use crate::tasks::Tasks;
-use crate::transfer::{Outgoing, Transfer, Wanted, delete_token};
+use crate::policy::Placement;
+use crate::transfer::{Outgoing, Rules, Transfer, Wanted, delete_token};
 use crate::tree::{Snapshot, Tree, expect_current};
 
 /// Objects smaller than this are stored inside the index.
@@ -236,6 +238,7 @@ pub struct Bucket {
     name: String,
     keys: BucketKeys,
     settings: BucketSettings,
+    placement: Arc<Placement>,
     tree: Tree,
     transfer: Arc<Transfer>,
     par: Parallelism,
@@ -272,7 +275,23 @@ impl Bucket {
         collector: Arc<Collector>,
         tasks: Tasks,
     ) -> Self {
-        Self { name, keys, settings, tree, transfer, par, collector, tasks }
+        Self { name, keys, settings, placement: Default::default(), tree, transfer, par, collector, tasks }
+    }
+
+    /// The bucket with placement rules.
+    pub(crate) fn with_placement(mut self, placement: Placement) -> Self {
+        self.placement = Arc::new(placement);
+        self
+    }
+
+    /// Where its shards may go.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// The placement rules of a segment upload (`existing`: holders kept).
+    pub(crate) fn rules<'a>(&'a self, existing: &'a [PeerId]) -> Rules<'a> {
+        Rules { placement: &self.placement, k: self.settings.k, n: self.settings.n, existing }
     }
 
     /// The bucket's name.
@@ -477,7 +496,10 @@ impl Bucket {
             .zip(&seg.shards)
             .map(|(sid, bytes)| Outgoing { id: *sid, bytes: bytes.clone(), key: *data_key.as_bytes() })
             .collect();
-        let holders = self.transfer.put_shards(id.placement_key(), &outgoing, usize::from(self.settings.n)).await?;
+        let holders = self
+            .transfer
+            .put_shards_placed(id.placement_key(), &outgoing, usize::from(self.settings.n), self.rules(&[]))
+            .await?;
         Ok(SegmentManifest {
             id,
             plain_len: seg.layout.plain_len,

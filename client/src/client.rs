@@ -21,6 +21,7 @@ use crate::index::{Expect, Op, Value};
 use crate::pages::Pages;
 use crate::pipeline::Parallelism;
 use crate::placement::{NodeReport, Nodes};
+use crate::policy::Placement;
 use crate::renew::{self, RenewReport};
 use crate::repair::{self, RepairOptions, RepairReport};
 use crate::tasks::Tasks;
@@ -83,6 +84,8 @@ pub struct BucketInfo {
     /// Its index head was published at creation (buckets made before that
     /// rule may have none yet), so a lookup that finds none is an error.
     pub head_published: bool,
+    /// Where its shards may go.
+    pub placement: Placement,
 }
 
 /// One storage node as `cairn status` shows it.
@@ -303,14 +306,25 @@ impl Client {
 
     /// Creates a bucket with the default settings (or `settings`).
     pub async fn create_bucket(&self, name: &str, settings: Option<BucketSettings>) -> Result<BucketInfo, Error> {
+        self.create_bucket_placed(name, settings, Placement::default()).await
+    }
+
+    /// Creates a bucket whose shards follow `placement`.
+    pub async fn create_bucket_placed(
+        &self,
+        name: &str,
+        settings: Option<BucketSettings>,
+        placement: Placement,
+    ) -> Result<BucketInfo, Error> {
         check_bucket_name(name)?;
         let settings = settings.unwrap_or(self.cfg.defaults);
         settings.layout()?;
+        placement.validate(settings.k, settings.n)?;
         let snap = self.list.snapshot(Duration::ZERO).await?;
         if self.list.get(&snap, name).await?.is_some() {
             return Err(Error::BucketExists(name.into()));
         }
-        let info = BucketInfo { name: name.into(), created_ms: now_ms(), settings, head_published: true };
+        let info = BucketInfo { name: name.into(), created_ms: now_ms(), settings, head_published: true, placement };
         // The bucket's head first: once the bucket is listed, a lookup of
         // its head that finds nothing is an error, never an empty bucket.
         let tree = self.open_tree(name, false);
@@ -489,7 +503,8 @@ impl Client {
             self.cfg.parallelism,
             collector,
             self.tasks.clone(),
-        );
+        )
+        .with_placement(info.placement);
         let mut open = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         Ok(open.entry(name.into()).or_insert(bucket).clone())
     }

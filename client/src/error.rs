@@ -83,6 +83,20 @@ pub enum Error {
         /// The last failure.
         reason: String,
     },
+    /// A bucket's placement rules are not valid.
+    #[error("bad placement rules: {reason}")]
+    BadPlacement {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The nodes known cannot satisfy a bucket's placement rules.
+    #[error("the bucket's placement needs {need}; the nodes known are in {found}")]
+    PolicyUnmet {
+        /// What the rules need.
+        need: String,
+        /// The regions of the nodes known, with counts.
+        found: String,
+    },
     /// Fewer than `k` holders of a segment answered with good bytes.
     #[error("segment {segment} is unreadable: {usable} of the {needed} shards needed could be fetched ({reason})")]
     SegmentUnavailable {

@@ -17,6 +17,7 @@
 //! bytes to every decoder; `fuzz/` has a target for each.
 
 use cairn_proto::codec;
+use crate::policy::Placement;
 use cairn_proto::manifest::ObjectManifest;
 use cairn_proto::{Error as ProtoError, ShardId};
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,7 @@ const ENTRY_V1: u8 = 1;
 const ENTRY_V2: u8 = 2;
 const BUCKET_V1: u8 = 1;
 const BUCKET_V2: u8 = 2;
+const BUCKET_V3: u8 = 3;
 const GARBAGE_V1: u8 = 1;
 const MARK_V1: u8 = 1;
 const PEERS_V1: u8 = 1;
@@ -183,6 +185,14 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, Error> {
 }
 
 #[derive(Serialize, Deserialize)]
+struct BucketV3 {
+    created_ms: u64,
+    settings: crate::BucketSettings,
+    head_published: bool,
+    placement: Placement,
+}
+
+#[derive(Deserialize)]
 struct BucketV2 {
     created_ms: u64,
     settings: crate::BucketSettings,
@@ -198,8 +208,13 @@ struct BucketV1 {
 /// Encodes a bucket-list entry (the name is the key, not stored here).
 pub fn encode_bucket(b: &BucketInfo) -> Vec<u8> {
     codec::to_versioned(
-        BUCKET_V2,
-        &BucketV2 { created_ms: b.created_ms, settings: b.settings, head_published: b.head_published },
+        BUCKET_V3,
+        &BucketV3 {
+            created_ms: b.created_ms,
+            settings: b.settings,
+            head_published: b.head_published,
+            placement: b.placement.clone(),
+        },
     )
 }
 
@@ -209,14 +224,37 @@ pub fn decode_bucket(name: String, bytes: &[u8]) -> Result<BucketInfo, Error> {
     let info = match version_of(WHAT, bytes)? {
         BUCKET_V1 => {
             let v: BucketV1 = codec::from_versioned(WHAT, BUCKET_V1, bytes, MAX_BUCKET)?;
-            BucketInfo { name, created_ms: v.created_ms, settings: v.settings, head_published: false }
+            BucketInfo {
+                name,
+                created_ms: v.created_ms,
+                settings: v.settings,
+                head_published: false,
+                placement: Placement::default(),
+            }
+        }
+        BUCKET_V2 => {
+            let v: BucketV2 = codec::from_versioned(WHAT, BUCKET_V2, bytes, MAX_BUCKET)?;
+            BucketInfo {
+                name,
+                created_ms: v.created_ms,
+                settings: v.settings,
+                head_published: v.head_published,
+                placement: Placement::default(),
+            }
         }
         _ => {
-            let v: BucketV2 = codec::from_versioned(WHAT, BUCKET_V2, bytes, MAX_BUCKET)?;
-            BucketInfo { name, created_ms: v.created_ms, settings: v.settings, head_published: v.head_published }
+            let v: BucketV3 = codec::from_versioned(WHAT, BUCKET_V3, bytes, MAX_BUCKET)?;
+            BucketInfo {
+                name,
+                created_ms: v.created_ms,
+                settings: v.settings,
+                head_published: v.head_published,
+                placement: v.placement,
+            }
         }
     };
     info.settings.layout()?;
+    info.placement.validate(info.settings.k, info.settings.n)?;
     Ok(info)
 }
 
@@ -318,6 +356,10 @@ mod tests {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+    }
+
     fn manifest() -> ObjectManifest {
         let layout = Layout { segment_size: 1 << 20, block_size: 1 << 16, k: 1, n: 2 };
         let seg = layout.segment(5);
@@ -374,8 +416,12 @@ mod tests {
             created_ms: 1,
             settings: crate::BucketSettings { k: 4, n: 6, extra: 2, segment_size: 1 << 24 },
             head_published: true,
+            placement: Placement { regions: vec!["eu".into()], spread: 2, diversity: true },
         };
-        assert_eq!(hex(&encode_bucket(&info)), "020104060280808008".to_string() + "01");
+        assert_eq!(hex(&encode_bucket(&info)), "030104060280808008".to_string() + "01" + "0102657502" + "01");
+        // A version 2 entry (before placement rules) reads with none.
+        let v2 = decode_bucket("x".into(), &unhex(&("020104060280808008".to_string() + "01"))).expect("v2");
+        assert_eq!(v2, BucketInfo { placement: Placement::default(), ..info.clone() });
         assert_eq!(hex(&encode_mark(&Mark { seq: 5, root: None })), "010500");
         let node = NodeMemo { addrs: vec!["a".into()], down_until_ms: Some(5) };
         assert_eq!(hex(&encode_node(&node)), "0101016101".to_string() + "05");
@@ -454,8 +500,12 @@ mod tests {
             created_ms: 1,
             settings: crate::BucketSettings::default(),
             head_published: false,
+            placement: Placement::default(),
         };
         bad.settings.k = 0;
+        assert!(decode_bucket("x".into(), &encode_bucket(&bad)).is_err());
+        bad.settings.k = 4;
+        bad.placement.regions = vec!["EU".into()];
         assert!(decode_bucket("x".into(), &encode_bucket(&bad)).is_err());
     }
 

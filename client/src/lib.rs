@@ -43,6 +43,7 @@ pub mod padding;
 pub mod pages;
 pub mod pipeline;
 pub mod placement;
+pub mod policy;
 pub mod pool;
 pub mod range;
 mod ranged;

@@ -5,23 +5,35 @@
 //! set aside for a while and tried only when nothing else is left. Among
 //! healthy nodes, a segment's candidates are ranked by XOR distance between
 //! BLAKE3(peer id) and the placement key, so different segments spread
-//! over different nodes.
+//! over different nodes; a bucket's rules and the nodes' free space then
+//! order them ([`crate::policy`]). Each node's signed profile (region,
+//! capacity, usage) is asked for when it is missing or older than
+//! [`PROFILE_TTL`], and the bytes placed since are counted against its
+//! free space.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cairn_net::{Multiaddr, NetHandle, PeerId};
+use cairn_net::{Multiaddr, NetHandle, PeerId, ShardClient, Timeouts};
+use cairn_proto::profile::NodeProfile;
+use futures::StreamExt;
 
 use crate::error::Error;
+use crate::policy::{Candidate, net_group};
 
 /// How long a node that failed is passed over.
 const PENALTY: Duration = Duration::from_secs(30);
 /// The longest a remembered failure passes a node over (a wrong clock
 /// cannot pass it over for longer).
 const MAX_REMEMBERED_PENALTY: Duration = Duration::from_secs(300);
-/// How often the list of known nodes is refreshed from the DHT.
-const REFRESH: Duration = Duration::from_secs(120);
+/// How often the list of known nodes is refreshed from the DHT: a node
+/// that joins gets new shards from a running client this soon.
+const REFRESH: Duration = Duration::from_secs(10);
+/// How long a node's profile is used before it is asked for again.
+pub const PROFILE_TTL: Duration = Duration::from_secs(60);
+/// Profile requests in flight at once.
+const PROFILE_FETCHES: usize = 32;
 
 #[derive(Clone, Debug)]
 struct NodeInfo {
@@ -32,6 +44,12 @@ struct NodeInfo {
     failed: u64,
     /// A request was sent to it in this run.
     asked: bool,
+    /// Its signed profile, when it sent one.
+    profile: Option<NodeProfile>,
+    /// When its profile was last asked for.
+    profiled: Option<Instant>,
+    /// Bytes placed on it since its profile came.
+    placed: u64,
 }
 
 /// What the client knows about one storage node.
@@ -51,6 +69,8 @@ pub struct NodeReport {
     pub down_until: Option<std::time::SystemTime>,
     /// A request was sent to it in this run.
     pub asked: bool,
+    /// Its profile, when it sent one.
+    pub profile: Option<NodeProfile>,
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +88,17 @@ pub struct Nodes {
 
 fn distance(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
     std::array::from_fn(|i| a[i] ^ b[i])
+}
+
+fn candidate(st: &State, peer: &PeerId, now: Instant) -> Option<Candidate> {
+    let n = st.known.get(peer)?;
+    Some(Candidate {
+        peer: *peer,
+        region: n.profile.as_ref().map(|p| p.region.clone()).filter(|r| !r.is_empty()),
+        net: net_group(&n.addrs),
+        space: n.profile.as_ref().map(|p| (p.free().saturating_sub(n.placed), p.capacity)),
+        penalized: n.down_until.is_some_and(|t| t > now),
+    })
 }
 
 impl Nodes {
@@ -94,6 +125,9 @@ impl Nodes {
                 ok: 0,
                 failed: 0,
                 asked: false,
+                profile: None,
+                profiled: None,
+                placed: 0,
             });
             for a in addrs {
                 if !e.addrs.contains(&a) {
@@ -163,6 +197,7 @@ impl Nodes {
                 if let Err(e) = me.discover(key).await {
                     tracing::debug!(error = %e, "background node lookup failed");
                 }
+                me.fetch_profiles(&me.peers(), Duration::from_secs(5)).await;
             });
         }
         Ok(())
@@ -176,7 +211,7 @@ impl Nodes {
         key: [u8; 32],
         count: usize,
         needed: usize,
-    ) -> Result<Vec<PeerId>, Error> {
+    ) -> Result<Vec<Candidate>, Error> {
         self.refresh_if_needed(key, needed).await?;
         let st = self.lock();
         let now = Instant::now();
@@ -189,7 +224,62 @@ impl Nodes {
         if all.is_empty() {
             return Err(Error::NoNodes);
         }
-        Ok(all.into_iter().take(count).map(|(_, _, p)| p).collect())
+        Ok(all.into_iter().take(count).filter_map(|(_, _, p)| candidate(&st, &p, now)).collect())
+    }
+
+    /// What placement knows of `peer`.
+    pub fn candidate(&self, peer: &PeerId) -> Candidate {
+        candidate(&self.lock(), peer, Instant::now()).unwrap_or_else(|| Candidate::bare(*peer))
+    }
+
+    /// Asks the nodes in `peers` whose profile is missing or older than
+    /// [`PROFILE_TTL`] for it, waiting at most `wait`.
+    pub async fn fetch_profiles(&self, peers: &[PeerId], wait: Duration) {
+        let stale: Vec<PeerId> = {
+            let mut st = self.lock();
+            let now = Instant::now();
+            peers
+                .iter()
+                .filter(|p| {
+                    st.known.get_mut(p).is_some_and(|n| {
+                        let due = n.profiled.is_none_or(|t| now.duration_since(t) > PROFILE_TTL);
+                        if due {
+                            n.profiled = Some(now);
+                        }
+                        due
+                    })
+                })
+                .copied()
+                .collect()
+        };
+        if stale.is_empty() {
+            return;
+        }
+        let timeouts = Timeouts { open: wait, request: wait };
+        let fetched: Vec<(PeerId, Option<NodeProfile>)> = futures::stream::iter(stale)
+            .map(|peer| {
+                let client = ShardClient::new(self.net.clone(), peer, timeouts);
+                async move { (peer, client.profile().await.ok()) }
+            })
+            .buffer_unordered(PROFILE_FETCHES)
+            .collect()
+            .await;
+        let mut st = self.lock();
+        for (peer, profile) in fetched {
+            if let Some(n) = st.known.get_mut(&peer)
+                && let Some(p) = profile
+            {
+                n.profile = Some(p);
+                n.placed = 0;
+            }
+        }
+    }
+
+    /// Counts `bytes` stored on `peer` against its free space.
+    pub fn placed(&self, peer: &PeerId, bytes: u64) {
+        if let Some(n) = self.lock().known.get_mut(peer) {
+            n.placed = n.placed.saturating_add(bytes);
+        }
     }
 
     /// Whether `peer` failed lately and is being passed over.
@@ -212,6 +302,11 @@ impl Nodes {
         }
     }
 
+    /// Every node known.
+    pub fn peers(&self) -> Vec<PeerId> {
+        self.lock().known.keys().copied().collect()
+    }
+
     /// Everything known, for `cairn status` and the cache.
     pub fn report_all(&self) -> Vec<NodeReport> {
         let st = self.lock();
@@ -230,6 +325,7 @@ impl Nodes {
                     penalized: left.is_some(),
                     down_until: left.map(|d| wall + d),
                     asked: n.asked,
+                    profile: n.profile.clone(),
                 }
             })
             .collect();

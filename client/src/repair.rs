@@ -557,7 +557,7 @@ impl Bucket {
                     .collect();
                 let holders = self
                     .transfer()
-                    .put_shards_avoiding(seg.id.placement_key(), &outgoing, outgoing.len(), &avoid)
+                    .put_shards_placed(seg.id.placement_key(), &outgoing, outgoing.len(), self.rules(&avoid))
                     .await?;
                 for (((i, bytes), holder), out) in rebuilt.iter().zip(holders).zip(&outgoing) {
                     let Some(holder) = holder else { continue };

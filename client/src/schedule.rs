@@ -18,6 +18,9 @@
 //! - A failed upload moves to the next candidate node at once.
 //! - A second copy of a stored shard is surplus (deleted by the shell).
 //! - When every upload has ended, the unstarted spares are the last resort.
+//! - A node is started only if the placement [`Limits`] let it take one
+//!   more shard (regions, networks: [`crate::policy`]); an upload that
+//!   ends without being kept gives its slot back.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -26,6 +29,7 @@ use std::time::Duration;
 use cairn_net::PeerId;
 use tokio::time::Instant;
 
+use crate::policy::Limits;
 use crate::transfer::Hedging;
 
 /// How long transfers may go without any finishing before spares start.
@@ -65,6 +69,7 @@ pub enum Outcome {
 pub struct PutSchedule {
     want: usize,
     candidates: VecDeque<PeerId>,
+    limits: Limits,
     holders: Vec<Option<PeerId>>,
     /// Uploads running per shard.
     flying: Vec<usize>,
@@ -86,6 +91,18 @@ impl PutSchedule {
         candidates: impl IntoIterator<Item = PeerId>,
         now: Instant,
     ) -> (Self, Vec<Step>) {
+        Self::limited(shards, want, hedging, candidates, Limits::none(), now)
+    }
+
+    /// [`Self::new`] under placement `limits`.
+    pub fn limited(
+        shards: usize,
+        want: usize,
+        hedging: Hedging,
+        candidates: impl IntoIterator<Item = PeerId>,
+        limits: Limits,
+        now: Instant,
+    ) -> (Self, Vec<Step>) {
         let first = match hedging {
             Hedging::Eager => shards,
             Hedging::Adaptive => want.min(shards),
@@ -93,6 +110,7 @@ impl PutSchedule {
         let mut s = Self {
             want,
             candidates: candidates.into_iter().collect(),
+            limits,
             holders: vec![None; shards],
             flying: vec![0; shards],
             unstarted: first..shards,
@@ -103,7 +121,7 @@ impl PutSchedule {
         };
         let mut steps = Vec::new();
         for i in 0..first {
-            let Some(peer) = s.candidates.pop_front() else { break };
+            let Some(peer) = s.next_candidate() else { break };
             steps.push(s.start(i, peer));
         }
         (s, steps)
@@ -111,7 +129,18 @@ impl PutSchedule {
 
     fn start(&mut self, i: usize, peer: PeerId) -> Step {
         self.flying[i] += 1;
+        self.limits.take(&peer);
         Step::Start(i, peer)
+    }
+
+    /// The first candidate the limits let take a shard, taken off the list.
+    fn next_candidate(&mut self) -> Option<PeerId> {
+        let at = self.candidates.iter().position(|p| self.limits.fits(p))?;
+        self.candidates.remove(at)
+    }
+
+    fn has_candidate(&self) -> bool {
+        self.candidates.iter().any(|p| self.limits.fits(p))
     }
 
     /// More nodes to try, after those given so far.
@@ -122,13 +151,13 @@ impl PutSchedule {
     /// Whether every candidate is used while shards are still needed (the
     /// shell may find more nodes).
     pub fn needs_candidates(&self) -> bool {
-        self.candidates.is_empty() && !self.done()
+        !self.has_candidate() && !self.done()
     }
 
     /// When [`Self::on_hedge`] is due; `None` when no hedge can start (no
     /// candidate left, or enough stored).
     pub fn hedge_due(&self) -> Option<Instant> {
-        if self.candidates.is_empty() || self.done() {
+        if !self.has_candidate() || self.done() {
             return None;
         }
         Some(self.next_hedge.unwrap_or_else(|| hedge_at(self.began, self.first_done)))
@@ -141,7 +170,7 @@ impl PutSchedule {
             (0..self.holders.len()).filter(|&i| self.flying[i] > 0 && self.holders[i].is_none()).collect();
         let mut steps = Vec::new();
         for j in late.into_iter().take(self.want.saturating_sub(self.stored)) {
-            let Some(peer) = self.candidates.pop_front() else { break };
+            let Some(peer) = self.next_candidate() else { break };
             let i = self.unstarted.next().unwrap_or(j);
             steps.push(self.start(i, peer));
         }
@@ -152,6 +181,10 @@ impl PutSchedule {
     /// The upload of shard `i` to `peer` ended at `now`.
     pub fn on_done(&mut self, i: usize, peer: PeerId, outcome: Outcome, now: Instant) -> Vec<Step> {
         self.flying[i] = self.flying[i].saturating_sub(1);
+        if outcome != Outcome::Stored || self.holders[i].is_some() {
+            // Not kept: its slot is free again.
+            self.limits.release(&peer);
+        }
         match outcome {
             Outcome::Stored if self.holders[i].is_some() => vec![Step::Surplus(i, peer)],
             Outcome::Stored => {
@@ -164,7 +197,7 @@ impl PutSchedule {
             Outcome::Failed => {
                 if self.holders[i].is_none()
                     && self.flying[i] == 0
-                    && let Some(next) = self.candidates.pop_front()
+                    && let Some(next) = self.next_candidate()
                 {
                     vec![self.start(i, next)]
                 } else {
@@ -177,11 +210,11 @@ impl PutSchedule {
     /// Every upload started has ended: an unstarted spare on a fresh node,
     /// if both are left (`None`: the schedule cannot go on).
     pub fn on_idle(&mut self) -> Option<Step> {
-        if self.candidates.is_empty() {
+        if !self.has_candidate() {
             return None;
         }
         let i = self.unstarted.next()?;
-        let peer = self.candidates.pop_front()?;
+        let peer = self.next_candidate()?;
         Some(self.start(i, peer))
     }
 

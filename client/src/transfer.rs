@@ -32,10 +32,32 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::Error;
 use crate::placement::Nodes;
+use crate::policy::{self, Candidate, Placement};
 use crate::schedule::{Fetch, GetSchedule, Got, Outcome, PutSchedule, Step};
 
 /// Spare candidate nodes asked for beyond one per shard, for retries.
 const SPARE_NODES: usize = 4;
+/// The fewest nearest nodes free space chooses among.
+const POOL_MIN: usize = 20;
+/// How long an upload waits for the profiles it lacks (free space): they
+/// weigh the choice, but a put does not wait long for them.
+const PROFILE_WAIT: Duration = Duration::from_millis(500);
+/// How long an upload under region rules waits for profiles (it cannot
+/// place without them).
+const PROFILE_WAIT_REGIONS: Duration = Duration::from_secs(5);
+
+/// The placement rules of one upload.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules<'a> {
+    /// The bucket's rules.
+    pub placement: &'a Placement,
+    /// Shards that read the segment.
+    pub k: u16,
+    /// Shards kept.
+    pub n: u16,
+    /// Holders that keep other shards of the segment (a repair).
+    pub existing: &'a [PeerId],
+}
 
 /// When spare uploads and downloads start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -201,33 +223,50 @@ impl Transfer {
         shards: &[Outgoing],
         want: usize,
     ) -> Result<Vec<Option<NodeId>>, Error> {
-        self.put_shards_avoiding(key, shards, want, &[]).await
+        let n = u16::try_from(want).unwrap_or(u16::MAX);
+        self.put_shards_placed(key, shards, want, Rules { placement: &Placement::default(), k: 1, n, existing: &[] })
+            .await
     }
 
-    /// [`Self::put_shards`] on nodes other than `avoid` (the nodes that
-    /// hold the other shards of a segment being repaired).
-    pub async fn put_shards_avoiding(
+    /// [`Self::put_shards`] under a bucket's placement rules, on nodes
+    /// other than `rules.existing` (the holders that keep the other shards
+    /// of a segment being repaired, which count against the rules' caps).
+    pub async fn put_shards_placed(
         &self,
         key: [u8; 32],
         shards: &[Outgoing],
         want: usize,
-        avoid: &[PeerId],
+        rules: Rules<'_>,
     ) -> Result<Vec<Option<NodeId>>, Error> {
-        let mut candidates: VecDeque<PeerId> = self
-            .nodes
-            .candidates(key, shards.len() + SPARE_NODES + avoid.len(), want + avoid.len())
-            .await?
-            .into_iter()
-            .filter(|p| !avoid.contains(p))
-            .collect();
+        let avoid = rules.existing;
+        let shard_len = shards.first().map_or(0, |s| s.bytes.len() as u64);
+        // All known nodes when regions decide; else the nearest few times
+        // what is needed, among which free space decides.
+        let pool = if rules.placement.needs_regions() {
+            usize::MAX
+        } else {
+            (3 * (shards.len() + SPARE_NODES) + avoid.len()).max(POOL_MIN)
+        };
+        let mut pool = self.nodes.candidates(key, pool, want + avoid.len()).await?;
+        // Nodes that failed lately are not asked (they would hold the put up).
+        let peers: Vec<PeerId> =
+            pool.iter().filter(|c| !c.penalized).map(|c| c.peer).chain(avoid.iter().copied()).collect();
+        let wait = if rules.placement.needs_regions() { PROFILE_WAIT_REGIONS } else { PROFILE_WAIT };
+        self.nodes.fetch_profiles(&peers, wait).await;
+        for c in &mut pool {
+            *c = self.nodes.candidate(&c.peer);
+        }
+        let existing: Vec<Candidate> = avoid.iter().map(|p| self.nodes.candidate(p)).collect();
+        let plan = policy::plan(rules.placement, rules.k, rules.n, &pool, &existing, &key, shard_len)?;
+        let mut candidates: VecDeque<PeerId> = plan.order.into_iter().collect();
         // Once these run out (many known nodes are down), more are asked
         // for once, beyond the first.
         let first_asked: Vec<PeerId> = candidates.iter().copied().collect();
-        let mut refilled = false;
-        // Among those candidates (the nearest, so placement still follows
-        // distance), healthy nodes this client is connected to go first: a
-        // node still being dialled while others answer is often down, and
-        // its upload would only be hedged after HEDGE_MIN.
+        let mut refilled = rules.placement.needs_regions();
+        // Healthy nodes this client is connected to go first (a stable
+        // sort, so the placement order holds among them): a node still
+        // being dialled while others answer is often down, and its upload
+        // would only be hedged after HEDGE_MIN.
         if let Ok(connected) = self.net.connected_peers().await
             && !connected.is_empty()
         {
@@ -245,7 +284,8 @@ impl Transfer {
         };
         // The schedule decides what starts when (`crate::schedule`); this
         // loop uploads, waits and tells it what happened.
-        let (mut plan, mut steps) = PutSchedule::new(shards.len(), want, self.hedging, candidates, Instant::now());
+        let (mut plan, mut steps) =
+            PutSchedule::limited(shards.len(), want, self.hedging, candidates, plan.limits, Instant::now());
         let mut last_error = None;
         loop {
             for step in steps.drain(..) {
@@ -266,7 +306,9 @@ impl Transfer {
                 // are asked for once, beyond the first.
                 refilled = true;
                 let more = self.nodes.candidates(key, 2 * (first_asked.len() + avoid.len()), want).await?;
-                plan.add_candidates(more.into_iter().filter(|p| !first_asked.contains(p) && !avoid.contains(p)));
+                plan.add_candidates(
+                    more.into_iter().map(|c| c.peer).filter(|p| !first_asked.contains(p) && !avoid.contains(p)),
+                );
             }
             let due = plan.hedge_due();
             steps = tokio::select! {
@@ -280,6 +322,7 @@ impl Transfer {
                         let outcome = match result {
                             Ok(()) => {
                                 self.nodes.report(peer, true);
+                                self.nodes.placed(&peer, shards[i].bytes.len() as u64);
                                 Outcome::Stored
                             }
                             Err(e @ cairn_net::Error::Abandoned { .. }) => {

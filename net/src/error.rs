@@ -69,6 +69,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: cairn_proto::head::RecordRefused,
     },
+    /// The peer sent a profile that is not its own, or not valid.
+    #[error("peer {peer} sent an invalid profile: {reason}")]
+    BadProfile {
+        /// The peer.
+        peer: PeerId,
+        /// What is wrong with it.
+        reason: crate::profile::ProfileRefused,
+    },
     /// The request gave up before its stream opened (its caller no
     /// longer needed it).
     #[error("request to {peer} abandoned before it started")]

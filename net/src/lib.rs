@@ -15,6 +15,7 @@
 pub mod error;
 pub mod handle;
 pub mod ip_limits;
+pub mod profile;
 pub mod shard_client;
 pub mod store;
 pub mod swarm;

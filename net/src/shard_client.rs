@@ -237,6 +237,16 @@ impl ShardClient {
         }
     }
 
+    /// The peer's profile, checked: signed by the peer's own key.
+    pub async fn profile(&self) -> Result<cairn_proto::profile::NodeProfile, Error> {
+        match self.exchange(Request::Profile, None, 0).await?.0 {
+            Response::Profile(signed) => {
+                crate::profile::verify(&self.peer, &signed).map_err(|reason| Error::BadProfile { peer: self.peer, reason })
+            }
+            other => Err(self.unexpected("profile", other)),
+        }
+    }
+
     /// The head record the peer holds under `record` (checked: the id and
     /// signature must match).
     pub async fn get_head(&self, record: RecordId) -> Result<Option<HeadRecord>, Error> {

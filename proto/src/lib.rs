@@ -66,6 +66,7 @@ pub mod layout;
 pub mod manifest;
 pub mod node;
 pub mod proof;
+pub mod profile;
 pub mod shard;
 pub mod units;
 

@@ -13,6 +13,7 @@ use crate::codec;
 use crate::error::Error;
 use crate::head::{HeadRecord, RecordRefused};
 use crate::ids::{RecordId, ShardId};
+use crate::profile::SignedProfile;
 
 /// libp2p protocol name; the version changes when the encoding does.
 pub const SHARD_PROTOCOL: &str = "/cairn/shard/1";
@@ -117,6 +118,9 @@ pub enum Request {
     /// Report capacity, usage and whether the node is leaving the network:
     /// answered by [`Response::Status`].
     Status,
+    /// Send the node's signed profile (region, zone, capacity, usage):
+    /// answered by [`Response::Profile`].
+    Profile,
 }
 
 /// Most shards one [`Request::Renew`] names (so that it fits in a frame).
@@ -195,6 +199,8 @@ pub enum Response {
     },
     /// The answer to [`Request::Status`].
     Status(NodeState),
+    /// The answer to [`Request::Profile`].
+    Profile(SignedProfile),
 }
 
 /// A node's figures and standing.

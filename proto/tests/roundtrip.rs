@@ -1,6 +1,7 @@
 //! Property tests: every codec round-trips, and arbitrary bytes never panic
 //! a decoder (they may only return an error).
 
+use cairn_proto::profile::{NodeProfile, SignedProfile};
 use cairn_proto::codec;
 use cairn_proto::head::{self, HeadRecord};
 use cairn_proto::shard::{
@@ -38,6 +39,7 @@ fn request() -> impl Strategy<Value = Request> {
             .prop_map(|(lease_secs, shards)| Request::Renew { lease_secs, shards }),
         (shard_id(), range()).prop_map(|(shard, range)| Request::Prove { shard, range }),
         Just(Request::Status),
+        Just(Request::Profile),
     ]
 }
 
@@ -109,6 +111,13 @@ fn response() -> impl Strategy<Value = Response> {
             |(capacity, used, shards, leaving_until)| Response::Status(NodeState {
                 stats: NodeStats { capacity, used, shards },
                 leaving_until
+            })
+        ),
+        ("[a-z]{0,8}", any::<u64>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..40)).prop_map(
+            |(region, capacity, used, key)| Response::Profile(SignedProfile {
+                profile: NodeProfile { region, capacity, used, ..Default::default() },
+                public_key: key.clone(),
+                signature: key,
             })
         ),
     ]

@@ -27,7 +27,7 @@ pub fn s3_error(e: ClientError) -> S3Error {
         ClientError::InvalidPart { .. } => S3ErrorCode::InvalidPart,
         ClientError::InvalidPartOrder { .. } => S3ErrorCode::InvalidPartOrder,
         ClientError::EntityTooSmall { .. } => S3ErrorCode::EntityTooSmall,
-        ClientError::BadPartNumber(_) => S3ErrorCode::InvalidArgument,
+        ClientError::BadPartNumber(_) | ClientError::BadPlacement { .. } => S3ErrorCode::InvalidArgument,
         ClientError::MetadataTooLarge { .. } => S3ErrorCode::MetadataTooLarge,
         ClientError::NotAFile { .. } => S3ErrorCode::InvalidRequest,
         ClientError::Io(io) => match body_error(io) {
@@ -39,6 +39,7 @@ pub fn s3_error(e: ClientError) -> S3Error {
         ClientError::NoNodes
         | ClientError::Net(_)
         | ClientError::Placement { .. }
+        | ClientError::PolicyUnmet { .. }
         | ClientError::NotEnoughShards { .. }
         | ClientError::SegmentUnavailable { .. }
         | ClientError::PageUnavailable { .. }

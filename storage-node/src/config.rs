@@ -36,6 +36,14 @@ pub struct NodeConfig {
     /// memory for other work and measured faster (docs/BENCHMARKS.md).
     #[serde(default = "default_direct_io")]
     pub direct_io: bool,
+    /// The region this node is in (`eu-west`): clients keep buckets
+    /// inside regions and spread segments over them. Lowercase letters,
+    /// digits, `-` and `_`; empty for none.
+    #[serde(default)]
+    pub region: String,
+    /// The zone within the region (a site or a rack), empty for none.
+    #[serde(default)]
+    pub zone: String,
     /// Per-peer and global limits.
     #[serde(default)]
     pub limits: Limits,
@@ -153,6 +161,8 @@ impl NodeConfig {
             max_shard_size: default_max_shard(),
             admin_listen: default_admin(),
             direct_io: default_direct_io(),
+            region: String::new(),
+            zone: String::new(),
             limits: Limits::default(),
             leases: Leases::default(),
         }
@@ -178,6 +188,11 @@ impl NodeConfig {
         for a in self.listen.iter().chain(&self.bootstrap) {
             if a.parse::<cairn_net::Multiaddr>().is_err() {
                 return bad(format!("`{a}` is not a multiaddr; write e.g. /ip4/0.0.0.0/udp/4001/quic-v1"));
+            }
+        }
+        for (what, name) in [("region", &self.region), ("zone", &self.zone)] {
+            if let Err(e) = cairn_proto::profile::check_name(name) {
+                return bad(format!("{what}: {e}"));
             }
         }
         if self.admin_listen.parse::<std::net::SocketAddr>().is_err() {
@@ -233,6 +248,12 @@ bootstrap = [{bootstrap}]
 # Most bytes of shard data this node keeps. Puts beyond it are refused, nothing is evicted.
 capacity = "{capacity}"
 
+# The region and zone this node is in (lowercase, digits, - and _; empty for
+# none). Clients keep buckets inside regions and spread segments over them;
+# the node signs what it declares.
+region = "{region}"
+zone = "{zone}"
+
 # Largest single shard accepted.
 max_shard_size = "{max_shard}"
 
@@ -277,6 +298,8 @@ collect_interval_secs = {collect}
             bootstrap = list(&self.bootstrap),
             capacity = self.capacity,
             max_shard = self.max_shard_size,
+            region = self.region,
+            zone = self.zone,
             admin = self.admin_listen,
             direct_io = self.direct_io,
             per_peer = l.max_streams_per_peer,

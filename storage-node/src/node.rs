@@ -75,7 +75,7 @@ impl Node {
         let keypair = crate::identity::load_or_create(&cfg.data_dir)?;
         let net = Network::start(
             NetConfig {
-                keypair,
+                keypair: keypair.clone(),
                 listen: parse_addrs(&cfg.listen, &cfg_path)?,
                 bootstrap: parse_addrs(&cfg.bootstrap, &cfg_path)?,
                 role: Role::Server,
@@ -118,6 +118,8 @@ impl Node {
             max_lease_secs: cfg.leases.max_lease_secs,
             record_quota: RecordQuota::new(cfg.limits.new_records_per_peer_per_hour),
             leaving: Arc::clone(&leaving),
+            identity: keypair,
+            region: (cfg.region.clone(), cfg.zone.clone()),
         });
         let incoming = net.handle.accept_shard_streams()?;
         tasks.push(tokio::spawn(service::run(svc, incoming, cancel.clone(), SHUTDOWN_GRACE)));

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cairn_net::store::{BackendError, Heads, Offer};
+use cairn_proto::profile::NodeProfile;
 use cairn_proto::codec::{self, FRAME_HEADER_LEN};
 use cairn_proto::head::{HeadRecord, RecordRefused};
 use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, NodeState, Request, Response, ShardError};
@@ -58,6 +59,10 @@ pub struct Service {
     pub record_quota: Arc<RecordQuota>,
     /// Whether the node is leaving (then it accepts no new shards).
     pub leaving: Arc<Leaving>,
+    /// The node's identity, which signs its profile.
+    pub identity: cairn_net::identity::Keypair,
+    /// The region and zone the operator declared.
+    pub region: (String, String),
 }
 
 /// Accepts streams until `cancel`, then waits up to `grace` for the ones in
@@ -260,6 +265,18 @@ impl Service {
             Request::Status => {
                 let state = NodeState { stats: self.store.stats(), leaving_until: self.leaving.until() };
                 self.respond(stream, Response::Status(state)).await
+            }
+            Request::Profile => {
+                let stats = self.store.stats();
+                let profile = NodeProfile {
+                    region: self.region.0.clone(),
+                    zone: self.region.1.clone(),
+                    capacity: stats.capacity,
+                    used: stats.used,
+                    leaving_until: self.leaving.until(),
+                    issued: now_secs(),
+                };
+                self.respond(stream, Response::Profile(cairn_net::profile::sign(&self.identity, profile))).await
             }
             Request::GetHead { record } => {
                 let heads = Arc::clone(&self.heads);

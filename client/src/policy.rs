@@ -1,0 +1,515 @@
+//! Placement policy: which nodes may hold a segment's shards, and in what
+//! order they are tried. Plain functions and state, decided here and
+//! enforced by the upload schedule ([`crate::schedule::PutSchedule`]) and
+//! by repair.
+//!
+//! - **Regions** (sovereignty): a bucket may keep every shard inside a
+//!   list of regions; nodes elsewhere, or that declare none, are never
+//!   candidates.
+//! - **Spread**: a bucket may place each segment over at least `spread`
+//!   regions, with no region holding more than `n - k` shards, so losing
+//!   any one region loses nothing. Both hold when no region holds more
+//!   than [`Placement::region_cap`] = `min(n - k, ⌈n / spread⌉)` of the
+//!   shards kept; the schedule counts every upload in flight or stored
+//!   against it, so whichever `n` uploads win, the cap holds.
+//! - **Diversity**: no two shards of a segment on one IP address, /24
+//!   (IPv4) or /48 (IPv6). Loopback addresses are exempt (a devnet on one
+//!   machine). When the candidates span fewer networks than shards, each
+//!   network may hold `⌈n / networks⌉` and the plan says it is
+//!   [`Plan::crowded`].
+//! - **Capacity**: candidates are ordered by weighted random choice (the
+//!   Efraimidis–Spirakis key `ln(u) / free`, with `u` from BLAKE3 of the
+//!   peer and the placement key), so a node with twice the free space
+//!   gets about twice the new shards, and nodes without room for a shard
+//!   (or with less than 1 % free) come last, after nodes that failed lately.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use cairn_net::{Multiaddr, PeerId, libp2p_protocol};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// A bucket's placement rules, kept in its bucket-list entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// Regions every shard must be in (empty: anywhere).
+    pub regions: Vec<String>,
+    /// Regions each segment is spread over (0 or 1: no rule).
+    pub spread: u8,
+    /// No two shards of a segment on one network (IP, /24, /48).
+    pub diversity: bool,
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Self { regions: Vec::new(), spread: 0, diversity: true }
+    }
+}
+
+/// Most regions a bucket may name.
+pub const MAX_REGIONS: usize = 32;
+
+impl Placement {
+    /// Whether candidates need their regions known.
+    pub fn needs_regions(&self) -> bool {
+        !self.regions.is_empty() || self.spread > 1
+    }
+
+    /// Whether a node in `region` may hold shards.
+    pub fn allows(&self, region: Option<&str>) -> bool {
+        self.regions.is_empty() || region.is_some_and(|r| self.regions.iter().any(|x| x == r))
+    }
+
+    /// Most shards (of `n` kept, `k` needed) one region may hold; `None`
+    /// without a spread rule.
+    pub fn region_cap(&self, k: u16, n: u16) -> Option<usize> {
+        (self.spread > 1).then(|| {
+            let (k, n, s) = (usize::from(k), usize::from(n), usize::from(self.spread));
+            (n - k.min(n)).min(n.div_ceil(s))
+        })
+    }
+
+    /// Checks the rules against the code (`k` of `n`).
+    pub fn validate(&self, k: u16, n: u16) -> Result<(), Error> {
+        let bad = |reason: String| Err(Error::BadPlacement { reason });
+        if self.regions.len() > MAX_REGIONS {
+            return bad(format!("at most {MAX_REGIONS} regions"));
+        }
+        for r in &self.regions {
+            if r.is_empty() {
+                return bad("an empty region name".into());
+            }
+            cairn_proto::profile::check_name(r).map_err(|e| Error::BadPlacement { reason: e.to_string() })?;
+        }
+        if self.spread > 1 {
+            if usize::from(self.spread) > usize::from(n) {
+                return bad(format!("a spread over {} regions needs at least as many shards (n = {n})", self.spread));
+            }
+            if self.region_cap(k, n) == Some(0) {
+                return bad(format!("a spread needs parity: with {k}-of-{n} one region's loss loses data"));
+            }
+            if !self.regions.is_empty() && self.regions.len() < usize::from(self.spread) {
+                return bad(format!("a spread over {} regions, but only {} allowed", self.spread, self.regions.len()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The network a node is in, for diversity: its /24 (IPv4) or /48 (IPv6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NetGroup {
+    /// The first three bytes of an IPv4 address.
+    V4([u8; 3]),
+    /// The first six bytes of an IPv6 address.
+    V6([u8; 6]),
+}
+
+/// The network of the first address in `addrs` that is not loopback or
+/// unspecified (`None`: exempt from diversity).
+pub fn net_group(addrs: &[Multiaddr]) -> Option<NetGroup> {
+    addrs.iter().find_map(|a| {
+        a.iter().find_map(|p| match p {
+            libp2p_protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+            libp2p_protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+            _ => None,
+        })
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+        .map(|ip| match ip {
+            IpAddr::V4(v) => {
+                let o = v.octets();
+                NetGroup::V4([o[0], o[1], o[2]])
+            }
+            IpAddr::V6(v) => {
+                let o = v.octets();
+                NetGroup::V6([o[0], o[1], o[2], o[3], o[4], o[5]])
+            }
+        })
+    })
+}
+
+/// What placement knows of one candidate node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// The node.
+    pub peer: PeerId,
+    /// Its signed region (`None`: unknown or none declared).
+    pub region: Option<String>,
+    /// Its network, for diversity (`None`: exempt).
+    pub net: Option<NetGroup>,
+    /// Its free bytes and capacity, when known.
+    pub space: Option<(u64, u64)>,
+    /// It failed a request lately.
+    pub penalized: bool,
+}
+
+impl Candidate {
+    /// A node placement knows nothing about.
+    pub fn bare(peer: PeerId) -> Self {
+        Self { peer, region: None, net: None, space: None, penalized: false }
+    }
+
+    /// Whether it has room for a shard of `shard_len` bytes, with 1 % of
+    /// its capacity to spare (unknown: assumed).
+    pub fn has_room(&self, shard_len: u64) -> bool {
+        self.space.is_none_or(|(free, capacity)| free >= shard_len.saturating_add(capacity / 100))
+    }
+}
+
+/// Counts of shards per group (region, network) against caps, over the
+/// uploads in flight and stored: [`Self::fits`] before an upload starts,
+/// [`Self::take`] when it does, [`Self::release`] when it ends without
+/// being kept.
+#[derive(Clone, Debug, Default)]
+pub struct Limits {
+    of: HashMap<PeerId, Vec<usize>>,
+    caps: Vec<usize>,
+    used: Vec<usize>,
+}
+
+impl Limits {
+    /// No limits.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    fn group(&mut self, cap: usize) -> usize {
+        self.caps.push(cap);
+        self.used.push(0);
+        self.caps.len() - 1
+    }
+
+    fn add(&mut self, peer: PeerId, group: usize) {
+        self.of.entry(peer).or_default().push(group);
+    }
+
+    /// Whether `peer` may take one more shard.
+    pub fn fits(&self, peer: &PeerId) -> bool {
+        self.of.get(peer).is_none_or(|gs| gs.iter().all(|&g| self.used[g] < self.caps[g]))
+    }
+
+    /// `peer` takes a shard.
+    pub fn take(&mut self, peer: &PeerId) {
+        for &g in self.of.get(peer).into_iter().flatten() {
+            self.used[g] += 1;
+        }
+    }
+
+    /// A shard `peer` took is not kept.
+    pub fn release(&mut self, peer: &PeerId) {
+        for &g in self.of.get(peer).into_iter().flatten() {
+            self.used[g] = self.used[g].saturating_sub(1);
+        }
+    }
+}
+
+/// Where a segment's shards go: the candidates in the order to try them,
+/// and the limits the schedule keeps.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Candidates allowed by the rules, best first.
+    pub order: Vec<PeerId>,
+    /// Caps per region and network.
+    pub limits: Limits,
+    /// Fewer networks than shards: some networks hold more than one.
+    pub crowded: bool,
+}
+
+/// A uniform number in (0, 1] from BLAKE3 of the peer and the key.
+fn unit(peer: &PeerId, key: &[u8; 32]) -> f64 {
+    let mut h = blake3::Hasher::new();
+    h.update(key);
+    h.update(&peer.to_bytes());
+    let x = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().unwrap_or_default());
+    ((x >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+}
+
+/// Orders candidates: those with room, by weighted random choice on free
+/// space (unknown space weighs as the median known); then those without
+/// room; then penalized ones. Deterministic for a key and a set.
+pub fn order(cands: &[Candidate], key: &[u8; 32], shard_len: u64) -> Vec<PeerId> {
+    let mut frees: Vec<u64> = cands.iter().filter_map(|c| c.space.map(|s| s.0)).collect();
+    frees.sort_unstable();
+    let median = frees.get(frees.len() / 2).copied().unwrap_or(1).max(1);
+    let mut scored: Vec<(u8, f64, PeerId)> = cands
+        .iter()
+        .map(|c| {
+            let class = if c.penalized {
+                2
+            } else if !c.has_room(shard_len) {
+                1
+            } else {
+                0
+            };
+            let w = c.space.map_or(median, |s| s.0).max(1) as f64;
+            // Larger is better: ln(u) ≤ 0, nearer 0 for heavier nodes.
+            (class, unit(&c.peer, key).ln() / w, c.peer)
+        })
+        .collect();
+    scored.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2)));
+    scored.into_iter().map(|(_, _, p)| p).collect()
+}
+
+/// Plans the placement of a segment's shards: `n` of them must be kept, `k`
+/// read it. `existing` are holders that keep shards of the segment (a
+/// repair); they count against the caps and are not candidates.
+pub fn plan(
+    rules: &Placement,
+    k: u16,
+    n: u16,
+    cands: &[Candidate],
+    existing: &[Candidate],
+    key: &[u8; 32],
+    shard_len: u64,
+) -> Result<Plan, Error> {
+    let allowed: Vec<Candidate> = cands
+        .iter()
+        .filter(|c| rules.allows(c.region.as_deref()) && !existing.iter().any(|e| e.peer == c.peer))
+        // A spread needs every region known: a node that declares none
+        // could share one with anyone.
+        .filter(|c| rules.spread <= 1 || c.region.is_some())
+        .cloned()
+        .collect();
+    let needed = usize::from(n).saturating_sub(existing.len());
+    let usable = allowed.iter().filter(|c| !c.penalized).count();
+    if !rules.regions.is_empty() && usable < needed {
+        return Err(Error::PolicyUnmet {
+            need: format!("{needed} nodes in {}", rules.regions.join(", ")),
+            found: census(cands),
+        });
+    }
+    let mut limits = Limits::none();
+    if let Some(cap) = rules.region_cap(k, n) {
+        let mut per: BTreeMap<&str, (usize, Vec<PeerId>)> = BTreeMap::new();
+        for c in existing {
+            per.entry(c.region.as_deref().unwrap_or("")).or_default().0 += 1;
+        }
+        for c in allowed.iter().filter(|c| !c.penalized) {
+            per.entry(c.region.as_deref().unwrap_or("")).or_default().1.push(c.peer);
+        }
+        let room: usize = per.values().map(|(held, free)| cap.saturating_sub(*held).min(free.len())).sum();
+        let regions = per.keys().filter(|r| !r.is_empty()).count();
+        if room < needed || regions < usize::from(rules.spread) {
+            return Err(Error::PolicyUnmet {
+                need: format!(
+                    "{n} shards over at least {} regions, at most {cap} in any one",
+                    rules.spread.max(2)
+                ),
+                found: census(cands),
+            });
+        }
+        for (r, (held, _)) in &per {
+            let g = limits.group(cap);
+            limits.used[g] = *held;
+            for c in allowed.iter().chain(existing).filter(|c| c.region.as_deref() == Some(*r)) {
+                limits.add(c.peer, g);
+            }
+        }
+    }
+    let mut crowded = false;
+    if rules.diversity {
+        let mut nets: BTreeMap<NetGroup, Vec<&Candidate>> = BTreeMap::new();
+        for c in allowed.iter().chain(existing) {
+            if let Some(g) = c.net {
+                nets.entry(g).or_default().push(c);
+            }
+        }
+        let exempt = allowed.iter().chain(existing).filter(|c| c.net.is_none()).count();
+        let groups = nets.len() + exempt;
+        let cap = if groups >= usize::from(n) { 1 } else { usize::from(n).div_ceil(groups.max(1)) };
+        crowded = cap > 1 && !nets.is_empty();
+        for members in nets.values() {
+            let g = limits.group(cap);
+            for c in members {
+                if existing.iter().any(|e| e.peer == c.peer) {
+                    limits.used[g] += 1;
+                }
+                limits.add(c.peer, g);
+            }
+        }
+    }
+    Ok(Plan { order: order(&allowed, key, shard_len), limits, crowded })
+}
+
+/// "eu: 3, us: 2, none: 1" of the candidates, for errors.
+pub fn census(cands: &[Candidate]) -> String {
+    let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in cands {
+        *per.entry(c.region.as_deref().unwrap_or("none")).or_default() += 1;
+    }
+    if per.is_empty() {
+        return "no nodes".into();
+    }
+    per.iter().map(|(r, n)| format!("{r}: {n}")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(region: &str, net: u8) -> Candidate {
+        Candidate {
+            peer: PeerId::random(),
+            region: (!region.is_empty()).then(|| region.to_string()),
+            net: (net > 0).then_some(NetGroup::V4([10, 0, net])),
+            space: None,
+            penalized: false,
+        }
+    }
+
+    /// Simulates an upload: takes candidates in order while they fit.
+    fn pick(p: &mut Plan, count: usize) -> Vec<PeerId> {
+        let mut out = Vec::new();
+        for peer in p.order.clone() {
+            if out.len() == count {
+                break;
+            }
+            if p.limits.fits(&peer) {
+                p.limits.take(&peer);
+                out.push(peer);
+            }
+        }
+        out
+    }
+
+    fn region_of<'a>(all: &'a [Candidate], p: &PeerId) -> &'a str {
+        all.iter().find(|c| c.peer == *p).and_then(|c| c.region.as_deref()).unwrap_or("")
+    }
+
+    #[test]
+    fn regions_keep_shards_inside() {
+        let all: Vec<Candidate> = ["eu", "us", "eu", "ap", "eu", "us", "eu", "eu"].iter().map(|r| node(r, 0)).collect();
+        let rules = Placement { regions: vec!["eu".into()], ..Default::default() };
+        let mut p = plan(&rules, 2, 4, &all, &[], &[1; 32], 100).expect("plan");
+        assert_eq!(p.order.len(), 5);
+        for peer in pick(&mut p, 4) {
+            assert_eq!(region_of(&all, &peer), "eu");
+        }
+        // Six needed, five in eu: refused, saying what there is.
+        let e = plan(&rules, 2, 6, &all, &[], &[1; 32], 100).expect_err("too few");
+        let text = e.to_string();
+        assert!(text.contains("6 nodes in eu") && text.contains("eu: 5") && text.contains("us: 2"), "{text}");
+    }
+
+    #[test]
+    fn a_spread_caps_every_region() {
+        let all: Vec<Candidate> =
+            (0..12).map(|i| node(["eu", "us", "ap"][i % 3], 0)).chain((0..6).map(|_| node("eu", 0))).collect();
+        let rules = Placement { spread: 3, ..Default::default() };
+        assert_eq!(rules.region_cap(4, 8), Some(3));
+        assert_eq!(rules.region_cap(4, 6), Some(2));
+        for key in 0..20u8 {
+            let mut p = plan(&rules, 4, 8, &all, &[], &[key; 32], 100).expect("plan");
+            let got = pick(&mut p, 10);
+            assert_eq!(got.len(), 9, "3 regions × 3");
+            let mut per: HashMap<&str, usize> = HashMap::new();
+            for peer in &got[..8] {
+                *per.entry(region_of(&all, peer)).or_default() += 1;
+            }
+            assert!(per.len() >= 3 && per.values().all(|&c| c <= 3), "{per:?}");
+        }
+        // Two regions cannot hold a spread over three.
+        let two: Vec<Candidate> = (0..10).map(|i| node(["eu", "us"][i % 2], 0)).collect();
+        let e = plan(&rules, 4, 8, &two, &[], &[0; 32], 100).expect_err("two regions");
+        assert!(e.to_string().contains("at least 3 regions"), "{e}");
+    }
+
+    #[test]
+    fn a_spread_counts_the_holders_kept() {
+        let all: Vec<Candidate> = (0..9).map(|i| node(["eu", "us", "ap"][i % 3], 0)).collect();
+        let rules = Placement { spread: 3, ..Default::default() };
+        // Repair keeps 3 shards in eu and 2 in us: the 3 others go to us (1) and ap (2+).
+        let existing: Vec<Candidate> = [all[0].clone(), all[3].clone(), all[6].clone(), all[1].clone(), all[4].clone()]
+            .into_iter()
+            .collect();
+        let mut p = plan(&rules, 4, 8, &all, &existing, &[3; 32], 100).expect("plan");
+        let got = pick(&mut p, 3);
+        let regions: Vec<&str> = got.iter().map(|p| region_of(&all, p)).collect();
+        assert_eq!(regions.iter().filter(|r| **r == "eu").count(), 0, "{regions:?}");
+        assert_eq!(regions.iter().filter(|r| **r == "us").count(), 1, "{regions:?}");
+    }
+
+    #[test]
+    fn diversity_keeps_one_shard_per_network() {
+        let all: Vec<Candidate> = (0..12).map(|i| node("", (i % 6 + 1) as u8)).collect();
+        let rules = Placement::default();
+        let mut p = plan(&rules, 2, 4, &all, &[], &[5; 32], 100).expect("plan");
+        assert!(!p.crowded);
+        let got = pick(&mut p, 6);
+        assert_eq!(got.len(), 6, "six networks");
+        let nets: std::collections::HashSet<_> =
+            got.iter().map(|g| all.iter().find(|c| c.peer == *g).and_then(|c| c.net)).collect();
+        assert_eq!(nets.len(), 6);
+        // Three networks for 8 shards: three per network, and said.
+        let small: Vec<Candidate> = (0..9).map(|i| node("", (i % 3 + 1) as u8)).collect();
+        let mut p = plan(&rules, 4, 8, &small, &[], &[5; 32], 100).expect("plan");
+        assert!(p.crowded);
+        assert_eq!(pick(&mut p, 9).len(), 9);
+        // Loopback nodes are exempt; diversity off lets anything through.
+        let local: Vec<Candidate> = (0..8).map(|_| node("", 0)).collect();
+        let mut p = plan(&rules, 4, 8, &local, &[], &[5; 32], 100).expect("plan");
+        assert!(!p.crowded);
+        assert_eq!(pick(&mut p, 8).len(), 8);
+    }
+
+    #[test]
+    fn released_slots_are_free_again() {
+        let all: Vec<Candidate> = (0..4).map(|_| node("", 1)).collect();
+        let mut limits = plan(&Placement::default(), 1, 1, &all, &[], &[0; 32], 1).expect("plan").limits;
+        assert!(limits.fits(&all[0].peer));
+        limits.take(&all[0].peer);
+        assert!(!limits.fits(&all[1].peer));
+        limits.release(&all[0].peer);
+        assert!(limits.fits(&all[1].peer));
+    }
+
+    #[test]
+    fn net_groups_come_from_addresses() {
+        let a = |s: &str| s.parse::<Multiaddr>().expect("addr");
+        assert_eq!(net_group(&[a("/ip4/127.0.0.1/udp/1/quic-v1")]), None);
+        assert_eq!(
+            net_group(&[a("/ip4/127.0.0.1/udp/1/quic-v1"), a("/ip4/192.168.7.9/tcp/4")]),
+            Some(NetGroup::V4([192, 168, 7]))
+        );
+        assert_eq!(net_group(&[a("/ip6/2001:db8:1:2::5/tcp/4")]), Some(NetGroup::V6([0x20, 0x01, 0x0d, 0xb8, 0, 1])));
+        assert_eq!(net_group(&[a("/ip6/::1/tcp/4")]), None);
+    }
+
+    #[test]
+    fn more_free_space_gets_more_shards() {
+        // Two nodes of 4 and 8 units among others: over many keys, the
+        // larger is picked first about twice as often.
+        let mut all: Vec<Candidate> = (0..10).map(|_| node("", 0)).collect();
+        for (i, c) in all.iter_mut().enumerate() {
+            c.space = Some((if i == 0 { 8_000 } else { 4_000 }, 10_000));
+        }
+        let mut first = [0u32; 2];
+        for key in 0..4000u32 {
+            let mut k = [0u8; 32];
+            k[..4].copy_from_slice(&key.to_le_bytes());
+            let o = order(&all, &k, 1);
+            if o[0] == all[0].peer {
+                first[0] += 1;
+            } else if o[0] == all[1].peer {
+                first[1] += 1;
+            }
+        }
+        let ratio = f64::from(first[0]) / f64::from(first[1]);
+        assert!((1.6..2.5).contains(&ratio), "{first:?}");
+    }
+
+    #[test]
+    fn full_and_penalized_nodes_come_last() {
+        let mut all: Vec<Candidate> = (0..5).map(|_| node("", 0)).collect();
+        all[0].space = Some((50, 10_000)); // less than 1 % free
+        all[1].penalized = true;
+        for c in &mut all[2..] {
+            c.space = Some((5_000, 10_000));
+        }
+        let o = order(&all, &[9; 32], 10);
+        assert_eq!(o[3], all[0].peer);
+        assert_eq!(o[4], all[1].peer);
+    }
+}
