@@ -257,6 +257,7 @@ pub async fn stat(client: &Client, path: &str) -> anyhow::Result<()> {
             let s = bucket.settings();
             out!("segments: {} of up to {} bytes", info.segments, l.segment_size);
             out!("code:     any {} of {} shards read a segment ({} stored, {} extra tried)", l.k, s.n, s.n, s.extra);
+            out!("placement: {}", placement_text(bucket.placement()));
             for h in health {
                 let state = match h.healthy {
                     x if x < h.k => "UNREADABLE",
@@ -264,17 +265,35 @@ pub async fn stat(client: &Client, path: &str) -> anyhow::Result<()> {
                     _ => "healthy",
                 };
                 out!("  segment {:>5}: {}/{} holders answer, {} needed: {state}", h.index, h.healthy, h.stored, h.k);
+                let regions: Vec<&str> = h.regions.iter().map(|r| r.as_deref().unwrap_or("-")).collect();
+                out!("                 regions: {}", regions.join(" "));
+                if h.crowded > 0 {
+                    out!("                 {} shards share a network with another shard: too few networks", h.crowded);
+                }
             }
         }
     }
     Ok(())
 }
 
+/// A bucket's placement rules in words.
+pub fn placement_text(p: &cairn_client::policy::Placement) -> String {
+    let mut parts = Vec::new();
+    if !p.regions.is_empty() {
+        parts.push(format!("inside {}", p.regions.join(", ")));
+    }
+    if p.spread > 1 {
+        parts.push(format!("each segment over at least {} regions", p.spread));
+    }
+    parts.push(if p.diversity { "one shard per network" } else { "networks may repeat" }.into());
+    parts.join("; ")
+}
+
 /// `cairn buckets`.
 pub async fn buckets(client: &Client) -> anyhow::Result<()> {
     for b in client.buckets().await? {
         let s = b.settings;
-        out!("{}  {}  k={} n={} extra={}", date(b.created_ms), b.name, s.k, s.n, s.extra);
+        out!("{}  {}  k={} n={} extra={}  {}", date(b.created_ms), b.name, s.k, s.n, s.extra, placement_text(&b.placement));
     }
     Ok(())
 }
@@ -287,9 +306,14 @@ pub async fn status(client: &Client) -> anyhow::Result<()> {
     for n in nodes {
         match &n.stats {
             Ok(s) => out!(
-                "  {}  {}  {:>6.1} ms  {} shards, {} of {} bytes used{}",
+                "  {}  {}  {:<12} {:>6.1} ms  {} shards, {} of {} bytes used{}",
                 n.node.peer,
                 if n.leaving_until.is_some() { "leaving" } else { "up   " },
+                match &n.region {
+                    Some((r, z)) if !r.is_empty() && !z.is_empty() => format!("{r}/{z}"),
+                    Some((r, _)) if !r.is_empty() => r.clone(),
+                    _ => "-".into(),
+                },
                 n.rtt.as_secs_f64() * 1000.0,
                 s.shards,
                 s.used,

@@ -115,6 +115,17 @@ fn free_port(udp: bool) -> anyhow::Result<u16> {
 /// Writes a node's config in `dir` (loopback listeners on free ports),
 /// unless it has one: a node keeps its ports across restarts.
 pub fn init_node(bin: &Path, dir: &Path, bootstrap: Option<&str>, capacity: &str) -> anyhow::Result<()> {
+    init_node_in(bin, dir, bootstrap, capacity, None)
+}
+
+/// [`init_node`] for a node in `region`.
+pub fn init_node_in(
+    bin: &Path,
+    dir: &Path,
+    bootstrap: Option<&str>,
+    capacity: &str,
+    region: Option<&str>,
+) -> anyhow::Result<()> {
     if dir.join("config.toml").exists() {
         return Ok(());
     }
@@ -125,6 +136,9 @@ pub fn init_node(bin: &Path, dir: &Path, bootstrap: Option<&str>, capacity: &str
     cmd.args(["--listen", &quic, "--listen", &tcp, "--admin", "127.0.0.1:0", "--capacity", capacity]);
     if let Some(b) = bootstrap {
         cmd.args(["--bootstrap", b]);
+    }
+    if let Some(r) = region {
+        cmd.args(["--region", r]);
     }
     let out = cmd.output().context("cannot run cairn-node init")?;
     if !out.status.success() {
@@ -165,15 +179,25 @@ pub fn start_node(bin: &Path, dir: &Path, bootstrap: Option<&str>, capacity: &st
 /// Starts `count` nodes under `dir/nodes/<i>`, node 0 first and the others
 /// bootstrapping from it.
 pub fn start_nodes(dir: &Path, count: usize, capacity: &str) -> anyhow::Result<Vec<NodeProcess>> {
+    start_nodes_in(dir, count, capacity, &[])
+}
+
+/// [`start_nodes`], giving new nodes the `regions` round-robin.
+pub fn start_nodes_in(dir: &Path, count: usize, capacity: &str, regions: &[String]) -> anyhow::Result<Vec<NodeProcess>> {
     if count == 0 {
         bail!("a devnet needs at least one node");
     }
     let bin = node_binary()?;
-    let first = start_node(&bin, &dir.join("nodes").join("0"), None, capacity)?;
+    let region = |i: usize| (!regions.is_empty()).then(|| regions[i % regions.len()].as_str());
+    let d0 = dir.join("nodes").join("0");
+    init_node_in(&bin, &d0, None, capacity, region(0))?;
+    let first = start_node(&bin, &d0, None, capacity)?;
     let boot = first.addrs().into_iter().next().context("node 0 reported no address")?;
     let mut nodes = vec![first];
     for i in 1..count {
-        nodes.push(start_node(&bin, &dir.join("nodes").join(i.to_string()), Some(&boot), capacity)?);
+        let d = dir.join("nodes").join(i.to_string());
+        init_node_in(&bin, &d, Some(&boot), capacity, region(i))?;
+        nodes.push(start_node(&bin, &d, Some(&boot), capacity)?);
     }
     Ok(nodes)
 }
@@ -217,22 +241,32 @@ pub async fn run(
     dir: &Path,
     count: usize,
     capacity: &str,
+    regions: Vec<String>,
     s3: Option<std::net::SocketAddr>,
     mount: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = dir.canonicalize()?;
-    let (d, c) = (dir.clone(), capacity.to_string());
-    let mut nodes = tokio::task::spawn_blocking(move || start_nodes(&d, count, &c)).await??;
+    let (d, c, r) = (dir.clone(), capacity.to_string(), regions.clone());
+    let mut nodes = tokio::task::spawn_blocking(move || start_nodes_in(&d, count, &c, &r)).await??;
     let config = write_client_config(&dir, &nodes, KdfParams::default())?;
     println!("Cairn devnet: {count} storage nodes on 127.0.0.1, data in {}/nodes", dir.display());
     for (i, n) in nodes.iter().enumerate() {
-        println!("  node {i}: {}  (dashboard http://{})", n.addrs().first().map_or("", String::as_str), n.admin());
+        let region = if regions.is_empty() { String::new() } else { format!("  region {}", regions[i % regions.len()]) };
+        println!(
+            "  node {i}: {}  (dashboard http://{}){region}",
+            n.addrs().first().map_or("", String::as_str),
+            n.admin()
+        );
     }
     println!();
     println!("Use it from another terminal:");
     println!("  export CAIRN_CONFIG={}", config.display());
     println!("  cairn mb photos");
+    if regions.len() >= 2 {
+        println!("  cairn mb eu-photos --regions {}        # every shard inside one region", regions[0]);
+        println!("  cairn mb spread --spread {}   # survives the loss of any one region", regions.len().min(3));
+    }
     println!("  cairn put ./some-file photos/some-file");
     println!("  cairn ls photos");
     println!("  cairn get photos/some-file ./copy");

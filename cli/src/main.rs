@@ -53,6 +53,17 @@ enum Command {
         /// Shards stored (default from the config).
         #[arg(long)]
         n: Option<u16>,
+        /// Keep every shard inside these regions (comma-separated), as the
+        /// nodes declare them.
+        #[arg(long, value_delimiter = ',')]
+        regions: Vec<String>,
+        /// Place each segment over at least this many regions, no region
+        /// holding more than n-k shards: losing one region loses nothing.
+        #[arg(long, default_value_t = 0)]
+        spread: u8,
+        /// Allow two shards of a segment on one network (IP, /24, /48).
+        #[arg(long)]
+        no_diversity: bool,
     },
     /// Remove an empty bucket.
     Rb {
@@ -212,6 +223,9 @@ enum Command {
         /// Also mount the bucket `files` (made if absent) at this directory.
         #[arg(long)]
         mount: Option<PathBuf>,
+        /// Give the nodes these regions, round-robin (comma-separated), e.g. eu,us,ap.
+        #[arg(long, value_delimiter = ',')]
+        regions: Vec<String>,
     },
     /// Measure Cairn's speed on this machine.
     #[command(subcommand)]
@@ -490,13 +504,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config;
     match cli.command {
         Command::Init { no_passphrase, bootstrap } => init(config, no_passphrase, bootstrap)?,
-        Command::Mb { bucket, k, n } => with_client(config, |c| {
+        Command::Mb { bucket, k, n, regions, spread, no_diversity } => with_client(config, |c| {
             async move {
                 let mut s = c.bucket_defaults();
                 s.k = k.unwrap_or(s.k);
                 s.n = n.unwrap_or(s.n);
-                c.create_bucket(&bucket, Some(s)).await?;
-                println!("created bucket {bucket}");
+                let placement = cairn_client::policy::Placement { regions, spread, diversity: !no_diversity };
+                let text = commands::placement_text(&placement);
+                c.create_bucket_placed(&bucket, Some(s), placement).await?;
+                println!("created bucket {bucket} ({text})");
                 Ok(())
             }
             .boxed()
@@ -536,8 +552,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Renew { buckets } => {
             with_client(config, |c| async move { commands::renew(c, &buckets).await }.boxed())?
         }
-        Command::Devnet { nodes, dir, capacity, s3, no_s3, mount } => {
-            runtime()?.block_on(devnet::run(&dir, nodes, &capacity, (!no_s3).then_some(s3), mount))?
+        Command::Devnet { nodes, dir, capacity, s3, no_s3, mount, regions } => {
+            runtime()?.block_on(devnet::run(&dir, nodes, &capacity, regions, (!no_s3).then_some(s3), mount))?
         }
         Command::Mount { bucket, dir, cache_dir, cache_size, read_only, allow_other, daemon, pid_file } => {
             let path = config::config_path(config);

@@ -208,6 +208,12 @@ pub struct SegmentHealth {
     pub stored: usize,
     /// Shards needed.
     pub k: usize,
+    /// The region of each shard's holder, in shard order (`None`: no
+    /// holder, or none declared).
+    pub regions: Vec<Option<String>>,
+    /// Shards on a network (IP, /24, /48) that holds another shard of the
+    /// segment: the network was too small for the diversity rule.
+    pub crowded: usize,
 }
 
 /// One page of a listing.
@@ -666,6 +672,15 @@ impl Bucket {
         let entry = self.entry(key).await?;
         let info = info_of(&entry, key.to_string());
         let Body::Stored(s) = &entry.body else { return Ok((info, Vec::new())) };
+        let holders: HashSet<cairn_net::PeerId> = s
+            .data
+            .iter()
+            .flat_map(|m| &m.segments)
+            .flat_map(|seg| &seg.shards)
+            .filter_map(|p| crate::transfer::peer_of(p.holder.as_ref()?))
+            .collect();
+        let nodes = self.transfer.nodes();
+        nodes.fetch_profiles(&holders.into_iter().collect::<Vec<_>>(), Duration::from_secs(5)).await;
         // Futures are collected first: a `Map` closure inside a spawned
         // future trips the compiler's higher-ranked lifetime check.
         let checks: Vec<_> = s
@@ -682,11 +697,19 @@ impl Bucket {
                     })
                 });
                 let results = futures::future::join_all(checks).await;
+                let placed: Vec<Option<crate::policy::Candidate>> = seg
+                    .shards
+                    .iter()
+                    .map(|s| crate::transfer::peer_of(s.holder.as_ref()?).map(|p| nodes.candidate(&p)))
+                    .collect();
+                let nets: Vec<_> = placed.iter().flatten().filter_map(|c| c.net).collect();
                 SegmentHealth {
                     index: i as u64,
                     healthy: results.iter().filter(|ok| **ok).count(),
                     stored: results.len(),
                     k: usize::from(m.layout.k),
+                    regions: placed.iter().map(|c| c.as_ref().and_then(|c| c.region.clone())).collect(),
+                    crowded: nets.iter().filter(|n| nets.iter().filter(|m| m == n).count() > 1).count(),
                 }
             })
             .collect();

@@ -100,6 +100,8 @@ pub struct NodeStatus {
     pub leaving_until: Option<u64>,
     /// Round trip of that request.
     pub rtt: Duration,
+    /// The region and zone it declares, from its signed profile.
+    pub region: Option<(String, String)>,
 }
 
 /// Checks a bucket name: 3–63 characters of `a-z 0-9 . -`, starting and
@@ -291,8 +293,13 @@ impl Client {
         stream_all(nodes.report_all(), |node| async move {
             let t = Instant::now();
             let status = self.transfer.client(node.peer).status().await.map_err(|e| e.to_string());
+            let rtt = t.elapsed();
             let leaving_until = status.as_ref().ok().and_then(|s| s.leaving_until);
-            NodeStatus { node, stats: status.map(|s| s.stats), leaving_until, rtt: t.elapsed() }
+            let region = match status.is_ok() {
+                true => self.transfer.client(node.peer).profile().await.ok().map(|p| (p.region, p.zone)),
+                false => None,
+            };
+            NodeStatus { node, stats: status.map(|s| s.stats), leaving_until, rtt, region }
         })
         .await
     }

@@ -8,10 +8,13 @@
 //!   candidates.
 //! - **Spread**: a bucket may place each segment over at least `spread`
 //!   regions, with no region holding more than `n - k` shards, so losing
-//!   any one region loses nothing. Both hold when no region holds more
-//!   than [`Placement::region_cap`] = `min(n - k, ⌈n / spread⌉)` of the
-//!   shards kept; the schedule counts every upload in flight or stored
-//!   against it, so whichever `n` uploads win, the cap holds.
+//!   any one region loses nothing. The cap is hard: the schedule counts
+//!   every upload in flight or stored against it, so whichever `n`
+//!   uploads win, it holds, and a put that cannot keep it fails. The
+//!   spread is how candidates are ordered: round-robin over regions, so a
+//!   segment spans as many as have nodes up. While a region is cut off
+//!   the others take its share (up to the cap), and `cairn stat` shows
+//!   segments over fewer regions than asked.
 //! - **Diversity**: no two shards of a segment on one IP address, /24
 //!   (IPv4) or /48 (IPv6). Loopback addresses are exempt (a devnet on one
 //!   machine). When the candidates span fewer networks than shards, each
@@ -62,13 +65,10 @@ impl Placement {
         self.regions.is_empty() || region.is_some_and(|r| self.regions.iter().any(|x| x == r))
     }
 
-    /// Most shards (of `n` kept, `k` needed) one region may hold; `None`
-    /// without a spread rule.
+    /// Most shards (of `n` kept, `k` needed) one region may hold: `n - k`
+    /// with a spread rule, else `None`.
     pub fn region_cap(&self, k: u16, n: u16) -> Option<usize> {
-        (self.spread > 1).then(|| {
-            let (k, n, s) = (usize::from(k), usize::from(n), usize::from(self.spread));
-            (n - k.min(n)).min(n.div_ceil(s))
-        })
+        (self.spread > 1).then(|| usize::from(n.saturating_sub(k)))
     }
 
     /// Checks the rules against the code (`k` of `n`).
@@ -87,8 +87,12 @@ impl Placement {
             if usize::from(self.spread) > usize::from(n) {
                 return bad(format!("a spread over {} regions needs at least as many shards (n = {n})", self.spread));
             }
-            if self.region_cap(k, n) == Some(0) {
-                return bad(format!("a spread needs parity: with {k}-of-{n} one region's loss loses data"));
+            let cap = self.region_cap(k, n).unwrap_or(0);
+            if cap * usize::from(self.spread) < usize::from(n) {
+                return bad(format!(
+                    "{k}-of-{n} over {} regions puts more than n-k = {cap} shards in some region, whose loss loses data",
+                    self.spread
+                ));
             }
             if !self.regions.is_empty() && self.regions.len() < usize::from(self.spread) {
                 return bad(format!("a spread over {} regions, but only {} allowed", self.spread, self.regions.len()));
@@ -290,13 +294,9 @@ pub fn plan(
             per.entry(c.region.as_deref().unwrap_or("")).or_default().1.push(c.peer);
         }
         let room: usize = per.values().map(|(held, free)| cap.saturating_sub(*held).min(free.len())).sum();
-        let regions = per.keys().filter(|r| !r.is_empty()).count();
-        if room < needed || regions < usize::from(rules.spread) {
+        if room < needed {
             return Err(Error::PolicyUnmet {
-                need: format!(
-                    "{n} shards over at least {} regions, at most {cap} in any one",
-                    rules.spread.max(2)
-                ),
+                need: format!("{n} shards with at most n-k = {cap} in any one region"),
                 found: census(cands),
             });
         }
@@ -330,7 +330,32 @@ pub fn plan(
             }
         }
     }
-    Ok(Plan { order: order(&allowed, key, shard_len), limits, crowded })
+    let mut ordered = order(&allowed, key, shard_len);
+    if rules.spread > 1 {
+        ordered = round_robin(ordered, |p| allowed.iter().find(|c| c.peer == *p).and_then(|c| c.region.clone()));
+    }
+    Ok(Plan { order: ordered, limits, crowded })
+}
+
+/// Interleaves `order` by region (each region's nodes keep their order;
+/// regions take turns in the order of their best node), so that the first
+/// picks span as many regions as there are.
+fn round_robin(order: Vec<PeerId>, region: impl Fn(&PeerId) -> Option<String>) -> Vec<PeerId> {
+    let mut queues: Vec<(Option<String>, std::collections::VecDeque<PeerId>)> = Vec::new();
+    for p in order {
+        let r = region(&p);
+        match queues.iter_mut().find(|(q, _)| *q == r) {
+            Some((_, q)) => q.push_back(p),
+            None => queues.push((r, [p].into())),
+        }
+    }
+    let mut out = Vec::new();
+    while queues.iter().any(|(_, q)| !q.is_empty()) {
+        for (_, q) in &mut queues {
+            out.extend(q.pop_front());
+        }
+    }
+    out
 }
 
 /// "eu: 3, us: 2, none: 1" of the candidates, for errors.
@@ -398,37 +423,42 @@ mod tests {
         let all: Vec<Candidate> =
             (0..12).map(|i| node(["eu", "us", "ap"][i % 3], 0)).chain((0..6).map(|_| node("eu", 0))).collect();
         let rules = Placement { spread: 3, ..Default::default() };
-        assert_eq!(rules.region_cap(4, 8), Some(3));
-        assert_eq!(rules.region_cap(4, 6), Some(2));
+        assert_eq!(rules.region_cap(4, 8), Some(4));
+        assert!(rules.validate(4, 8).is_ok());
+        assert!(rules.validate(4, 6).is_ok(), "2 per region × 3 = 6");
+        assert!(rules.validate(5, 6).is_err(), "1 per region × 3 < 6");
+        assert!(rules.validate(4, 4).is_err(), "no parity");
         for key in 0..20u8 {
             let mut p = plan(&rules, 4, 8, &all, &[], &[key; 32], 100).expect("plan");
-            let got = pick(&mut p, 10);
-            assert_eq!(got.len(), 9, "3 regions × 3");
+            let got = pick(&mut p, 14);
+            assert_eq!(got.len(), 12, "eu capped at 4 of its 10");
             let mut per: HashMap<&str, usize> = HashMap::new();
             for peer in &got[..8] {
                 *per.entry(region_of(&all, peer)).or_default() += 1;
             }
-            assert!(per.len() >= 3 && per.values().all(|&c| c <= 3), "{per:?}");
+            assert!(per.len() == 3 && per.values().all(|&c| c <= 3), "the first 8 span all 3: {per:?}");
         }
-        // Two regions cannot hold a spread over three.
+        // A region cut off: the two others take its share, up to n-k each.
         let two: Vec<Candidate> = (0..10).map(|i| node(["eu", "us"][i % 2], 0)).collect();
-        let e = plan(&rules, 4, 8, &two, &[], &[0; 32], 100).expect_err("two regions");
-        assert!(e.to_string().contains("at least 3 regions"), "{e}");
+        let mut p = plan(&rules, 4, 8, &two, &[], &[0; 32], 100).expect("two regions");
+        assert_eq!(pick(&mut p, 10).len(), 8);
+        // One region cannot hold 8 shards with at most 4 in it.
+        let one: Vec<Candidate> = (0..10).map(|_| node("eu", 0)).collect();
+        let e = plan(&rules, 4, 8, &one, &[], &[0; 32], 100).expect_err("one region");
+        assert!(e.to_string().contains("at most n-k = 4"), "{e}");
     }
 
     #[test]
     fn a_spread_counts_the_holders_kept() {
-        let all: Vec<Candidate> = (0..9).map(|i| node(["eu", "us", "ap"][i % 3], 0)).collect();
+        let all: Vec<Candidate> = (0..12).map(|i| node(["eu", "us", "ap"][i % 3], 0)).collect();
         let rules = Placement { spread: 3, ..Default::default() };
-        // Repair keeps 3 shards in eu and 2 in us: the 3 others go to us (1) and ap (2+).
-        let existing: Vec<Candidate> = [all[0].clone(), all[3].clone(), all[6].clone(), all[1].clone(), all[4].clone()]
-            .into_iter()
-            .collect();
+        // Repair keeps 4 shards in eu and 2 in us: the 2 others go to us or ap, never eu.
+        let existing: Vec<Candidate> = [0, 3, 6, 9, 1, 4].iter().map(|&i| all[i].clone()).collect();
         let mut p = plan(&rules, 4, 8, &all, &existing, &[3; 32], 100).expect("plan");
-        let got = pick(&mut p, 3);
+        let got = pick(&mut p, 20);
         let regions: Vec<&str> = got.iter().map(|p| region_of(&all, p)).collect();
         assert_eq!(regions.iter().filter(|r| **r == "eu").count(), 0, "{regions:?}");
-        assert_eq!(regions.iter().filter(|r| **r == "us").count(), 1, "{regions:?}");
+        assert_eq!(regions.iter().filter(|r| **r == "us").count(), 2, "us had 2 of 4: {regions:?}");
     }
 
     #[test]

@@ -19,26 +19,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a data dir with a commented config.toml and an identity key.
-    Init {
-        /// Where the node keeps everything.
-        #[arg(long)]
-        data_dir: PathBuf,
-        /// Peer-to-peer listen address (repeat for several). Default: QUIC and TCP on port 4001.
-        #[arg(long)]
-        listen: Vec<String>,
-        /// Most bytes of shard data to keep, e.g. 500GiB.
-        #[arg(long)]
-        capacity: Option<String>,
-        /// A peer to join through, ending in /p2p/<peer id> (repeat for several).
-        #[arg(long)]
-        bootstrap: Vec<String>,
-        /// Admin HTTP address (health, metrics, dashboard).
-        #[arg(long)]
-        admin: Option<String>,
-        /// Largest shard accepted, e.g. 64MiB.
-        #[arg(long)]
-        max_shard_size: Option<String>,
-    },
+    Init(InitArgs),
     /// Run the node until SIGINT or SIGTERM.
     Run {
         /// The config file.
@@ -71,14 +52,36 @@ enum Command {
     },
 }
 
-fn init(
+#[derive(Debug, clap::Args)]
+struct InitArgs {
+    /// Where the node keeps everything.
+    #[arg(long)]
     data_dir: PathBuf,
+    /// Peer-to-peer listen address (repeat for several). Default: QUIC and TCP on port 4001.
+    #[arg(long)]
     listen: Vec<String>,
+    /// Most bytes of shard data to keep, e.g. 500GiB.
+    #[arg(long)]
     capacity: Option<String>,
+    /// A peer to join through, ending in /p2p/<peer id> (repeat for several).
+    #[arg(long)]
     bootstrap: Vec<String>,
+    /// Admin HTTP address (health, metrics, dashboard).
+    #[arg(long)]
     admin: Option<String>,
-    max_shard: Option<String>,
-) -> anyhow::Result<()> {
+    /// Largest shard accepted, e.g. 64MiB.
+    #[arg(long)]
+    max_shard_size: Option<String>,
+    /// The region this node is in, e.g. eu-west (clients place by it).
+    #[arg(long)]
+    region: Option<String>,
+    /// The zone within the region (a site or a rack).
+    #[arg(long)]
+    zone: Option<String>,
+}
+
+fn init(args: InitArgs) -> anyhow::Result<()> {
+    let InitArgs { data_dir, listen, capacity, bootstrap, admin, max_shard_size: max_shard, region, zone } = args;
     let path = data_dir.join("config.toml");
     anyhow::ensure!(!path.exists(), "{} already exists; this data dir is initialised", path.display());
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
@@ -97,6 +100,8 @@ fn init(
     if let Some(m) = max_shard {
         cfg.max_shard_size = m;
     }
+    cfg.region = region.unwrap_or_default();
+    cfg.zone = zone.unwrap_or_default();
     std::fs::write(&path, cfg.to_commented_toml())?;
     // Re-read to validate what was written, with the loader's messages.
     NodeConfig::load(&path)?;
@@ -181,9 +186,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Init { data_dir, listen, capacity, bootstrap, admin, max_shard_size } => {
-            init(data_dir, listen, capacity, bootstrap, admin, max_shard_size)
-        }
+        Command::Init(args) => init(args),
         Command::Run { config, data_dir } => {
             let config = match (config, data_dir) {
                 (Some(c), _) => c,
