@@ -276,9 +276,9 @@ pub fn plan(
         .filter(|c| rules.spread <= 1 || c.region.is_some())
         .cloned()
         .collect();
+    // Nodes that failed lately count: they are tried last, not never.
     let needed = usize::from(n).saturating_sub(existing.len());
-    let usable = allowed.iter().filter(|c| !c.penalized).count();
-    if !rules.regions.is_empty() && usable < needed {
+    if !rules.regions.is_empty() && allowed.len() < needed {
         return Err(Error::PolicyUnmet {
             need: format!("{needed} nodes in {}", rules.regions.join(", ")),
             found: census(cands),
@@ -290,7 +290,7 @@ pub fn plan(
         for c in existing {
             per.entry(c.region.as_deref().unwrap_or("")).or_default().0 += 1;
         }
-        for c in allowed.iter().filter(|c| !c.penalized) {
+        for c in &allowed {
             per.entry(c.region.as_deref().unwrap_or("")).or_default().1.push(c.peer);
         }
         let room: usize = per.values().map(|(held, free)| cap.saturating_sub(*held).min(free.len())).sum();

@@ -97,22 +97,32 @@ impl TestCluster {
     /// Like [`Self::start`], with each node's config.toml passed through
     /// `edit` before its first run.
     pub fn start_with(n: usize, edit: impl Fn(String) -> String) -> Self {
+        Self::start_each(n, |_, text| edit(text))
+    }
+
+    /// Like [`Self::start_with`], `edit` told which node's config it edits.
+    pub fn start_each(n: usize, edit: impl Fn(usize, String) -> String) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let bin = binary("cairn-node");
-        let start = |d: &Path, boot: Option<&str>| {
+        let start = |i: usize, d: &Path, boot: Option<&str>| {
             init_node(&bin, d, boot, "4GiB").expect("init node");
             let cfg = d.join("config.toml");
             let text = std::fs::read_to_string(&cfg).expect("config");
-            std::fs::write(&cfg, edit(text)).expect("config");
+            std::fs::write(&cfg, edit(i, text)).expect("config");
             start_node(&bin, d, boot, "4GiB").expect("start node")
         };
-        let first = start(&dir.path().join("nodes/0"), None);
+        let first = start(0, &dir.path().join("nodes/0"), None);
         let bootstrap = first.addrs().into_iter().next().expect("node 0 address");
         let mut nodes = vec![Some(first)];
         for i in 1..n {
-            nodes.push(Some(start(&dir.path().join(format!("nodes/{i}")), Some(&bootstrap))));
+            nodes.push(Some(start(i, &dir.path().join(format!("nodes/{i}")), Some(&bootstrap))));
         }
         Self { dir, nodes, bootstrap }
+    }
+
+    /// A config edit that puts node `i` in `regions[i % len]`.
+    pub fn in_region(regions: &[&str], i: usize, config: String) -> String {
+        config.replace("region = \"\"", &format!("region = \"{}\"", regions[i % regions.len()]))
     }
 
     /// Number of nodes (running or not).
