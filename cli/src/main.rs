@@ -7,6 +7,7 @@ mod bench_durability;
 mod bench_e2e;
 mod bench_mount;
 mod bench_node;
+mod bench_placement;
 mod bench_s3;
 mod commands;
 
@@ -382,6 +383,23 @@ enum Bench {
         #[arg(long, default_value_t = 200_000)]
         trials: u64,
     },
+    /// How evenly free-space-weighted placement fills a network of nodes of
+    /// mixed capacity (against placement by distance alone), and how many
+    /// hops a DHT lookup takes; ends with `placement-max-mean: X`.
+    Placement {
+        /// Nodes simulated.
+        #[arg(long, default_value_t = 10_000)]
+        nodes: usize,
+        /// Average fill to stop at (0.7 = 70 %).
+        #[arg(long, default_value_t = 0.7)]
+        fill: f64,
+        /// Shards per segment.
+        #[arg(long, default_value_t = 8)]
+        n: usize,
+        /// Random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// What one `cairn` command costs, process start to exit, on a local
     /// devnet (put, get, ls, stat of a small object), against process start
     /// alone; then again with nodes killed. Needs `cairn-node` next to `cairn`.
@@ -612,6 +630,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(Bench::Mount { nodes, size, runs, small, tree }) => {
             runtime()?.block_on(bench_mount::MountBench { nodes, size, runs, small, tree }.run())?;
         }
+        Command::Bench(Bench::Placement { nodes, fill, n, seed }) => bench_placement::run(nodes, fill, n, seed),
         Command::Bench(Bench::Durability { nodes, churn, failures, interval, budget, stored, trials }) => {
             let d = cairn_client::BucketSettings::default();
             let layout = d.layout()?;

@@ -302,6 +302,16 @@ impl Nodes {
         }
     }
 
+    /// How many nodes are known.
+    pub fn len(&self) -> usize {
+        self.lock().known.len()
+    }
+
+    /// Whether no node is known.
+    pub fn is_empty(&self) -> bool {
+        self.lock().known.is_empty()
+    }
+
     /// Every node known.
     pub fn peers(&self) -> Vec<PeerId> {
         self.lock().known.keys().copied().collect()

@@ -20,11 +20,14 @@
 //!   machine). When the candidates span fewer networks than shards, each
 //!   network may hold `⌈n / networks⌉` and the plan says it is
 //!   [`Plan::crowded`].
-//! - **Capacity**: candidates are ordered by weighted random choice (the
-//!   Efraimidis–Spirakis key `ln(u) / free`, with `u` from BLAKE3 of the
-//!   peer and the placement key), so a node with twice the free space
-//!   gets about twice the new shards, and nodes without room for a shard
-//!   (or with less than 1 % free) come last, after nodes that failed lately.
+//! - **Capacity**: candidates are ordered least full first (by share of
+//!   capacity used, with a little per-key randomness: [`order`]), so a
+//!   node with twice the free space gets about twice the new shards until
+//!   both are as full; nodes without room for a shard (or with less than
+//!   1 % free) come after all others but nodes that failed lately. The
+//!   pool they are chosen from is two DHT neighbourhoods (`cairn bench
+//!   placement` shows why: one neighbourhood cannot even out the density
+//!   of node ids, two can).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -230,13 +233,28 @@ fn unit(peer: &PeerId, key: &[u8; 32]) -> f64 {
     ((x >> 11) as f64 + 1.0) / (1u64 << 53) as f64
 }
 
-/// Orders candidates: those with room, by weighted random choice on free
-/// space (unknown space weighs as the median known); then those without
-/// room; then penalized ones. Deterministic for a key and a set.
+/// The second placement key of a segment: candidates come from the DHT
+/// neighbourhoods of both keys, half each.
+pub fn second_key(key: &[u8; 32]) -> [u8; 32] {
+    blake3::derive_key("cairn 2026 second placement key v1", key)
+}
+
+/// How much of a node's capacity a per-key random term may outweigh: it
+/// decides between nodes about as full, so that segments at once do not
+/// all go to the one least full node.
+pub const JITTER: f64 = 0.02;
+
+/// Orders candidates: those with room, least full first (used share of
+/// capacity plus up to [`JITTER`] of per-key randomness; unknown space
+/// counts as the median share known); then those without room; then
+/// penalized ones. Filling the least full first gives a node with twice
+/// the free space about twice the new shards until they are as full.
+/// Deterministic for a key and a set.
 pub fn order(cands: &[Candidate], key: &[u8; 32], shard_len: u64) -> Vec<PeerId> {
-    let mut frees: Vec<u64> = cands.iter().filter_map(|c| c.space.map(|s| s.0)).collect();
-    frees.sort_unstable();
-    let median = frees.get(frees.len() / 2).copied().unwrap_or(1).max(1);
+    let share = |(free, cap): (u64, u64)| 1.0 - free.min(cap) as f64 / cap.max(1) as f64;
+    let mut shares: Vec<f64> = cands.iter().filter_map(|c| c.space.map(share)).collect();
+    shares.sort_by(f64::total_cmp);
+    let median = shares.get(shares.len() / 2).copied().unwrap_or(0.0);
     let mut scored: Vec<(u8, f64, PeerId)> = cands
         .iter()
         .map(|c| {
@@ -247,12 +265,10 @@ pub fn order(cands: &[Candidate], key: &[u8; 32], shard_len: u64) -> Vec<PeerId>
             } else {
                 0
             };
-            let w = c.space.map_or(median, |s| s.0).max(1) as f64;
-            // Larger is better: ln(u) ≤ 0, nearer 0 for heavier nodes.
-            (class, unit(&c.peer, key).ln() / w, c.peer)
+            (class, c.space.map_or(median, share) + JITTER * unit(&c.peer, key), c.peer)
         })
         .collect();
-    scored.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2)));
+    scored.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
     scored.into_iter().map(|(_, _, p)| p).collect()
 }
 
@@ -508,26 +524,43 @@ mod tests {
     }
 
     #[test]
-    fn more_free_space_gets_more_shards() {
-        // Two nodes of 4 and 8 units among others: over many keys, the
-        // larger is picked first about twice as often.
-        let mut all: Vec<Candidate> = (0..10).map(|_| node("", 0)).collect();
-        for (i, c) in all.iter_mut().enumerate() {
-            c.space = Some((if i == 0 { 8_000 } else { 4_000 }, 10_000));
-        }
-        let mut first = [0u32; 2];
-        for key in 0..4000u32 {
+    fn nodes_of_mixed_capacity_fill_evenly() {
+        // 60 nodes of 1, 2 and 4 units filled to 70 % with 8-shard
+        // segments: every node ends within 10 % of the average fill.
+        let caps: Vec<u64> = (0..60).map(|i| [1000, 2000, 4000][i % 3]).collect();
+        let mut used = vec![0u64; 60];
+        let peers: Vec<PeerId> = (0..60).map(|_| PeerId::random()).collect();
+        let total: u64 = caps.iter().sum();
+        let mut key = 0u64;
+        while used.iter().sum::<u64>() * 10 < total * 7 {
+            key += 1;
             let mut k = [0u8; 32];
-            k[..4].copy_from_slice(&key.to_le_bytes());
-            let o = order(&all, &k, 1);
-            if o[0] == all[0].peer {
-                first[0] += 1;
-            } else if o[0] == all[1].peer {
-                first[1] += 1;
+            k[..8].copy_from_slice(&key.to_le_bytes());
+            let cands: Vec<Candidate> = (0..60)
+                .map(|i| Candidate { space: Some((caps[i] - used[i], caps[i])), ..Candidate::bare(peers[i]) })
+                .collect();
+            for p in order(&cands, &k, 1).into_iter().take(8) {
+                let i = peers.iter().position(|x| *x == p).expect("peer");
+                used[i] += 1;
             }
         }
-        let ratio = f64::from(first[0]) / f64::from(first[1]);
-        assert!((1.6..2.5).contains(&ratio), "{first:?}");
+        let fills: Vec<f64> = used.iter().zip(&caps).map(|(u, c)| *u as f64 / *c as f64).collect();
+        let max = fills.iter().copied().fold(0.0, f64::max);
+        assert!(max < 0.77, "max fill {max:.3} at 70 % average");
+    }
+
+    #[test]
+    fn nodes_as_full_take_turns() {
+        let all: Vec<Candidate> =
+            (0..4).map(|_| Candidate { space: Some((500, 1000)), ..Candidate::bare(PeerId::random()) }).collect();
+        let mut first = HashMap::new();
+        for key in 0..400u32 {
+            let mut k = [0u8; 32];
+            k[..4].copy_from_slice(&key.to_le_bytes());
+            *first.entry(order(&all, &k, 1)[0]).or_insert(0) += 1;
+        }
+        assert_eq!(first.len(), 4, "{first:?}");
+        assert!(first.values().all(|&n| n > 60), "{first:?}");
     }
 
     #[test]

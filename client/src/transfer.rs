@@ -247,7 +247,17 @@ impl Transfer {
         } else {
             (3 * (shards.len() + SPARE_NODES) + avoid.len()).max(POOL_MIN)
         };
-        let mut pool = self.nodes.candidates(key, pool, want + avoid.len()).await?;
+        // Half near the key, half near its second key: one neighbourhood
+        // cannot even out how densely node ids fall (`policy::second_key`).
+        let mut pool = self.nodes.candidates(key, pool.div_ceil(2), want + avoid.len()).await?;
+        if pool.len() < self.nodes.len() {
+            let second = self.nodes.candidates(policy::second_key(&key), pool.len(), 0).await?;
+            for c in second {
+                if !pool.iter().any(|p| p.peer == c.peer) {
+                    pool.push(c);
+                }
+            }
+        }
         // Nodes that failed lately are not asked (they would hold the put up).
         let peers: Vec<PeerId> =
             pool.iter().filter(|c| !c.penalized).map(|c| c.peer).chain(avoid.iter().copied()).collect();
