@@ -389,11 +389,12 @@ pub async fn repair(
     loop {
         let r = client.repair(only, opts).await?;
         out!(
-            "{} objects, {} holders ({} down, {} leaving; {} failed of {} audits): {} segments below threshold, {} repaired ({} shards, {} bytes moved), {} failed, {} changed meanwhile; {} index pages stored again, {} head records published again",
+            "{} objects, {} holders ({} down, {} leaving, {} outside the bucket's regions; {} failed of {} audits): {} segments below threshold or misplaced, {} repaired ({} shards, {} bytes moved), {} failed, {} changed meanwhile; {} index pages stored again, {} head records published again",
             r.objects,
             r.holders,
             r.down,
             r.leaving,
+            r.misplaced,
             r.audit_failures,
             r.audits,
             r.damaged,

@@ -66,6 +66,21 @@ enum Command {
         #[arg(long)]
         no_diversity: bool,
     },
+    /// Change where a bucket's shards may go: new uploads follow at once,
+    /// and `cairn repair` moves the shards stored outside the new rules.
+    Placement {
+        /// The bucket.
+        bucket: String,
+        /// Keep every shard inside these regions (comma-separated); none: anywhere.
+        #[arg(long, value_delimiter = ',')]
+        regions: Vec<String>,
+        /// Place each segment over at least this many regions, at most n-k shards in any one.
+        #[arg(long, default_value_t = 0)]
+        spread: u8,
+        /// Allow two shards of a segment on one network (IP, /24, /48).
+        #[arg(long)]
+        no_diversity: bool,
+    },
     /// Remove an empty bucket.
     Rb {
         /// Its name.
@@ -531,6 +546,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let text = commands::placement_text(&placement);
                 c.create_bucket_placed(&bucket, Some(s), placement).await?;
                 println!("created bucket {bucket} ({text})");
+                Ok(())
+            }
+            .boxed()
+        })?,
+        Command::Placement { bucket, regions, spread, no_diversity } => with_client(config, |c| {
+            async move {
+                let placement = cairn_client::policy::Placement { regions, spread, diversity: !no_diversity };
+                let text = commands::placement_text(&placement);
+                c.set_placement(&bucket, placement).await?;
+                println!("bucket {bucket}: {text}; `cairn repair {bucket}` moves what is stored elsewhere");
                 Ok(())
             }
             .boxed()

@@ -342,6 +342,21 @@ impl Client {
         }
     }
 
+    /// Changes where a bucket's shards may go. New uploads follow the new
+    /// rules at once; `repair` moves the shards already stored that break
+    /// them (outside the regions, or over a region's cap).
+    pub async fn set_placement(&self, name: &str, placement: Placement) -> Result<BucketInfo, Error> {
+        let snap = self.list.snapshot(Duration::ZERO).await?;
+        let Some(value) = self.list.get(&snap, name).await? else { return Err(Error::NoSuchBucket(name.into())) };
+        let mut info = decode_bucket(name.into(), &value)?;
+        placement.validate(info.settings.k, info.settings.n)?;
+        info.placement = placement;
+        let op = Op::put(name, formats::encode_bucket(&info)).expecting(crate::tree::expect_current(Some(&value)));
+        self.list.commit(vec![op]).await?;
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        Ok(info)
+    }
+
     /// Removes an empty bucket.
     pub async fn delete_bucket(&self, name: &str) -> Result<(), Error> {
         let bucket = self.bucket(name).await?;

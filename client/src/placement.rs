@@ -275,6 +275,16 @@ impl Nodes {
         }
     }
 
+    /// Keeps a profile `peer` sent.
+    pub fn set_profile(&self, peer: &PeerId, profile: NodeProfile) {
+        self.add([(*peer, Vec::new())]);
+        if let Some(n) = self.lock().known.get_mut(peer) {
+            n.profile = Some(profile);
+            n.profiled = Some(Instant::now());
+            n.placed = 0;
+        }
+    }
+
     /// Counts `bytes` stored on `peer` against its free space.
     pub fn placed(&self, peer: &PeerId, bytes: u64) {
         if let Some(n) = self.lock().known.get_mut(peer) {

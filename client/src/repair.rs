@@ -223,6 +223,8 @@ pub struct RepairReport {
     pub audit_failures: u64,
     /// Holders leaving the network (graceful exit), whose shards are moved.
     pub leaving: u64,
+    /// Holders outside the bucket's regions, whose shards are moved.
+    pub misplaced: u64,
 }
 
 impl RepairReport {
@@ -242,6 +244,7 @@ impl RepairReport {
         self.audits += o.audits;
         self.audit_failures += o.audit_failures;
         self.leaving += o.leaving;
+        self.misplaced += o.misplaced;
     }
 }
 
@@ -253,6 +256,9 @@ pub enum Health {
     /// It answers but is leaving the network (`cairn-node exit`): its
     /// shards are read, moved elsewhere, and its copies deleted.
     Leaving,
+    /// It answers but is outside the bucket's regions: its shards are
+    /// moved as a leaving node's are.
+    Misplaced,
     /// It does not answer, or failed an audit.
     Down,
 }
@@ -276,10 +282,80 @@ fn health(holders: &Holders, n: &NodeId) -> Health {
     holders.get(n).copied().unwrap_or(Health::Down)
 }
 
-/// Asks each node once for its status: whether it is up, and whether it
-/// is leaving. Nodes that are down or leaving are passed over by placement
-/// for a while, and the network is asked for nodes (those that joined
-/// since are where repairs go).
+/// The shards of `data` beyond `cap` in one region, per segment (holders
+/// whose health `is` counts, in regions `region_of` gives): they are
+/// moved, so that losing a region loses no more than `n - k` shards.
+/// Shards in regions unknown are not counted.
+pub fn crowded(
+    data: &[ObjectManifest],
+    is: impl Fn(&NodeId) -> bool,
+    region_of: impl Fn(&NodeId) -> Option<String>,
+    cap: usize,
+) -> Vec<Damage> {
+    let mut out = Vec::new();
+    for (mi, m) in data.iter().enumerate() {
+        for (si, seg) in m.segments.iter().enumerate() {
+            let mut per: HashMap<String, usize> = HashMap::new();
+            let mut lost = Vec::new();
+            let mut healthy = 0;
+            for (i, s) in seg.shards.iter().enumerate() {
+                let Some(h) = s.holder.as_ref().filter(|h| is(h)) else { continue };
+                healthy += 1;
+                if let Some(r) = region_of(h) {
+                    let c = per.entry(r).or_default();
+                    *c += 1;
+                    if *c > cap {
+                        lost.push(i);
+                    }
+                }
+            }
+            if !lost.is_empty() {
+                out.push(Damage { manifest: mi, segment: si, healthy, lost });
+            }
+        }
+    }
+    out
+}
+
+/// `a` with the shards of `b` added: a segment in both is rebuilt once.
+pub fn merge(mut a: Vec<Damage>, b: Vec<Damage>) -> Vec<Damage> {
+    for d in b {
+        match a.iter_mut().find(|x| x.manifest == d.manifest && x.segment == d.segment) {
+            Some(x) => {
+                x.healthy = x.healthy.min(d.healthy);
+                for i in d.lost {
+                    if !x.lost.contains(&i) {
+                        x.lost.push(i);
+                    }
+                }
+            }
+            None => a.push(d),
+        }
+    }
+    a
+}
+
+/// Asks each node once for its profile: whether it is up, whether it is
+/// leaving, and its region. Nodes that are down or leaving are passed over
+/// by placement for a while, and the network is asked for nodes (those
+/// that joined since are where repairs go).
+/// A node's profile (kept by the node view for placement), or, from a
+/// node too old to send one, its status: when it leaves, if it does.
+async fn profile_or_status(transfer: &Transfer, peer: PeerId) -> Result<Option<u64>, cairn_net::Error> {
+    let client = transfer.client(peer);
+    match client.profile().await {
+        Ok(p) => {
+            let leaving = p.leaving_until;
+            transfer.nodes().set_profile(&peer, p);
+            Ok(leaving)
+        }
+        Err(cairn_net::Error::Refused { error: cairn_proto::shard::ShardError::Malformed, .. }) => {
+            client.status().await.map(|s| s.leaving_until)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 pub(crate) async fn probe(transfer: &Transfer, nodes: HashSet<NodeId>) -> Holders {
     if let Err(e) = transfer.nodes().discover(rand::random()).await {
         tracing::debug!(error = %e, "node lookup before repair failed");
@@ -287,8 +363,8 @@ pub(crate) async fn probe(transfer: &Transfer, nodes: HashSet<NodeId>) -> Holder
     futures::stream::iter(nodes)
         .map(|node| async move {
             let health = match peer_of(&node) {
-                Some(p) => match transfer.client(p).status().await {
-                    Ok(s) if s.leaving_until.is_some() => {
+                Some(p) => match profile_or_status(transfer, p).await {
+                    Ok(leaving) if leaving.is_some() => {
                         transfer.nodes().pass_over(p, LEAVING_FOR);
                         Health::Leaving
                     }
@@ -423,10 +499,19 @@ impl Bucket {
         .await?;
         let mut up = probe(self.transfer(), holders).await;
         (report.audits, report.audit_failures) = audit_holders(self.transfer(), sampler.into_samples(), &mut up).await;
+        // Holders outside the bucket's regions give their shards up.
+        let region_of = |n: &NodeId| peer_of(n).and_then(|p| self.transfer().nodes().candidate(&p).region);
+        for (node, h) in up.iter_mut() {
+            if *h == Health::Up && !self.placement().allows(region_of(node).as_deref()) {
+                *h = Health::Misplaced;
+            }
+        }
         report.holders = up.len() as u64;
         report.down = up.values().filter(|h| **h == Health::Down).count() as u64;
         report.leaving = up.values().filter(|h| **h == Health::Leaving).count() as u64;
+        report.misplaced = up.values().filter(|h| **h == Health::Misplaced).count() as u64;
         let is_up = |n: &NodeId| health(&up, n).healthy();
+        let cap = self.placement().region_cap(self.settings().k, self.settings().n);
         let up = &up;
         // Shared by the batches' futures (a `Mutex`, so the walk stays `Send`).
         let budget = std::sync::Mutex::new(Budget::new(opts.budget));
@@ -436,7 +521,10 @@ impl Bucket {
             for (key, value, entry) in batch {
                 lock(&report).objects += 1;
                 let Body::Stored(s) = &entry.body else { continue };
-                let damage = assess(&s.data, is_up, self.settings().n);
+                let mut damage = assess(&s.data, is_up, self.settings().n);
+                if let Some(cap) = cap {
+                    damage = merge(damage, crowded(&s.data, is_up, region_of, cap));
+                }
                 if !damage.is_empty() {
                     patients.push(Patient { key, value, damage });
                 }
@@ -563,7 +651,10 @@ impl Bucket {
                     let Some(holder) = holder else { continue };
                     moved += bytes.len() as u64;
                     placed.push((out.id, holder.clone(), delete_token(&m.data_key, &out.id, &holder)));
-                    if let Some(old) = seg.shards[*i].holder.take().filter(|h| health(up, h) == Health::Leaving) {
+                    // A copy still readable (a leaving or misplaced holder,
+                    // a region over its cap, bad bytes) is deleted once the
+                    // entry names the new holder.
+                    if let Some(old) = seg.shards[*i].holder.take().filter(|h| health(up, h).readable()) {
                         retired.push((out.id, old.clone(), delete_token(&m.data_key, &out.id, &old)));
                     }
                     seg.shards[*i].holder = Some(holder);
@@ -611,6 +702,27 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn shards_over_a_regions_cap_are_moved_and_merged_with_damage() {
+        // Nodes 1-3 in eu, 4 in us, 5-6 in ap; 9 is down.
+        let region = |n: &NodeId| match n.as_bytes()[0] {
+            1..=3 => Some("eu".to_string()),
+            4 => Some("us".to_string()),
+            5 | 6 => Some("ap".to_string()),
+            _ => None,
+        };
+        let up = |n: &NodeId| n.as_bytes()[0] != 9;
+        let m = manifest(2, 4, &[&[Some(1), Some(2), Some(3), Some(4)], &[Some(1), Some(4), Some(5), Some(6)]]);
+        // At most 2 per region: the third eu shard of segment 0 moves.
+        let d = crowded(std::slice::from_ref(&m), up, region, 2);
+        assert_eq!(d, vec![Damage { manifest: 0, segment: 0, healthy: 4, lost: vec![2] }]);
+        assert!(crowded(std::slice::from_ref(&m), up, region, 3).is_empty());
+        // A down holder does not count; merged with damage, a segment is listed once.
+        let m = manifest(2, 4, &[&[Some(1), Some(2), Some(3), Some(9)]]);
+        let d = merge(assess(std::slice::from_ref(&m), up, 4), crowded(std::slice::from_ref(&m), up, region, 2));
+        assert_eq!(d, vec![Damage { manifest: 0, segment: 0, healthy: 3, lost: vec![3, 2] }]);
     }
 
     #[test]

@@ -170,3 +170,51 @@ async fn nodes_that_join_get_new_shards_from_a_running_client() {
     }
     client.shutdown().await;
 }
+
+/// Pinning a bucket that has data to regions: repair moves the shards
+/// stored elsewhere and deletes their old copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_moves_shards_out_of_regions_a_bucket_leaves() {
+    let cluster = TestCluster::start_each(6, |i, c| TestCluster::in_region(&REGIONS, i, c));
+    let root = RootSecret::generate();
+    let client = cluster.client(&root).await;
+    let regions = regions_of(&client).await;
+    let code = BucketSettings { k: 2, n: 4, extra: 0, segment_size: 64 * 1024 };
+    client.create_bucket("moving", Some(code)).await.expect("mb");
+    let b = client.bucket("moving").await.expect("bucket");
+    let mut objects = Vec::new();
+    for i in 0..4u8 {
+        let (key, bytes) = (format!("o{i}"), data(140_000, i));
+        put_bytes(&b, &key, bytes.clone()).await.expect("put");
+        objects.push((key, bytes));
+    }
+    let mut in_ap = 0;
+    for (key, _) in &objects {
+        in_ap += shard_regions(&b, key, &regions).await.iter().flatten().filter(|r| *r == "ap").count();
+    }
+    assert!(in_ap > 0, "the 2 ap nodes of 6 hold none of 12 segments' 48 shards");
+    let pinned = Placement { regions: vec!["eu".into(), "us".into()], ..Placement::default() };
+    client.set_placement("moving", pinned.clone()).await.expect("set placement");
+    let b = client.bucket("moving").await.expect("bucket");
+    assert_eq!(b.placement(), &pinned);
+    let report = b.repair(cairn_client::RepairOptions::default()).await.expect("repair");
+    assert_eq!(report.misplaced, 2, "{report:?}");
+    assert_eq!(report.failed, 0, "{report:?}");
+    for (key, bytes) in &objects {
+        for seg in shard_regions(&b, key, &regions).await {
+            assert!(seg.iter().all(|r| r == "eu" || r == "us"), "{key}: {seg:?}");
+        }
+        assert_eq!(&get_bytes(&b, key).await.expect("get"), bytes);
+    }
+    // The copies left on the ap nodes were deleted: a second walk finds nothing to move.
+    let again = b.repair(cairn_client::RepairOptions::default()).await.expect("repair");
+    assert_eq!((again.damaged, again.shards), (0, 0), "{again:?}");
+    // A fresh client reads everything.
+    client.shutdown().await;
+    let fresh = cluster.client(&root).await;
+    let b = fresh.bucket("moving").await.expect("bucket");
+    for (key, bytes) in &objects {
+        assert_eq!(&get_bytes(&b, key).await.expect("get"), bytes);
+    }
+    fresh.shutdown().await;
+}
