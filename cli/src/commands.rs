@@ -293,7 +293,15 @@ pub fn placement_text(p: &cairn_client::policy::Placement) -> String {
 pub async fn buckets(client: &Client) -> anyhow::Result<()> {
     for b in client.buckets().await? {
         let s = b.settings;
-        out!("{}  {}  k={} n={} extra={}  {}", date(b.created_ms), b.name, s.k, s.n, s.extra, placement_text(&b.placement));
+        out!(
+            "{}  {}  k={} n={} extra={}  {}",
+            date(b.created_ms),
+            b.name,
+            s.k,
+            s.n,
+            s.extra,
+            placement_text(&b.placement)
+        );
     }
     Ok(())
 }

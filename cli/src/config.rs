@@ -23,6 +23,9 @@ pub struct ConfigFile {
     /// Settings of new buckets.
     #[serde(default)]
     pub defaults: Defaults,
+    /// A private network's key file: only nodes with the same key are reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_key_file: Option<PathBuf>,
 }
 
 /// Settings of new buckets.
@@ -123,6 +126,10 @@ impl ConfigFile {
             cache_dir: Some(self.resolve(path, &self.cache_dir)),
             defaults,
             lease_secs: self.defaults.lease_days.saturating_mul(24 * 3600),
+            network_key: match &self.network_key_file {
+                Some(f) => Some(cairn_net::network_key::read(&self.resolve(path, f))?),
+                None => None,
+            },
             ..ClientConfig::default()
         })
     }

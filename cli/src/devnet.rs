@@ -115,17 +115,22 @@ fn free_port(udp: bool) -> anyhow::Result<u16> {
 /// Writes a node's config in `dir` (loopback listeners on free ports),
 /// unless it has one: a node keeps its ports across restarts.
 pub fn init_node(bin: &Path, dir: &Path, bootstrap: Option<&str>, capacity: &str) -> anyhow::Result<()> {
-    init_node_in(bin, dir, bootstrap, capacity, None)
+    init_node_in(bin, dir, bootstrap, &Setup { capacity, ..Setup::default() })
 }
 
-/// [`init_node`] for a node in `region`.
-pub fn init_node_in(
-    bin: &Path,
-    dir: &Path,
-    bootstrap: Option<&str>,
-    capacity: &str,
-    region: Option<&str>,
-) -> anyhow::Result<()> {
+/// What a new devnet node is given beyond its ports.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Setup<'a> {
+    /// Its capacity (`4GiB`).
+    pub capacity: &'a str,
+    /// Its region.
+    pub region: Option<&'a str>,
+    /// A private network's key file (then it listens on TCP only).
+    pub network_key: Option<&'a Path>,
+}
+
+/// [`init_node`] with a [`Setup`].
+pub fn init_node_in(bin: &Path, dir: &Path, bootstrap: Option<&str>, setup: &Setup<'_>) -> anyhow::Result<()> {
     if dir.join("config.toml").exists() {
         return Ok(());
     }
@@ -133,12 +138,18 @@ pub fn init_node_in(
     let tcp = format!("/ip4/127.0.0.1/tcp/{}", free_port(false)?);
     let mut cmd = Command::new(bin);
     cmd.args(["init", "--data-dir"]).arg(dir);
-    cmd.args(["--listen", &quic, "--listen", &tcp, "--admin", "127.0.0.1:0", "--capacity", capacity]);
+    if setup.network_key.is_none() {
+        cmd.args(["--listen", &quic]);
+    }
+    cmd.args(["--listen", &tcp, "--admin", "127.0.0.1:0", "--capacity", setup.capacity]);
     if let Some(b) = bootstrap {
         cmd.args(["--bootstrap", b]);
     }
-    if let Some(r) = region {
+    if let Some(r) = setup.region {
         cmd.args(["--region", r]);
+    }
+    if let Some(k) = setup.network_key {
+        cmd.arg("--network-key").arg(k);
     }
     let out = cmd.output().context("cannot run cairn-node init")?;
     if !out.status.success() {
@@ -179,24 +190,35 @@ pub fn start_node(bin: &Path, dir: &Path, bootstrap: Option<&str>, capacity: &st
 /// Starts `count` nodes under `dir/nodes/<i>`, node 0 first and the others
 /// bootstrapping from it.
 pub fn start_nodes(dir: &Path, count: usize, capacity: &str) -> anyhow::Result<Vec<NodeProcess>> {
-    start_nodes_in(dir, count, capacity, &[])
+    start_nodes_in(dir, count, capacity, &[], None)
 }
 
-/// [`start_nodes`], giving new nodes the `regions` round-robin.
-pub fn start_nodes_in(dir: &Path, count: usize, capacity: &str, regions: &[String]) -> anyhow::Result<Vec<NodeProcess>> {
+/// [`start_nodes`], giving new nodes the `regions` round-robin, and a
+/// private network's key.
+pub fn start_nodes_in(
+    dir: &Path,
+    count: usize,
+    capacity: &str,
+    regions: &[String],
+    network_key: Option<&Path>,
+) -> anyhow::Result<Vec<NodeProcess>> {
     if count == 0 {
         bail!("a devnet needs at least one node");
     }
     let bin = node_binary()?;
-    let region = |i: usize| (!regions.is_empty()).then(|| regions[i % regions.len()].as_str());
+    let setup = |i: usize| Setup {
+        capacity,
+        region: (!regions.is_empty()).then(|| regions[i % regions.len()].as_str()),
+        network_key,
+    };
     let d0 = dir.join("nodes").join("0");
-    init_node_in(&bin, &d0, None, capacity, region(0))?;
+    init_node_in(&bin, &d0, None, &setup(0))?;
     let first = start_node(&bin, &d0, None, capacity)?;
     let boot = first.addrs().into_iter().next().context("node 0 reported no address")?;
     let mut nodes = vec![first];
     for i in 1..count {
         let d = dir.join("nodes").join(i.to_string());
-        init_node_in(&bin, &d, Some(&boot), capacity, region(i))?;
+        init_node_in(&bin, &d, Some(&boot), &setup(i))?;
         nodes.push(start_node(&bin, &d, Some(&boot), capacity)?);
     }
     Ok(nodes)
@@ -204,6 +226,16 @@ pub fn start_nodes_in(dir: &Path, count: usize, capacity: &str, regions: &[Strin
 
 /// Writes `dir/client.toml` and a key without a passphrase, unless they exist.
 pub fn write_client_config(dir: &Path, nodes: &[NodeProcess], kdf: KdfParams) -> anyhow::Result<PathBuf> {
+    write_client_config_in(dir, nodes, kdf, None)
+}
+
+/// [`write_client_config`] for a private network.
+pub fn write_client_config_in(
+    dir: &Path,
+    nodes: &[NodeProcess],
+    kdf: KdfParams,
+    network_key: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
     let path = dir.join("client.toml");
     let bootstrap: Vec<String> = nodes.iter().filter_map(|n| n.addrs().into_iter().next()).collect();
     let cfg = match ConfigFile::load(&path) {
@@ -216,6 +248,7 @@ pub fn write_client_config(dir: &Path, nodes: &[NodeProcess], kdf: KdfParams) ->
             cache_dir: "client-cache".into(),
             bootstrap,
             defaults: Defaults::default(),
+            network_key_file: network_key.map(Path::to_path_buf),
         },
     };
     let key = cfg.key_path(&path);
@@ -242,17 +275,28 @@ pub async fn run(
     count: usize,
     capacity: &str,
     regions: Vec<String>,
+    private: bool,
     s3: Option<std::net::SocketAddr>,
     mount: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = dir.canonicalize()?;
-    let (d, c, r) = (dir.clone(), capacity.to_string(), regions.clone());
-    let mut nodes = tokio::task::spawn_blocking(move || start_nodes_in(&d, count, &c, &r)).await??;
-    let config = write_client_config(&dir, &nodes, KdfParams::default())?;
+    let key = private.then(|| dir.join("network.key"));
+    if let Some(k) = &key
+        && !k.exists()
+    {
+        cairn_net::network_key::write(k, &cairn_net::network_key::generate())?;
+    }
+    let (d, c, r, k) = (dir.clone(), capacity.to_string(), regions.clone(), key.clone());
+    let mut nodes = tokio::task::spawn_blocking(move || start_nodes_in(&d, count, &c, &r, k.as_deref())).await??;
+    let config = write_client_config_in(&dir, &nodes, KdfParams::default(), key.as_deref())?;
     println!("Cairn devnet: {count} storage nodes on 127.0.0.1, data in {}/nodes", dir.display());
+    if let Some(k) = &key {
+        println!("  a private network: only peers with the key {} can connect (over TCP)", k.display());
+    }
     for (i, n) in nodes.iter().enumerate() {
-        let region = if regions.is_empty() { String::new() } else { format!("  region {}", regions[i % regions.len()]) };
+        let region =
+            if regions.is_empty() { String::new() } else { format!("  region {}", regions[i % regions.len()]) };
         println!(
             "  node {i}: {}  (dashboard http://{}){region}",
             n.addrs().first().map_or("", String::as_str),

@@ -43,6 +43,10 @@ enum Command {
         /// A storage node to join through (repeat for several).
         #[arg(long)]
         bootstrap: Vec<String>,
+        /// A private network's key file (`cairn-node keygen`): only nodes
+        /// with the same key are reached.
+        #[arg(long)]
+        network_key: Option<PathBuf>,
     },
     /// Create a bucket.
     Mb {
@@ -242,6 +246,10 @@ enum Command {
         /// Give the nodes these regions, round-robin (comma-separated), e.g. eu,us,ap.
         #[arg(long, value_delimiter = ',')]
         regions: Vec<String>,
+        /// A private network: a key in DIR/network.key that nodes and the
+        /// client share; nothing without it can connect.
+        #[arg(long)]
+        private: bool,
     },
     /// Measure Cairn's speed on this machine.
     #[command(subcommand)]
@@ -466,16 +474,25 @@ where
     })
 }
 
-fn init(config: Option<PathBuf>, no_passphrase: bool, bootstrap: Vec<String>) -> anyhow::Result<()> {
+fn init(
+    config: Option<PathBuf>,
+    no_passphrase: bool,
+    bootstrap: Vec<String>,
+    network_key: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let path = config::config_path(config);
     if path.exists() {
         anyhow::bail!("{} exists already; pass --config to write another", path.display());
+    }
+    if let Some(f) = &network_key {
+        cairn_net::network_key::read(f)?;
     }
     let cfg = config::ConfigFile {
         key_file: "key".into(),
         cache_dir: "cache".into(),
         bootstrap,
         defaults: config::Defaults::default(),
+        network_key_file: network_key.map(|f| f.canonicalize()).transpose()?,
     };
     let key = cfg.key_path(&path);
     config::create_key(&key, no_passphrase, cairn_crypto::KdfParams::default())?;
@@ -536,7 +553,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     use futures::FutureExt;
     let config = cli.config;
     match cli.command {
-        Command::Init { no_passphrase, bootstrap } => init(config, no_passphrase, bootstrap)?,
+        Command::Init { no_passphrase, bootstrap, network_key } => init(config, no_passphrase, bootstrap, network_key)?,
         Command::Mb { bucket, k, n, regions, spread, no_diversity } => with_client(config, |c| {
             async move {
                 let mut s = c.bucket_defaults();
@@ -595,8 +612,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Renew { buckets } => {
             with_client(config, |c| async move { commands::renew(c, &buckets).await }.boxed())?
         }
-        Command::Devnet { nodes, dir, capacity, s3, no_s3, mount, regions } => {
-            runtime()?.block_on(devnet::run(&dir, nodes, &capacity, regions, (!no_s3).then_some(s3), mount))?
+        Command::Devnet { nodes, dir, capacity, s3, no_s3, mount, regions, private } => {
+            runtime()?.block_on(devnet::run(&dir, nodes, &capacity, regions, private, (!no_s3).then_some(s3), mount))?
         }
         Command::Mount { bucket, dir, cache_dir, cache_size, read_only, allow_other, daemon, pid_file } => {
             let path = config::config_path(config);

@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cairn_crypto::{BucketKeys, DataKey, ObjectCipher};
+use cairn_net::PeerId;
 use cairn_proto::layout::Layout;
 use cairn_proto::manifest::{ObjectManifest, SegmentManifest, ShardPlacement};
-use cairn_net::PeerId;
 use cairn_proto::{ObjectVersionId, SegmentId};
 use futures::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
@@ -32,10 +32,10 @@ use crate::index::{Expect, Op, Value};
 use crate::listing::{Lister, Step};
 use crate::padding::PadReader;
 use crate::pipeline::{Parallelism, encode_object};
+use crate::policy::Placement;
 use crate::renew::{self, Copy, RenewReport};
 use crate::segment::{self, EncodedSegment, SegmentPos};
 use crate::tasks::Tasks;
-use crate::policy::Placement;
 use crate::transfer::{Outgoing, Rules, Transfer, Wanted, delete_token};
 use crate::tree::{Snapshot, Tree, expect_current};
 

@@ -56,6 +56,8 @@ pub struct ClientConfig {
     /// from the nodes: a writer that copied it from an older view of the
     /// index has this long to commit (Garage waits 10 minutes too).
     pub gc_delay: Duration,
+    /// A private network's key: the client reaches only nodes that have it.
+    pub network_key: Option<cairn_net::NetworkKey>,
 }
 
 impl Default for ClientConfig {
@@ -68,6 +70,7 @@ impl Default for ClientConfig {
             parallelism: Parallelism::for_uploads(),
             hedging: Hedging::default(),
             gc_delay: Duration::from_secs(600),
+            network_key: None,
         }
     }
 }
@@ -148,7 +151,8 @@ impl Client {
         // starts dialling the configured nodes.
         let opening = cfg.cache_dir.clone().map(|dir| tokio::task::spawn_blocking(move || Cache::open(&dir)));
         let start = |bootstrap| {
-            Network::start(NetConfig::client(bootstrap), Arc::new(MemoryBackend::new(1024))).map_err(Error::from)
+            let net = NetConfig { network_key: cfg.network_key, ..NetConfig::client(bootstrap) };
+            Network::start(net, Arc::new(MemoryBackend::new(1024))).map_err(Error::from)
         };
         let started = if cfg.bootstrap.is_empty() { None } else { Some(start(cfg.bootstrap.clone())?) };
         let cache = match opening {

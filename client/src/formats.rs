@@ -16,8 +16,8 @@
 //! Golden-bytes tests pin every encoding; a property test feeds arbitrary
 //! bytes to every decoder; `fuzz/` has a target for each.
 
-use cairn_proto::codec;
 use crate::policy::Placement;
+use cairn_proto::codec;
 use cairn_proto::manifest::ObjectManifest;
 use cairn_proto::{Error as ProtoError, ShardId};
 use serde::{Deserialize, Serialize};

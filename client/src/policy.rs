@@ -118,22 +118,23 @@ pub enum NetGroup {
 /// unspecified (`None`: exempt from diversity).
 pub fn net_group(addrs: &[Multiaddr]) -> Option<NetGroup> {
     addrs.iter().find_map(|a| {
-        a.iter().find_map(|p| match p {
-            libp2p_protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-            libp2p_protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
-            _ => None,
-        })
-        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
-        .map(|ip| match ip {
-            IpAddr::V4(v) => {
-                let o = v.octets();
-                NetGroup::V4([o[0], o[1], o[2]])
-            }
-            IpAddr::V6(v) => {
-                let o = v.octets();
-                NetGroup::V6([o[0], o[1], o[2], o[3], o[4], o[5]])
-            }
-        })
+        a.iter()
+            .find_map(|p| match p {
+                libp2p_protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+                libp2p_protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+                _ => None,
+            })
+            .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+            .map(|ip| match ip {
+                IpAddr::V4(v) => {
+                    let o = v.octets();
+                    NetGroup::V4([o[0], o[1], o[2]])
+                }
+                IpAddr::V6(v) => {
+                    let o = v.octets();
+                    NetGroup::V6([o[0], o[1], o[2], o[3], o[4], o[5]])
+                }
+            })
     })
 }
 

@@ -69,6 +69,21 @@ pub enum Error {
         /// What is wrong with it.
         reason: cairn_proto::head::RecordRefused,
     },
+    /// A private network's key file cannot be read or written.
+    #[error("network key {path}: {reason}")]
+    NetworkKey {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// An address that a private network cannot use (QUIC: pnet protects
+    /// TCP only).
+    #[error("{addr}: a private network runs over TCP only; use a /tcp/ address")]
+    NotPrivate {
+        /// The address.
+        addr: String,
+    },
     /// The peer sent a profile that is not its own, or not valid.
     #[error("peer {peer} sent an invalid profile: {reason}")]
     BadProfile {

@@ -240,9 +240,8 @@ impl ShardClient {
     /// The peer's profile, checked: signed by the peer's own key.
     pub async fn profile(&self) -> Result<cairn_proto::profile::NodeProfile, Error> {
         match self.exchange(Request::Profile, None, 0).await?.0 {
-            Response::Profile(signed) => {
-                crate::profile::verify(&self.peer, &signed).map_err(|reason| Error::BadProfile { peer: self.peer, reason })
-            }
+            Response::Profile(signed) => crate::profile::verify(&self.peer, &signed)
+                .map_err(|reason| Error::BadProfile { peer: self.peer, reason }),
             other => Err(self.unexpected("profile", other)),
         }
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use cairn_proto::head::HeadRecord;
 use futures::StreamExt;
 use libp2p::connection_limits::{self, ConnectionLimits};
+use libp2p::core::Transport as _;
 use libp2p::kad::{self, GetClosestPeersOk, GetRecordOk, Mode, PeerRecord, PutRecordOk, QueryId, QueryResult, Quorum};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -22,6 +23,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::Error;
 use crate::ip_limits::{self, IpLimit};
 use crate::store::{HeadStore, Heads};
+
+/// A private network's pre-shared key (libp2p pnet, the IPFS `swarm.key` format).
+pub use libp2p::pnet::PreSharedKey as NetworkKey;
 
 /// Kademlia protocol name: a Cairn-only DHT, not the public IPFS one.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/kad/1");
@@ -117,6 +121,10 @@ pub struct NetConfig {
     pub idle_timeout: Duration,
     /// Inbound connections allowed per IP address (`None`: no limit).
     pub ip_limit: Option<IpLimit>,
+    /// A private network's key (libp2p pnet): only peers with the same key
+    /// can connect, over TCP (pnet cannot protect QUIC, so a private
+    /// network has none: QUIC addresses are refused).
+    pub network_key: Option<NetworkKey>,
 }
 
 impl NetConfig {
@@ -129,6 +137,7 @@ impl NetConfig {
             role: Role::Client,
             idle_timeout: Duration::from_secs(60),
             ip_limit: None,
+            network_key: None,
         }
     }
 }
@@ -205,49 +214,41 @@ pub(crate) fn build(
 ) -> Result<(EventLoop, mpsc::Sender<Command>, libp2p_stream::Control, PeerId), Error> {
     let local = cfg.keypair.public().to_peer_id();
     let ip_limit = cfg.ip_limit;
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair)
-        .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
-        .map_err(|e| Error::Transport(e.to_string()))?
-        .with_quic()
-        .with_behaviour(|key| {
-            let peer = key.public().to_peer_id();
-            let mut kcfg = kad::Config::new(KAD_PROTOCOL);
-            // Inbound records come to the event loop as events and are
-            // checked and stored on the blocking pool (`on_offer`), so a
-            // synced write never stalls the swarm. Kademlia acknowledges
-            // them before that: a refusal is not seen by the sender (clients
-            // publish heads with the shard protocol's `PutHead`, which
-            // answers).
-            kcfg.set_record_filtering(kad::StoreInserts::FilterBoth);
-            // Owners republish their heads; nodes keep records until replaced.
-            kcfg.set_record_ttl(None);
-            kcfg.set_replication_interval(None);
-            kcfg.set_publication_interval(None);
-            kcfg.set_query_timeout(Duration::from_secs(30));
-            // Head records are at most ~1.2 KiB. A node that refuses a record
-            // closes the substream without an answer, and the sender only
-            // gives up at this timeout (kad's default: 10 s).
-            kcfg.set_substreams_timeout(Duration::from_secs(5));
-            let store = HeadStore::new(peer, Arc::clone(&heads));
-            // Bounds what peers can open; streams per connection are bounded
-            // by QUIC (100) and yamux (256), requests by the node's limiter.
-            let limits = ConnectionLimits::default()
-                .with_max_pending_incoming(Some(256))
-                .with_max_established_incoming(Some(4096))
-                .with_max_established_per_peer(Some(8));
-            Behaviour {
-                limits: connection_limits::Behaviour::new(limits),
-                ip_limits: ip_limits::Behaviour::new(ip_limit),
-                kad: kad::Behaviour::with_config(peer, store, kcfg),
-                identify: identify::Behaviour::new(identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())),
-                ping: ping::Behaviour::default(),
-                stream: libp2p_stream::Behaviour::new(),
-            }
-        })
-        .map_err(|e| Error::Transport(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
-        .build();
+    let idle = cfg.idle_timeout;
+    if cfg.network_key.is_some()
+        && let Some(quic) =
+            cfg.listen.iter().chain(&cfg.bootstrap).find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)))
+    {
+        return Err(Error::NotPrivate { addr: quic.to_string() });
+    }
+    let builder = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair).with_tokio();
+    let transport = |e: &dyn std::fmt::Display| Error::Transport(e.to_string());
+    let mut swarm = match cfg.network_key {
+        None => builder
+            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .map_err(|e| transport(&e))?
+            .with_quic()
+            .with_behaviour(|key| behaviour(key, &heads, ip_limit))
+            .map_err(|e| transport(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build(),
+        Some(psk) => builder
+            .with_other_transport(|key| {
+                let noise = noise::Config::new(key)?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                    tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                        .and_then(move |socket, _| libp2p::pnet::PnetConfig::new(psk).handshake(socket))
+                        .upgrade(libp2p::core::upgrade::Version::V1)
+                        .authenticate(noise)
+                        .multiplex(yamux::Config::default()),
+                )
+            })
+            .map_err(|e| transport(&e))?
+            .with_behaviour(|key| behaviour(key, &heads, ip_limit))
+            .map_err(|e| transport(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build(),
+    };
     swarm.behaviour_mut().kad.set_mode(Some(match cfg.role {
         Role::Server => Mode::Server,
         Role::Client => Mode::Client,
@@ -532,6 +533,43 @@ impl EventLoop {
             }
             _ => {}
         }
+    }
+}
+
+/// The behaviours every peer runs.
+fn behaviour(key: &libp2p::identity::Keypair, heads: &Arc<Heads>, ip_limit: Option<IpLimit>) -> Behaviour {
+    let peer = key.public().to_peer_id();
+    let mut kcfg = kad::Config::new(KAD_PROTOCOL);
+    // Inbound records come to the event loop as events and are
+    // checked and stored on the blocking pool (`on_offer`), so a
+    // synced write never stalls the swarm. Kademlia acknowledges
+    // them before that: a refusal is not seen by the sender (clients
+    // publish heads with the shard protocol's `PutHead`, which
+    // answers).
+    kcfg.set_record_filtering(kad::StoreInserts::FilterBoth);
+    // Owners republish their heads; nodes keep records until replaced.
+    kcfg.set_record_ttl(None);
+    kcfg.set_replication_interval(None);
+    kcfg.set_publication_interval(None);
+    kcfg.set_query_timeout(Duration::from_secs(30));
+    // Head records are at most ~1.2 KiB. A node that refuses a record
+    // closes the substream without an answer, and the sender only
+    // gives up at this timeout (kad's default: 10 s).
+    kcfg.set_substreams_timeout(Duration::from_secs(5));
+    let store = HeadStore::new(peer, Arc::clone(heads));
+    // Bounds what peers can open; streams per connection are bounded
+    // by QUIC (100) and yamux (256), requests by the node's limiter.
+    let limits = ConnectionLimits::default()
+        .with_max_pending_incoming(Some(256))
+        .with_max_established_incoming(Some(4096))
+        .with_max_established_per_peer(Some(8));
+    Behaviour {
+        limits: connection_limits::Behaviour::new(limits),
+        ip_limits: ip_limits::Behaviour::new(ip_limit),
+        kad: kad::Behaviour::with_config(peer, store, kcfg),
+        identify: identify::Behaviour::new(identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())),
+        ping: ping::Behaviour::default(),
+        stream: libp2p_stream::Behaviour::new(),
     }
 }
 

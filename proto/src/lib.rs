@@ -65,8 +65,8 @@ pub mod ids;
 pub mod layout;
 pub mod manifest;
 pub mod node;
-pub mod proof;
 pub mod profile;
+pub mod proof;
 pub mod shard;
 pub mod units;
 

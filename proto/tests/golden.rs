@@ -2,8 +2,8 @@
 //! changes, the wire or disk format changed: bump the protocol or format
 //! version instead of editing the expected bytes.
 
-use cairn_proto::profile::{NodeProfile, SignedProfile};
 use cairn_proto::head::{HeadRecord, RecordRefused};
+use cairn_proto::profile::{NodeProfile, SignedProfile};
 use cairn_proto::shard::{
     ByteRange, MAX_MESSAGE_SIZE, MAX_RENEW_BATCH, NodeState, NodeStats, Renewal, Request, Response, ShardError,
     owner_of, renew_token_of,
@@ -105,7 +105,14 @@ fn shard_responses() {
     assert_eq!(hex(&staying.to_frame()), "060000000be8070a0100");
     let leaving = Response::Status(NodeState { stats, leaving_until: Some(300) });
     assert_eq!(hex(&leaving.to_frame()), "080000000be8070a0101ac02");
-    let profile = NodeProfile { region: "eu".into(), zone: String::new(), capacity: 1000, used: 10, leaving_until: None, issued: 7 };
+    let profile = NodeProfile {
+        region: "eu".into(),
+        zone: String::new(),
+        capacity: 1000,
+        used: 10,
+        leaving_until: None,
+        issued: 7,
+    };
     let signed = Response::Profile(SignedProfile { profile, public_key: vec![1, 2], signature: vec![3] });
     assert_eq!(hex(&signed.to_frame()), "0f0000000c02657500e8070a00070201020103");
 }

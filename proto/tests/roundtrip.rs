@@ -1,9 +1,9 @@
 //! Property tests: every codec round-trips, and arbitrary bytes never panic
 //! a decoder (they may only return an error).
 
-use cairn_proto::profile::{NodeProfile, SignedProfile};
 use cairn_proto::codec;
 use cairn_proto::head::{self, HeadRecord};
+use cairn_proto::profile::{NodeProfile, SignedProfile};
 use cairn_proto::shard::{
     ByteRange, MAX_MESSAGE_SIZE, MAX_RENEW_BATCH, NodeState, NodeStats, Renewal, Request, Response, ShardError,
 };

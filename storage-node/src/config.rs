@@ -44,6 +44,10 @@ pub struct NodeConfig {
     /// The zone within the region (a site or a rack), empty for none.
     #[serde(default)]
     pub zone: String,
+    /// A private network's key file (libp2p pnet): only peers with the
+    /// same key can connect, over TCP. Empty: the public network.
+    #[serde(default)]
+    pub network_key_file: String,
     /// Per-peer and global limits.
     #[serde(default)]
     pub limits: Limits,
@@ -163,6 +167,7 @@ impl NodeConfig {
             direct_io: default_direct_io(),
             region: String::new(),
             zone: String::new(),
+            network_key_file: String::new(),
             limits: Limits::default(),
             leases: Leases::default(),
         }
@@ -254,6 +259,10 @@ capacity = "{capacity}"
 region = "{region}"
 zone = "{zone}"
 
+# A private network's key file (`cairn-node keygen`): only peers with the same
+# key can connect, over TCP only (no QUIC). Empty: the public network.
+network_key_file = "{network_key}"
+
 # Largest single shard accepted.
 max_shard_size = "{max_shard}"
 
@@ -300,6 +309,7 @@ collect_interval_secs = {collect}
             max_shard = self.max_shard_size,
             region = self.region,
             zone = self.zone,
+            network_key = self.network_key_file,
             admin = self.admin_listen,
             direct_io = self.direct_io,
             per_peer = l.max_streams_per_peer,

@@ -50,6 +50,13 @@ enum Command {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Write a new private network key to FILE (mode 0600). Give the same
+    /// file to every node (`init --network-key`) and client (`cairn init
+    /// --network-key`) of the network.
+    Keygen {
+        /// Where to write it (never replaced).
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -78,10 +85,15 @@ struct InitArgs {
     /// The zone within the region (a site or a rack).
     #[arg(long)]
     zone: Option<String>,
+    /// A private network's key file (`keygen`): only peers with the same key
+    /// connect, over TCP (the default listen address is then TCP only).
+    #[arg(long)]
+    network_key: Option<PathBuf>,
 }
 
 fn init(args: InitArgs) -> anyhow::Result<()> {
-    let InitArgs { data_dir, listen, capacity, bootstrap, admin, max_shard_size: max_shard, region, zone } = args;
+    let InitArgs { data_dir, listen, capacity, bootstrap, admin, max_shard_size: max_shard, region, zone, network_key } =
+        args;
     let path = data_dir.join("config.toml");
     anyhow::ensure!(!path.exists(), "{} already exists; this data dir is initialised", path.display());
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
@@ -102,6 +114,11 @@ fn init(args: InitArgs) -> anyhow::Result<()> {
     }
     cfg.region = region.unwrap_or_default();
     cfg.zone = zone.unwrap_or_default();
+    if let Some(f) = network_key {
+        cairn_net::network_key::read(&f)?;
+        cfg.network_key_file = f.canonicalize()?.display().to_string();
+        cfg.listen.retain(|a| !a.contains("/quic"));
+    }
     std::fs::write(&path, cfg.to_commented_toml())?;
     // Re-read to validate what was written, with the loader's messages.
     NodeConfig::load(&path)?;
@@ -202,6 +219,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Exit { data_dir, drain, cancel } => exit(data_dir, &drain, cancel),
+        Command::Keygen { file } => cairn_net::network_key::write(&file, &cairn_net::network_key::generate())
+            .map(|()| println!("wrote a new network key to {}", file.display()))
+            .map_err(Into::into),
         Command::Check { data_dir } => match check(data_dir) {
             Ok(true) => Ok(()),
             Ok(false) => Err(anyhow::anyhow!("the store has bad shards or a byte count that drifted")),

@@ -80,6 +80,10 @@ impl Node {
                 bootstrap: parse_addrs(&cfg.bootstrap, &cfg_path)?,
                 role: Role::Server,
                 idle_timeout: Duration::from_secs(120),
+                network_key: match cfg.network_key_file.as_str() {
+                    "" => None,
+                    f => Some(cairn_net::network_key::read(&cfg.data_dir.join(f))?),
+                },
                 ip_limit: (cfg.limits.max_connections_per_ip > 0).then_some(cairn_net::IpLimit {
                     max_per_ip: cfg.limits.max_connections_per_ip,
                     exempt_loopback: !cfg.limits.limit_loopback,

@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cairn_net::store::{BackendError, Heads, Offer};
-use cairn_proto::profile::NodeProfile;
 use cairn_proto::codec::{self, FRAME_HEADER_LEN};
 use cairn_proto::head::{HeadRecord, RecordRefused};
+use cairn_proto::profile::NodeProfile;
 use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, NodeState, Request, Response, ShardError};
 use cairn_proto::{ShardId, shard};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};

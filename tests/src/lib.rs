@@ -12,7 +12,7 @@ use std::time::Duration;
 pub mod gateway;
 pub mod mount;
 
-use cairn_cli::devnet::{NodeProcess, init_node, start_node};
+use cairn_cli::devnet::{NodeProcess, Setup, init_node_in, start_node};
 use cairn_client::{BucketSettings, Client, ClientConfig};
 use cairn_crypto::RootSecret;
 
@@ -102,10 +102,17 @@ impl TestCluster {
 
     /// Like [`Self::start_with`], `edit` told which node's config it edits.
     pub fn start_each(n: usize, edit: impl Fn(usize, String) -> String) -> Self {
+        Self::start_private(n, None, edit)
+    }
+
+    /// Like [`Self::start_each`], in a private network when `network_key`
+    /// (a key file) is given: the nodes listen on TCP only.
+    pub fn start_private(n: usize, network_key: Option<&Path>, edit: impl Fn(usize, String) -> String) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let bin = binary("cairn-node");
         let start = |i: usize, d: &Path, boot: Option<&str>| {
-            init_node(&bin, d, boot, "4GiB").expect("init node");
+            init_node_in(&bin, d, boot, &Setup { capacity: "4GiB", network_key, ..Setup::default() })
+                .expect("init node");
             let cfg = d.join("config.toml");
             let text = std::fs::read_to_string(&cfg).expect("config");
             std::fs::write(&cfg, edit(i, text)).expect("config");
@@ -156,8 +163,8 @@ impl TestCluster {
         (0..self.len()).find(|&i| self.peer_id(i) == peer)
     }
 
-    /// Bootstrap addresses: every node's first (QUIC) address, so that a
-    /// client can join while some nodes are down.
+    /// Bootstrap addresses: every node's first (QUIC, else TCP) address,
+    /// so that a client can join while some nodes are down.
     pub fn bootstrap(&self) -> Vec<String> {
         (0..self.len())
             .filter_map(|i| {

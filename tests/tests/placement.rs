@@ -20,12 +20,7 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
 
 /// The region of every node, by peer id, from the nodes' signed profiles.
 async fn regions_of(client: &Client) -> HashMap<PeerId, String> {
-    client
-        .status()
-        .await
-        .into_iter()
-        .filter_map(|n| Some((n.node.peer, n.region?.0)))
-        .collect()
+    client.status().await.into_iter().filter_map(|n| Some((n.node.peer, n.region?.0))).collect()
 }
 
 /// The region of each shard of each segment of `key`.
@@ -133,7 +128,10 @@ async fn a_bucket_spread_over_three_regions_survives_losing_any_one() {
 async fn nodes_that_join_get_new_shards_from_a_running_client() {
     let mut cluster = TestCluster::start(8);
     let client = cluster.client(&RootSecret::generate()).await;
-    client.create_bucket("grow", Some(BucketSettings { k: 4, n: 8, extra: 0, segment_size: 64 * 1024 })).await.expect("mb");
+    client
+        .create_bucket("grow", Some(BucketSettings { k: 4, n: 8, extra: 0, segment_size: 64 * 1024 }))
+        .await
+        .expect("mb");
     let b = client.bucket("grow").await.expect("bucket");
     let mut objects = Vec::new();
     for i in 0..3u8 {
