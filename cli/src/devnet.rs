@@ -127,6 +127,8 @@ pub struct Setup<'a> {
     pub region: Option<&'a str>,
     /// A private network's key file (then it listens on TCP only).
     pub network_key: Option<&'a Path>,
+    /// The address it listens on, peer-to-peer and admin (default 127.0.0.1).
+    pub listen_ip: Option<&'a str>,
 }
 
 /// [`init_node`] with a [`Setup`].
@@ -134,14 +136,16 @@ pub fn init_node_in(bin: &Path, dir: &Path, bootstrap: Option<&str>, setup: &Set
     if dir.join("config.toml").exists() {
         return Ok(());
     }
-    let quic = format!("/ip4/127.0.0.1/udp/{}/quic-v1", free_port(true)?);
-    let tcp = format!("/ip4/127.0.0.1/tcp/{}", free_port(false)?);
+    let ip = setup.listen_ip.unwrap_or("127.0.0.1");
+    let quic = format!("/ip4/{ip}/udp/{}/quic-v1", free_port(true)?);
+    let tcp = format!("/ip4/{ip}/tcp/{}", free_port(false)?);
+    let admin = format!("{ip}:0");
     let mut cmd = Command::new(bin);
     cmd.args(["init", "--data-dir"]).arg(dir);
     if setup.network_key.is_none() {
         cmd.args(["--listen", &quic]);
     }
-    cmd.args(["--listen", &tcp, "--admin", "127.0.0.1:0", "--capacity", setup.capacity]);
+    cmd.args(["--listen", &tcp, "--admin", &admin, "--capacity", setup.capacity]);
     if let Some(b) = bootstrap {
         cmd.args(["--bootstrap", b]);
     }
@@ -160,10 +164,31 @@ pub fn init_node_in(bin: &Path, dir: &Path, bootstrap: Option<&str>, setup: &Set
 
 /// Starts the node in `dir`, initializing it first if it has no config.
 pub fn start_node(bin: &Path, dir: &Path, bootstrap: Option<&str>, capacity: &str) -> anyhow::Result<NodeProcess> {
+    start_node_via(bin, dir, bootstrap, capacity, &[])
+}
+
+/// [`start_node`] run through the command prefix `via` (`ip netns exec
+/// NAME`: a node in a network namespace), which must exec the node so
+/// that its pid is the node's.
+pub fn start_node_via(
+    bin: &Path,
+    dir: &Path,
+    bootstrap: Option<&str>,
+    capacity: &str,
+    via: &[String],
+) -> anyhow::Result<NodeProcess> {
     init_node(bin, dir, bootstrap, capacity)?;
     let _ = std::fs::remove_file(dir.join("node.addrs"));
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("node.log"))?;
-    let child = Command::new(bin)
+    let mut cmd = match via.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let child = cmd
         .args(["run", "--data-dir"])
         .arg(dir)
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,libp2p_kad=error".into()))
@@ -210,6 +235,7 @@ pub fn start_nodes_in(
         capacity,
         region: (!regions.is_empty()).then(|| regions[i % regions.len()].as_str()),
         network_key,
+        listen_ip: None,
     };
     let d0 = dir.join("nodes").join("0");
     init_node_in(&bin, &d0, None, &setup(0))?;

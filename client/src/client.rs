@@ -298,6 +298,9 @@ impl Client {
             let t = Instant::now();
             let status = self.transfer.client(node.peer).status().await.map_err(|e| e.to_string());
             let rtt = t.elapsed();
+            // What it answered is news for placement: a node that answers
+            // is no longer passed over (it may be back from an outage).
+            nodes.report(node.peer, status.is_ok());
             let leaving_until = status.as_ref().ok().and_then(|s| s.leaving_until);
             let region = match status.is_ok() {
                 true => self.transfer.client(node.peer).profile().await.ok().map(|p| (p.region, p.zone)),
@@ -306,6 +309,11 @@ impl Client {
             NodeStatus { node, stats: status.map(|s| s.stats), leaving_until, rtt, region }
         })
         .await
+    }
+
+    /// What the client knows of each storage node (no requests).
+    pub fn nodes(&self) -> Vec<NodeReport> {
+        self.transfer.nodes().report_all()
     }
 
     /// All buckets, by name.

@@ -34,6 +34,8 @@ const REFRESH: Duration = Duration::from_secs(10);
 pub const PROFILE_TTL: Duration = Duration::from_secs(60);
 /// Profile requests in flight at once.
 const PROFILE_FETCHES: usize = 32;
+/// Weight of a new observation in a node's time estimate.
+const TIME_WEIGHT: f64 = 0.3;
 
 #[derive(Clone, Debug)]
 struct NodeInfo {
@@ -50,6 +52,9 @@ struct NodeInfo {
     profiled: Option<Instant>,
     /// Bytes placed on it since its profile came.
     placed: u64,
+    /// How long its shard downloads take, per [`crate::schedule::read_cost`],
+    /// as a moving average (`None`: never timed).
+    time: Option<f64>,
 }
 
 /// What the client knows about one storage node.
@@ -71,6 +76,8 @@ pub struct NodeReport {
     pub asked: bool,
     /// Its profile, when it sent one.
     pub profile: Option<NodeProfile>,
+    /// How long its downloads take (see [`Nodes::time`]).
+    pub time: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -128,6 +135,7 @@ impl Nodes {
                 profile: None,
                 profiled: None,
                 placed: 0,
+                time: None,
             });
             for a in addrs {
                 if !e.addrs.contains(&a) {
@@ -285,6 +293,20 @@ impl Nodes {
         }
     }
 
+    /// Notes that a download of `bytes` from `peer` took `took` (a request
+    /// still running counts with the time it has taken so far).
+    pub fn timed(&self, peer: &PeerId, took: Duration, bytes: u64) {
+        if let Some(n) = self.lock().known.get_mut(peer) {
+            let x = crate::schedule::read_cost(took, bytes).as_secs_f64();
+            n.time = Some(n.time.map_or(x, |t| t + TIME_WEIGHT * (x - t)));
+        }
+    }
+
+    /// How long `peer`'s downloads take, per MiB-ish ([`crate::schedule::read_cost`]).
+    pub fn time(&self, peer: &PeerId) -> Option<Duration> {
+        self.lock().known.get(peer).and_then(|n| n.time).map(Duration::from_secs_f64)
+    }
+
     /// Counts `bytes` stored on `peer` against its free space.
     pub fn placed(&self, peer: &PeerId, bytes: u64) {
         if let Some(n) = self.lock().known.get_mut(peer) {
@@ -346,6 +368,7 @@ impl Nodes {
                     down_until: left.map(|d| wall + d),
                     asked: n.asked,
                     profile: n.profile.clone(),
+                    time: n.time.map(Duration::from_secs_f64),
                 }
             })
             .collect();

@@ -17,9 +17,12 @@
 //!   segments over fewer regions than asked.
 //! - **Diversity**: no two shards of a segment on one IP address, /24
 //!   (IPv4) or /48 (IPv6). Loopback addresses are exempt (a devnet on one
-//!   machine). When the candidates span fewer networks than shards, each
-//!   network may hold `⌈n / networks⌉` and the plan says it is
-//!   [`Plan::crowded`].
+//!   machine). When the healthy candidates span fewer networks than
+//!   shards, each network may hold `⌈n / networks⌉` and the plan says it
+//!   is [`Plan::crowded`]. The cap is soft: when an upload finds no node
+//!   left that keeps it (nodes failed), the schedule lifts it
+//!   ([`Limits::relax`]) rather than fail the put, and `cairn stat`
+//!   shows the shards that share a network.
 //! - **Capacity**: candidates are ordered least full first (by share of
 //!   capacity used, with a little per-key randomness: [`order`]), so a
 //!   node with twice the free space gets about twice the new shards until
@@ -175,6 +178,9 @@ pub struct Limits {
     of: HashMap<PeerId, Vec<usize>>,
     caps: Vec<usize>,
     used: Vec<usize>,
+    /// Caps that give way when nothing else is left (diversity).
+    soft: Vec<bool>,
+    relaxed: bool,
 }
 
 impl Limits {
@@ -186,7 +192,26 @@ impl Limits {
     fn group(&mut self, cap: usize) -> usize {
         self.caps.push(cap);
         self.used.push(0);
+        self.soft.push(false);
         self.caps.len() - 1
+    }
+
+    fn soft_group(&mut self, cap: usize) -> usize {
+        let g = self.group(cap);
+        self.soft[g] = true;
+        g
+    }
+
+    /// Whether `peer` may take one more shard once the soft caps are lifted.
+    pub fn fits_relaxed(&self, peer: &PeerId) -> bool {
+        self.of.get(peer).is_none_or(|gs| gs.iter().all(|&g| self.soft[g] || self.used[g] < self.caps[g]))
+    }
+
+    /// Lifts the soft caps; whether there were any to lift.
+    pub fn relax(&mut self) -> bool {
+        let had = !self.relaxed && self.soft.iter().any(|s| *s);
+        self.relaxed = true;
+        had
     }
 
     fn add(&mut self, peer: PeerId, group: usize) {
@@ -195,7 +220,9 @@ impl Limits {
 
     /// Whether `peer` may take one more shard.
     pub fn fits(&self, peer: &PeerId) -> bool {
-        self.of.get(peer).is_none_or(|gs| gs.iter().all(|&g| self.used[g] < self.caps[g]))
+        self.of
+            .get(peer)
+            .is_none_or(|gs| gs.iter().all(|&g| (self.relaxed && self.soft[g]) || self.used[g] < self.caps[g]))
     }
 
     /// `peer` takes a shard.
@@ -333,12 +360,14 @@ pub fn plan(
                 nets.entry(g).or_default().push(c);
             }
         }
-        let exempt = allowed.iter().chain(existing).filter(|c| c.net.is_none()).count();
-        let groups = nets.len() + exempt;
+        // Networks are counted over the nodes that did not fail lately.
+        let healthy = |c: &&Candidate| !c.penalized;
+        let exempt = allowed.iter().chain(existing).filter(healthy).filter(|c| c.net.is_none()).count();
+        let groups = nets.values().filter(|m| m.iter().any(healthy)).count() + exempt;
         let cap = if groups >= usize::from(n) { 1 } else { usize::from(n).div_ceil(groups.max(1)) };
         crowded = cap > 1 && !nets.is_empty();
         for members in nets.values() {
-            let g = limits.group(cap);
+            let g = limits.soft_group(cap);
             for c in members {
                 if existing.iter().any(|e| e.peer == c.peer) {
                     limits.used[g] += 1;
@@ -510,6 +539,12 @@ mod tests {
         assert!(!limits.fits(&all[1].peer));
         limits.release(&all[0].peer);
         assert!(limits.fits(&all[1].peer));
+        // Diversity is soft: lifted, the network may take more.
+        limits.take(&all[0].peer);
+        assert!(!limits.fits(&all[1].peer) && limits.fits_relaxed(&all[1].peer));
+        assert!(limits.relax());
+        assert!(limits.fits(&all[1].peer));
+        assert!(!limits.relax(), "lifted once");
     }
 
     #[test]

@@ -133,14 +133,20 @@ impl PutSchedule {
         Step::Start(i, peer)
     }
 
-    /// The first candidate the limits let take a shard, taken off the list.
+    /// The first candidate the limits let take a shard, taken off the
+    /// list; the soft limits are lifted when only they stand in the way.
     fn next_candidate(&mut self) -> Option<PeerId> {
-        let at = self.candidates.iter().position(|p| self.limits.fits(p))?;
-        self.candidates.remove(at)
+        if let Some(at) = self.candidates.iter().position(|p| self.limits.fits(p)) {
+            return self.candidates.remove(at);
+        }
+        if self.candidates.iter().any(|p| self.limits.fits_relaxed(p)) && self.limits.relax() {
+            return self.next_candidate();
+        }
+        None
     }
 
     fn has_candidate(&self) -> bool {
-        self.candidates.iter().any(|p| self.limits.fits(p))
+        self.candidates.iter().any(|p| self.limits.fits(p) || self.limits.fits_relaxed(p))
     }
 
     /// More nodes to try, after those given so far.
@@ -232,6 +238,49 @@ impl PutSchedule {
     pub fn holders(&self) -> &[Option<PeerId>] {
         &self.holders
     }
+}
+
+/// A holder is slow when its time is over this many times the median of
+/// the holders' times ...
+pub const SLOW_FACTOR: f64 = 3.0;
+/// ... plus this much (so that small differences never count).
+pub const SLOW_MARGIN: Duration = Duration::from_millis(5);
+
+/// What a download costs, for comparing holders: its time, shrunk by
+/// the bytes it moved (`took / (1 + bytes / 1 MiB)`), so that a small
+/// request counts about its round trip and a large one its time per MiB.
+pub fn read_cost(took: Duration, bytes: u64) -> Duration {
+    took.div_f64(1.0 + bytes as f64 / f64::from(1u32 << 20))
+}
+
+/// One holder of a segment's shard, as the read order sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Holder {
+    /// The shard's index (below `k`: a data shard).
+    pub shard: usize,
+    /// Its holder.
+    pub peer: PeerId,
+    /// The holder failed lately.
+    pub penalized: bool,
+    /// How long its downloads take ([`read_cost`]), if timed.
+    pub time: Option<Duration>,
+}
+
+/// The order in which a segment's holders are asked: holders that failed
+/// lately last; before them, holders that are slow (over [`SLOW_FACTOR`]
+/// times the median time of the timed holders, plus [`SLOW_MARGIN`]);
+/// among the rest, data shards first (read without decoding), by index.
+/// So the `k` nearest holders are read whenever the data shards' holders
+/// are not much slower than the others, and nothing is decoded when
+/// they are all about as fast.
+pub fn read_order(holders: &[Holder]) -> Vec<(usize, PeerId)> {
+    let mut times: Vec<Duration> = holders.iter().filter_map(|h| h.time).collect();
+    times.sort_unstable();
+    let limit = times.get(times.len() / 2).map(|m| m.mul_f64(SLOW_FACTOR) + SLOW_MARGIN);
+    let slow = |h: &Holder| matches!((h.time, limit), (Some(t), Some(l)) if t > l);
+    let mut v: Vec<&Holder> = holders.iter().collect();
+    v.sort_by_key(|h| (h.penalized, slow(h), h.shard));
+    v.into_iter().map(|h| (h.shard, h.peer)).collect()
 }
 
 /// What a download schedule asks of the shell.
@@ -576,5 +625,37 @@ mod tests {
         // Too few good holders: the schedule ends short.
         let (s, _, _) = run_get(3, &[(10, G), (10, Got::Failed), (10, G)], Hedging::Adaptive);
         assert_eq!((s.done(), s.good()), (false, 2));
+    }
+
+    #[test]
+    fn reads_leave_slow_holders_for_last_and_keep_data_shards_first_otherwise() {
+        let ms = Duration::from_millis;
+        let peers: Vec<PeerId> = (0..6).map(|_| PeerId::random()).collect();
+        let holder = |shard: usize, time: Option<u64>| Holder {
+            shard,
+            peer: peers[shard],
+            penalized: false,
+            time: time.map(ms),
+        };
+        // All about as fast (or not timed yet): data shards first.
+        let even: Vec<Holder> = (0..6).map(|i| holder(i, Some(4 + i as u64))).collect();
+        let order: Vec<usize> = read_order(&even).into_iter().map(|(i, _)| i).collect();
+        assert_eq!(order, vec![0, 1, 2, 3, 4, 5]);
+        let untimed: Vec<Holder> = (0..6).map(|i| holder(i, None)).collect();
+        assert_eq!(read_order(&untimed)[0].0, 0);
+        // Data shard 1's holder is far slower than the median: it goes
+        // after the parity holders, before a holder that failed lately.
+        let mut slow = even.clone();
+        slow[1].time = Some(ms(200));
+        slow[2].penalized = true;
+        let order: Vec<usize> = read_order(&slow).into_iter().map(|(i, _)| i).collect();
+        assert_eq!(order, vec![0, 3, 4, 5, 1, 2]);
+        // Twice as slow is not slow: small differences never reorder.
+        let mut near = even;
+        near[0].time = Some(ms(12));
+        assert_eq!(read_order(&near)[0].0, 0);
+        // Read cost: a small request counts its time, a large one its time per MiB.
+        assert_eq!(read_cost(ms(10), 0), ms(10));
+        assert_eq!(read_cost(ms(300), 2 << 20), ms(100));
     }
 }

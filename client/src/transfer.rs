@@ -33,7 +33,7 @@ use tokio_util::task::TaskTracker;
 use crate::error::Error;
 use crate::placement::Nodes;
 use crate::policy::{self, Candidate, Placement};
-use crate::schedule::{Fetch, GetSchedule, Got, Outcome, PutSchedule, Step};
+use crate::schedule::{Fetch, GetSchedule, Got, Holder, Outcome, PutSchedule, Step, read_order};
 
 /// Spare candidate nodes asked for beyond one per shard, for retries.
 const SPARE_NODES: usize = 4;
@@ -403,26 +403,30 @@ impl Transfer {
     ) -> Result<(Vec<Option<Bytes>>, Vec<u16>), Error> {
         let mut out: Vec<Option<Bytes>> = vec![None; shards.len()];
         let mut bad = Vec::new();
-        // Data shards first (no decoding needed), holders that failed lately last.
-        let mut ranked: Vec<(bool, usize, PeerId)> = shards
+        // Data shards first (no decoding needed), slow holders and those
+        // that failed lately last (`schedule::read_order`).
+        let holders: Vec<Holder> = shards
             .iter()
             .enumerate()
             .filter_map(|(i, s)| {
                 let peer = peer_of(s.holder.as_ref()?)?;
-                Some((self.nodes.penalized(&peer), i, peer))
+                Some(Holder { shard: i, peer, penalized: self.nodes.penalized(&peer), time: self.nodes.time(&peer) })
             })
             .collect();
-        ranked.sort_by_key(|&(penalized, i, _)| (penalized, i));
-        let order = ranked.into_iter().map(|(_, i, p)| (i, p));
+        let order = read_order(&holders);
+        let began = Instant::now();
         let mut running = FuturesUnordered::new();
         let start = |i: usize, peer: PeerId| {
             let client = self.client(peer);
             let (id, len) = (shards[i].id, shards[i].len);
             let fetched = Arc::clone(&self.fetched);
+            let nodes = Arc::clone(&self.nodes);
             async move {
+                let began = Instant::now();
                 let got = client.get(id, len).await;
                 if let Ok(b) = &got {
                     fetched.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    nodes.timed(&peer, began.elapsed(), len);
                 }
                 (i, peer, got)
             }
@@ -436,7 +440,8 @@ impl Transfer {
                 running.push(start(i, peer));
             }
             if plan.done() {
-                self.judge_stragglers(running, plan.into_pending());
+                let len = shards.first().map_or(0, |s| s.len);
+                self.judge_stragglers(running, plan.into_pending(), (began, len));
                 return Ok((out, bad));
             }
             let due = plan.hedge_due();
@@ -475,8 +480,12 @@ impl Transfer {
     /// owing an answer then are passed over for a while (and so remembered
     /// as down across runs): a node that cannot answer in that time is down
     /// or overloaded. Their results are not used.
-    fn judge_stragglers<F, T>(&self, mut running: FuturesUnordered<F>, mut pending: Vec<PeerId>)
-    where
+    fn judge_stragglers<F, T>(
+        &self,
+        mut running: FuturesUnordered<F>,
+        mut pending: Vec<PeerId>,
+        (began, len): (Instant, u64),
+    ) where
         F: std::future::Future<Output = (usize, PeerId, Result<T, cairn_net::Error>)> + Send + 'static,
         T: Send + 'static,
     {
@@ -494,6 +503,8 @@ impl Transfer {
             }
             drop(running);
             for peer in pending {
+                // Still running this long: at least this slow.
+                nodes.timed(&peer, began.elapsed(), len);
                 nodes.report(peer, false);
             }
         });

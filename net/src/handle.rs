@@ -131,11 +131,21 @@ impl NetHandle {
     /// Opens a shard-protocol stream to `peer`, dialling it if needed.
     pub async fn open_shard_stream(&self, peer: PeerId, timeout: Duration) -> Result<Stream, Error> {
         let mut control = self.control.clone();
-        match tokio::time::timeout(timeout, control.open_stream(peer, SHARD)).await {
-            Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => Err(Error::OpenStream { peer, reason: e.to_string() }),
-            Err(_) => Err(Error::Timeout { peer }),
+        let deadline = tokio::time::Instant::now() + timeout;
+        // A connection that died since it was last used (the peer's link
+        // went down and came back) fails the first open: the second dials
+        // anew.
+        for attempt in 0..2 {
+            match tokio::time::timeout_at(deadline, control.open_stream(peer, SHARD)).await {
+                Ok(Ok(s)) => return Ok(s),
+                Ok(Err(libp2p_stream::OpenStreamError::Io(e))) if attempt == 0 => {
+                    tracing::debug!(%peer, error = %e, "stream open failed on a stale connection; dialling again");
+                }
+                Ok(Err(e)) => return Err(Error::OpenStream { peer, reason: e.to_string() }),
+                Err(_) => return Err(Error::Timeout { peer }),
+            }
         }
+        Err(Error::Timeout { peer })
     }
 
     /// Inbound shard-protocol streams (for nodes). Only one caller may accept.

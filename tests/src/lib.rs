@@ -11,8 +11,9 @@ use std::time::Duration;
 
 pub mod gateway;
 pub mod mount;
+pub mod netns;
 
-use cairn_cli::devnet::{NodeProcess, Setup, init_node_in, start_node};
+use cairn_cli::devnet::{NodeProcess, Setup, init_node_in, start_node_via};
 use cairn_client::{BucketSettings, Client, ClientConfig};
 use cairn_crypto::RootSecret;
 
@@ -80,6 +81,8 @@ pub struct TestCluster {
     dir: tempfile::TempDir,
     nodes: Vec<Option<NodeProcess>>,
     bootstrap: String,
+    /// The command prefix that runs each node (its network namespace).
+    via: Vec<Vec<String>>,
 }
 
 impl std::fmt::Debug for TestCluster {
@@ -108,15 +111,33 @@ impl TestCluster {
     /// Like [`Self::start_each`], in a private network when `network_key`
     /// (a key file) is given: the nodes listen on TCP only.
     pub fn start_private(n: usize, network_key: Option<&Path>, edit: impl Fn(usize, String) -> String) -> Self {
+        Self::start_all(n, network_key, &[], edit)
+    }
+
+    /// Like [`Self::start_each`], node `i` in network namespace
+    /// `sites[i % sites.len()]`, listening on its address.
+    pub fn start_in(n: usize, sites: &[&netns::Site], edit: impl Fn(usize, String) -> String) -> Self {
+        Self::start_all(n, None, sites, edit)
+    }
+
+    fn start_all(
+        n: usize,
+        network_key: Option<&Path>,
+        sites: &[&netns::Site],
+        edit: impl Fn(usize, String) -> String,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let bin = binary("cairn-node");
+        let site = |i: usize| (!sites.is_empty()).then(|| sites[i % sites.len()]);
+        let via: Vec<Vec<String>> = (0..n).map(|i| site(i).map(|s| s.exec()).unwrap_or_default()).collect();
         let start = |i: usize, d: &Path, boot: Option<&str>| {
-            init_node_in(&bin, d, boot, &Setup { capacity: "4GiB", network_key, ..Setup::default() })
+            let listen_ip = site(i).map(|s| s.ip.as_str());
+            init_node_in(&bin, d, boot, &Setup { capacity: "4GiB", network_key, listen_ip, ..Setup::default() })
                 .expect("init node");
             let cfg = d.join("config.toml");
             let text = std::fs::read_to_string(&cfg).expect("config");
             std::fs::write(&cfg, edit(i, text)).expect("config");
-            start_node(&bin, d, boot, "4GiB").expect("start node")
+            start_node_via(&bin, d, boot, "4GiB", &via[i]).expect("start node")
         };
         let first = start(0, &dir.path().join("nodes/0"), None);
         let bootstrap = first.addrs().into_iter().next().expect("node 0 address");
@@ -124,7 +145,7 @@ impl TestCluster {
         for i in 1..n {
             nodes.push(Some(start(i, &dir.path().join(format!("nodes/{i}")), Some(&bootstrap))));
         }
-        Self { dir, nodes, bootstrap }
+        Self { dir, nodes, bootstrap, via }
     }
 
     /// A config edit that puts node `i` in `regions[i % len]`.
@@ -194,8 +215,9 @@ impl TestCluster {
                 addrs.lines().find(|l| l.contains("/quic-v1/")).map(str::to_string)
             })
             .expect("a running node to join through");
-        let n = start_node(&binary("cairn-node"), &self.node_dir(i), Some(&boot), "4GiB").expect("add node");
+        let n = start_node_via(&binary("cairn-node"), &self.node_dir(i), Some(&boot), "4GiB", &[]).expect("add node");
         self.nodes.push(Some(n));
+        self.via.push(Vec::new());
         i
     }
 
@@ -203,7 +225,8 @@ impl TestCluster {
     pub fn restart(&mut self, i: usize) {
         self.kill(i);
         let boot = (i != 0).then(|| self.bootstrap.clone());
-        let n = start_node(&binary("cairn-node"), &self.node_dir(i), boot.as_deref(), "4GiB").expect("restart");
+        let n = start_node_via(&binary("cairn-node"), &self.node_dir(i), boot.as_deref(), "4GiB", &self.via[i])
+            .expect("restart");
         self.nodes[i] = Some(n);
     }
 
