@@ -3,6 +3,7 @@
 //! [`REPLICAS`] nodes, and kept in the local cache.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_crypto::SymmetricKey;
@@ -14,6 +15,8 @@ use crate::formats;
 use crate::index::{Page, PagePtr};
 use crate::transfer::{Outgoing, Transfer, delete_token, peer_of};
 use cairn_net::PeerId;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 /// Copies of each page. Any one is enough to read it; three survive two
 /// lost nodes, as the default 4-of-6 code does.
@@ -22,6 +25,8 @@ pub const REPLICAS: usize = 3;
 const ATTEMPTS: usize = REPLICAS + 1;
 /// Largest page accepted from the network.
 const MAX_PAGE: usize = formats::MAX_PAGE;
+/// How long a page fetch waits for one holder before it asks the next too.
+const PAGE_HEDGE: Duration = Duration::from_millis(300);
 
 /// Pages of one tree (a bucket's index or the bucket list).
 #[derive(Debug, Clone)]
@@ -84,27 +89,47 @@ impl Pages {
         formats::decode_page(&plain).map_err(|e| bad(PageFault::Malformed(e)))
     }
 
+    /// Fetches a page from its holders: the first at once, the next when
+    /// one fails or after [`PAGE_HEDGE`] without an answer (a holder that
+    /// is cut off would otherwise hold the read up for its timeouts); the
+    /// first copy that matches its id wins. Holders that failed lately are
+    /// asked last.
     async fn fetch(&self, ptr: &PagePtr) -> Result<Bytes, Error> {
         let mut last = String::from("no holders recorded");
-        // Holders that failed lately are asked last.
         let mut holders: Vec<PeerId> = ptr.holders.iter().filter_map(peer_of).collect();
         holders.sort_by_key(|p| self.transfer.nodes().penalized(p));
-        for peer in holders {
-            match self.transfer.client(peer).get(ptr.id, u64::from(ptr.len).min(MAX_PAGE as u64)).await {
-                Ok(bytes) if ptr.id.matches(&bytes) => {
-                    self.transfer.nodes().report(peer, true);
-                    let bytes = Bytes::from(bytes);
-                    self.cache_put(ptr.id, bytes.clone()).await;
-                    return Ok(bytes);
+        let len = u64::from(ptr.len).min(MAX_PAGE as u64);
+        let start = |peer: PeerId| {
+            let client = self.transfer.client(peer);
+            async move { (peer, client.get(ptr.id, len).await) }
+        };
+        let mut waiting = holders.into_iter();
+        let mut running = FuturesUnordered::new();
+        running.extend(waiting.next().map(start));
+        while !running.is_empty() {
+            let hedge = tokio::time::sleep(PAGE_HEDGE);
+            let more = waiting.len() > 0;
+            tokio::select! {
+                Some((peer, got)) = running.next() => {
+                    match got {
+                        Ok(bytes) if ptr.id.matches(&bytes) => {
+                            self.transfer.nodes().report(peer, true);
+                            let bytes = Bytes::from(bytes);
+                            self.cache_put(ptr.id, bytes.clone()).await;
+                            return Ok(bytes);
+                        }
+                        Ok(_) => {
+                            self.transfer.nodes().report(peer, false);
+                            last = format!("{peer} served a page that does not match its id");
+                        }
+                        Err(e) => {
+                            self.transfer.nodes().report(peer, false);
+                            last = e.to_string();
+                        }
+                    }
+                    running.extend(waiting.next().map(start));
                 }
-                Ok(_) => {
-                    self.transfer.nodes().report(peer, false);
-                    last = format!("{peer} served a page that does not match its id");
-                }
-                Err(e) => {
-                    self.transfer.nodes().report(peer, false);
-                    last = e.to_string();
-                }
+                () = hedge, if more => running.extend(waiting.next().map(start)),
             }
         }
         Err(Error::PageUnavailable { id: ptr.id, reason: last })

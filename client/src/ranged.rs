@@ -23,6 +23,10 @@ use crate::range::{ShardSource, columns_of, read_segment_range};
 use crate::segment::SegmentPos;
 use crate::transfer::peer_of;
 
+/// How long a ranged read waits on its holders before it reads around
+/// those still silent.
+const RANGE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Pieces of data shards fetched for one range: `(shard, range) → bytes`.
 struct Fetched(HashMap<(u16, u32, u32), Bytes>);
 
@@ -97,7 +101,20 @@ impl Bucket {
                 }
             }
         });
-        let got: Option<HashMap<_, _>> = futures::future::join_all(fetches).await.into_iter().collect();
+        // A holder that failed lately or is cut off is not waited for: the
+        // proofs below read around it.
+        let down = wanted.iter().any(|(s, _)| {
+            let holder = seg.shards.get(usize::from(*s)).and_then(|sh| peer_of(sh.holder.as_ref()?));
+            holder.is_none_or(|p| self.transfer().nodes().penalized(&p))
+        });
+        let got: Option<HashMap<_, _>> = if down {
+            None
+        } else {
+            match tokio::time::timeout(RANGE_WAIT, futures::future::join_all(fetches)).await {
+                Ok(all) => all.into_iter().collect(),
+                Err(_) => None,
+            }
+        };
         if let Some(pieces) = got {
             match read_from(m, i, count, plain.clone(), Fetched(pieces)).await? {
                 Ok(bytes) => return Ok(bytes),
@@ -106,13 +123,47 @@ impl Bucket {
         }
         // A data shard's holder failed: the same columns from every shard,
         // as verified slices, and the missing ones rebuilt.
+        // Holders that failed lately are asked last; the proofs end once
+        // `k` shards' columns are verified.
         let cols = columns_of(&wanted, layout.shard_len());
-        let proofs = seg.shards.iter().enumerate().map(|(j, shard)| {
+        let mut order: Vec<(bool, usize)> = seg
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(j, sh)| {
+                let p = sh.holder.as_ref().and_then(peer_of);
+                (p.is_none_or(|p| self.transfer().nodes().penalized(&p)), j)
+            })
+            .collect();
+        order.sort_unstable();
+        let prove = |j: usize| {
             let cols = cols.clone();
+            let shard = &seg.shards[j];
             async move { Some((j as u16, (cols.start, self.prove_columns(shard, seg.shard_len, cols).await?))) }
-        });
-        let proven: HashMap<u16, (u32, Bytes)> =
-            futures::future::join_all(proofs).await.into_iter().flatten().collect();
+        };
+        let k = usize::from(layout.k);
+        let mut waiting = order.into_iter().map(|(_, j)| j);
+        let mut running: futures::stream::FuturesUnordered<_> = waiting.by_ref().take(k).map(prove).collect();
+        let mut proven: HashMap<u16, (u32, Bytes)> = HashMap::new();
+        while proven.len() < k {
+            let hedge = tokio::time::sleep(RANGE_WAIT);
+            tokio::select! {
+                next = futures::StreamExt::next(&mut running) => match next {
+                    Some(Some((j, got))) => {
+                        proven.insert(j, got);
+                    }
+                    // A holder failed: the next one.
+                    Some(None) => running.extend(waiting.next().map(prove)),
+                    None => break,
+                },
+                // Late: one more holder at a time.
+                () = hedge => match waiting.next() {
+                    Some(j) => running.push(prove(j)),
+                    None if running.is_empty() => break,
+                    None => {}
+                },
+            }
+        }
         if proven.len() >= usize::from(layout.k) {
             match read_from(m, i, count, plain.clone(), Proven(proven)).await? {
                 Ok(bytes) => return Ok(bytes),

@@ -46,6 +46,10 @@ async fn shard_regions(b: &Bucket, key: &str, regions: &HashMap<PeerId, String>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regions_in_namespaces_keep_pinned_buckets_inside_and_spread_buckets_alive_with_one_cut_off() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let Some((_bridge, sites)) = sites(3) else { return };
     let refs: Vec<&Site> = sites.iter().collect();
     // Three nodes per region: a head record's majority survives a region.
@@ -85,6 +89,7 @@ async fn regions_in_namespaces_keep_pinned_buckets_inside_and_spread_buckets_ali
         sites[r].cut();
         let t = Instant::now();
         for (key, bytes) in &objects {
+            let one = Instant::now();
             let got = match get_bytes(&b, key).await {
                 Ok(g) => g,
                 Err(e) => {
@@ -93,6 +98,7 @@ async fn regions_in_namespaces_keep_pinned_buckets_inside_and_spread_buckets_ali
                 }
             };
             assert_eq!(&got, bytes, "{key}, {region} cut");
+            eprintln!("  {key}: {:.2} s", one.elapsed().as_secs_f64());
         }
         let read = t.elapsed();
         let (key, bytes) = (format!("while-{region}-cut"), data(120_000, r as u8 + 40));
