@@ -307,6 +307,21 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = dir.canonicalize()?;
+    let existing = std::fs::read_to_string(dir.join("nodes/0/config.toml")).ok();
+    if let Some(cfg) = &existing {
+        let was_private = !cfg.contains("network_key_file = \"\"");
+        if was_private != private {
+            bail!(
+                "{} holds a {} devnet; run {} --private, or use another --dir",
+                dir.display(),
+                if was_private { "private" } else { "public" },
+                if was_private { "with" } else { "without" }
+            );
+        }
+        if !regions.is_empty() {
+            eprintln!("note: the nodes in {} keep the regions they were made with", dir.display());
+        }
+    }
     let key = private.then(|| dir.join("network.key"));
     if let Some(k) = &key
         && !k.exists()

@@ -58,32 +58,16 @@ enum Command {
         /// Shards stored (default from the config).
         #[arg(long)]
         n: Option<u16>,
-        /// Keep every shard inside these regions (comma-separated), as the
-        /// nodes declare them.
-        #[arg(long, value_delimiter = ',')]
-        regions: Vec<String>,
-        /// Place each segment over at least this many regions, no region
-        /// holding more than n-k shards: losing one region loses nothing.
-        #[arg(long, default_value_t = 0)]
-        spread: u8,
-        /// Allow two shards of a segment on one network (IP, /24, /48).
-        #[arg(long)]
-        no_diversity: bool,
+        #[command(flatten)]
+        placement: PlacementArgs,
     },
     /// Change where a bucket's shards may go: new uploads follow at once,
     /// and `cairn repair` moves the shards stored outside the new rules.
     Placement {
         /// The bucket.
         bucket: String,
-        /// Keep every shard inside these regions (comma-separated); none: anywhere.
-        #[arg(long, value_delimiter = ',')]
-        regions: Vec<String>,
-        /// Place each segment over at least this many regions, at most n-k shards in any one.
-        #[arg(long, default_value_t = 0)]
-        spread: u8,
-        /// Allow two shards of a segment on one network (IP, /24, /48).
-        #[arg(long)]
-        no_diversity: bool,
+        #[command(flatten)]
+        placement: PlacementArgs,
     },
     /// Remove an empty bucket.
     Rb {
@@ -254,6 +238,28 @@ enum Command {
     /// Measure Cairn's speed on this machine.
     #[command(subcommand)]
     Bench(Bench),
+}
+
+/// Where a bucket's shards may go.
+#[derive(Debug, clap::Args)]
+struct PlacementArgs {
+    /// Keep every shard inside these regions (comma-separated), as the
+    /// nodes declare them.
+    #[arg(long, value_delimiter = ',')]
+    regions: Vec<String>,
+    /// Place each segment over at least this many regions, no region
+    /// holding more than n-k shards: losing one region loses nothing.
+    #[arg(long, default_value_t = 0)]
+    spread: u8,
+    /// Allow two shards of a segment on one network (IP, /24, /48).
+    #[arg(long)]
+    no_diversity: bool,
+}
+
+impl PlacementArgs {
+    fn rules(self) -> cairn_client::policy::Placement {
+        cairn_client::policy::Placement { regions: self.regions, spread: self.spread, diversity: !self.no_diversity }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -554,12 +560,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config;
     match cli.command {
         Command::Init { no_passphrase, bootstrap, network_key } => init(config, no_passphrase, bootstrap, network_key)?,
-        Command::Mb { bucket, k, n, regions, spread, no_diversity } => with_client(config, |c| {
+        Command::Mb { bucket, k, n, placement } => with_client(config, |c| {
             async move {
                 let mut s = c.bucket_defaults();
                 s.k = k.unwrap_or(s.k);
                 s.n = n.unwrap_or(s.n);
-                let placement = cairn_client::policy::Placement { regions, spread, diversity: !no_diversity };
+                let placement = placement.rules();
                 let text = commands::placement_text(&placement);
                 c.create_bucket_placed(&bucket, Some(s), placement).await?;
                 println!("created bucket {bucket} ({text})");
@@ -567,9 +573,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             .boxed()
         })?,
-        Command::Placement { bucket, regions, spread, no_diversity } => with_client(config, |c| {
+        Command::Placement { bucket, placement } => with_client(config, |c| {
             async move {
-                let placement = cairn_client::policy::Placement { regions, spread, diversity: !no_diversity };
+                let placement = placement.rules();
                 let text = commands::placement_text(&placement);
                 c.set_placement(&bucket, placement).await?;
                 println!("bucket {bucket}: {text}; `cairn repair {bucket}` moves what is stored elsewhere");
