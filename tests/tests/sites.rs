@@ -130,13 +130,13 @@ async fn regions_in_namespaces_keep_pinned_buckets_inside_and_spread_buckets_ali
     client.shutdown().await;
 }
 
-/// One node behind a slow link (`tc tbf`): once the client has timed it,
+/// One node behind a slow link (`tc tbf`, 8 mbit/s): once the client has timed it,
 /// reads leave it out (its data shards are rebuilt from parity), where
 /// data-shards-first would ask it on every read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_avoid_a_slow_node_once_timed() {
     let Some((_bridge, sites)) = sites(8) else { return };
-    sites[7].limit("16mbit").expect("tc tbf");
+    sites[7].limit("8mbit").expect("tc tbf");
     let refs: Vec<&Site> = sites.iter().collect();
     let cluster = TestCluster::start_in(8, &refs, |_, c| c);
     let slow: PeerId = cluster.peer_id(7).parse().expect("peer");
