@@ -118,6 +118,13 @@ async fn a_bucket_spread_over_three_regions_survives_losing_any_one() {
         for &i in &down {
             cluster.restart(i);
         }
+        // One region at a time: the next goes down once this one answers
+        // again (the client's connections to the old processes are dead).
+        let back = Instant::now();
+        while client.status().await.iter().filter(|n| n.stats.is_ok()).count() < cluster.len() {
+            assert!(back.elapsed() < DEADLINE, "{region} does not answer after its restart");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
     }
     client.shutdown().await;
 }
