@@ -99,8 +99,15 @@ async fn connections_per_ip_are_capped() {
     // Two peers (two fresh identities) from 127.0.0.1 get in.
     let a = client(vec![node.quic()]);
     let b = client(vec![node.quic()]);
-    shard_client(&a, &node).stats().await.expect("first");
-    shard_client(&b, &node).stats().await.expect("second");
+    // (On a loaded machine a client's bootstrap dial and its first request
+    // can race for the two slots; a second try is its own connection.)
+    for (peer, what) in [(&a, "first"), (&b, "second")] {
+        let mut tries = 0;
+        while let Err(e) = shard_client(peer, &node).stats().await {
+            tries += 1;
+            assert!(tries < 3, "{what}: {e:?}");
+        }
+    }
     // A third identity from the same address does not.
     let c = client(vec![node.quic()]);
     let third = tokio::time::timeout(Duration::from_secs(30), shard_client(&c, &node).stats()).await;
