@@ -104,12 +104,45 @@ fn read_addrs(dir: &Path) -> Vec<String> {
     v
 }
 
+/// A port that is free now and outside the kernel's ephemeral range, so
+/// that no outgoing connection or `:0` bind takes it while a node that
+/// keeps it across restarts is down. Falls back to a kernel-chosen port
+/// when the ephemeral range leaves no room below it.
 fn free_port(udp: bool) -> anyhow::Result<u16> {
-    Ok(if udp {
-        std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port()
-    } else {
-        std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()
-    })
+    use rand::Rng;
+    let bind = |port: u16| -> std::io::Result<u16> {
+        Ok(if udp {
+            std::net::UdpSocket::bind(("127.0.0.1", port))?.local_addr()?.port()
+        } else {
+            std::net::TcpListener::bind(("127.0.0.1", port))?.local_addr()?.port()
+        })
+    };
+    let low = ephemeral_low();
+    if low > 12_000 {
+        let mut rng = rand::thread_rng();
+        for _ in 0..200 {
+            if let Ok(p) = bind(rng.gen_range(10_000..low)) {
+                return Ok(p);
+            }
+        }
+    }
+    Ok(bind(0)?)
+}
+
+/// The first port of the kernel's ephemeral range (Linux's default 32768
+/// where it cannot be read).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+/// The last lines of a node's log, for an error that says why it stopped.
+fn log_tail(dir: &Path) -> String {
+    let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
 }
 
 /// Writes a node's config in `dir` (loopback listeners on free ports),
@@ -202,7 +235,12 @@ pub fn start_node_via(
     let start = Instant::now();
     while node.addrs().is_empty() {
         if let Some(status) = node.exited() {
-            bail!("cairn-node in {} exited ({status}); see {}/node.log", dir.display(), dir.display());
+            bail!(
+                "cairn-node in {} exited ({status}); the end of {}/node.log:\n{}",
+                dir.display(),
+                dir.display(),
+                log_tail(dir)
+            );
         }
         if start.elapsed() > START_TIMEOUT {
             bail!("cairn-node in {} did not start within 30 s; see its node.log", dir.display());
