@@ -6,8 +6,9 @@ set -euo pipefail
 # Debian packages the build and tests need: RocksDB's bindings need
 # libclang-dev; the S3 tests run rclone, s3cmd and restic, and make a
 # Python venv for boto3 and the aws cli; the mount needs fuse3
-# (fusermount3), and its tests run rsync, git, tar and sqlite3.
-PACKAGES=(libclang-dev rclone s3cmd restic python3-venv fuse3 rsync git tar sqlite3)
+# (fusermount3), and its tests run rsync, git, tar and sqlite3; a headless
+# chromium renders the node dashboard in its test.
+PACKAGES=(libclang-dev rclone s3cmd restic python3-venv fuse3 rsync git tar sqlite3 chromium)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

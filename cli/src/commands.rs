@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use cairn_client::{Bucket, Client, Kind, MetadataDirective, PutOptions};
+use cairn_proto::units::format_size;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use cairn_cli::config::{ConfigFile, open_key};
@@ -314,7 +315,7 @@ pub async fn status(client: &Client) -> anyhow::Result<()> {
     for n in nodes {
         match &n.stats {
             Ok(s) => out!(
-                "  {}  {}  {:<12} {:>6.1} ms  {} shards, {} of {} bytes used{}",
+                "  {}  {}  {:<12} {:>6.1} ms  {} shards, {} of {} bytes used{}{}",
                 n.node.peer,
                 if n.leaving_until.is_some() { "leaving" } else { "up   " },
                 match &n.region {
@@ -328,6 +329,17 @@ pub async fn status(client: &Client) -> anyhow::Result<()> {
                 s.capacity,
                 match n.leaving_until {
                     Some(t) => format!(" (no new shards; drained by {})", date(t * 1000)),
+                    None => String::new(),
+                },
+                match n.usage {
+                    Some(u) => format!(
+                        "; you: {} stored, {}·h, {} sent, {} fetched, {} requests",
+                        format_size(u.stored),
+                        format_size(u.byte_seconds / 3600),
+                        format_size(u.received),
+                        format_size(u.sent),
+                        u.requests
+                    ),
                     None => String::new(),
                 }
             ),

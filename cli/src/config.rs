@@ -10,6 +10,9 @@ use cairn_client::{BucketSettings, ClientConfig};
 use cairn_crypto::{KdfParams, RootSecret, keyfile};
 use serde::{Deserialize, Serialize};
 
+/// The device identity's file name beside the config, by default.
+pub const IDENTITY_FILE: &str = "identity.key";
+
 /// The parsed config file. Relative paths are relative to its directory.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +29,10 @@ pub struct ConfigFile {
     /// A private network's key file: only nodes with the same key are reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_key_file: Option<PathBuf>,
+    /// This device's peer identity, which nodes count its usage against
+    /// (created on first use; default `identity.key` beside the config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<PathBuf>,
 }
 
 /// Settings of new buckets.
@@ -74,6 +81,8 @@ fn template(cfg: &ConfigFile) -> anyhow::Result<String> {
          #   without it nobody can, including you. Keep a copy somewhere safe.\n\
          # cache_dir: local cache of index pages and known nodes (safe to delete).\n\
          # bootstrap: storage nodes to join through, each ending in /p2p/<peer id>.\n\
+         # identity.key (beside this file, or identity_file): this device's peer id,\n\
+         #   created on first use; nodes count your usage against it.\n\
          # [defaults]: how new buckets store objects: any k of n shards read a\n\
          #   segment; `extra` more are uploaded and the slowest cancelled.\n\n{body}"
     ))
@@ -105,6 +114,11 @@ impl ConfigFile {
         self.resolve(path, &self.key_file)
     }
 
+    /// This device's identity file.
+    pub fn identity_path(&self, path: &Path) -> PathBuf {
+        self.resolve(path, self.identity_file.as_deref().unwrap_or(Path::new(IDENTITY_FILE)))
+    }
+
     /// The client settings this file describes.
     pub fn client_config(&self, path: &Path) -> anyhow::Result<ClientConfig> {
         let bootstrap = self
@@ -130,6 +144,7 @@ impl ConfigFile {
                 Some(f) => Some(cairn_net::network_key::read(&self.resolve(path, f))?),
                 None => None,
             },
+            identity: Some(cairn_net::identity_file::load_or_create(&self.identity_path(path))?),
             ..ClientConfig::default()
         })
     }

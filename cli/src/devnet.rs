@@ -313,6 +313,7 @@ pub fn write_client_config_in(
             bootstrap,
             defaults: Defaults::default(),
             network_key_file: network_key.map(Path::to_path_buf),
+            identity_file: None,
         },
     };
     let key = cfg.key_path(&path);

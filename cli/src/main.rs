@@ -499,6 +499,7 @@ fn init(
         bootstrap,
         defaults: config::Defaults::default(),
         network_key_file: network_key.map(|f| f.canonicalize()).transpose()?,
+        identity_file: None,
     };
     let key = cfg.key_path(&path);
     config::create_key(&key, no_passphrase, cairn_crypto::KdfParams::default())?;

@@ -58,6 +58,9 @@ pub struct ClientConfig {
     pub gc_delay: Duration,
     /// A private network's key: the client reaches only nodes that have it.
     pub network_key: Option<cairn_net::NetworkKey>,
+    /// The peer identity nodes see (`None`: a new one for this run). A
+    /// stable one lets nodes count this device's usage and quotas.
+    pub identity: Option<cairn_net::identity::Keypair>,
 }
 
 impl Default for ClientConfig {
@@ -71,6 +74,7 @@ impl Default for ClientConfig {
             hedging: Hedging::default(),
             gc_delay: Duration::from_secs(600),
             network_key: None,
+            identity: None,
         }
     }
 }
@@ -92,12 +96,12 @@ pub struct BucketInfo {
 }
 
 /// One storage node as `cairn status` shows it.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct NodeStatus {
     /// What the client knows of it.
     pub node: NodeReport,
     /// Its answer to a status request, or why there was none.
-    pub stats: Result<NodeStats, String>,
+    pub stats: Result<NodeStats, cairn_net::Error>,
     /// Set while it is leaving the network: when its drain ends (Unix
     /// seconds).
     pub leaving_until: Option<u64>,
@@ -105,6 +109,8 @@ pub struct NodeStatus {
     pub rtt: Duration,
     /// The region and zone it declares, from its signed profile.
     pub region: Option<(String, String)>,
+    /// What this client's identity uses of it, as it counts.
+    pub usage: Option<cairn_proto::shard::PeerUse>,
 }
 
 /// Checks a bucket name: 3–63 characters of `a-z 0-9 . -`, starting and
@@ -151,7 +157,10 @@ impl Client {
         // starts dialling the configured nodes.
         let opening = cfg.cache_dir.clone().map(|dir| tokio::task::spawn_blocking(move || Cache::open(&dir)));
         let start = |bootstrap| {
-            let net = NetConfig { network_key: cfg.network_key, ..NetConfig::client(bootstrap) };
+            let mut net = NetConfig { network_key: cfg.network_key, ..NetConfig::client(bootstrap) };
+            if let Some(k) = &cfg.identity {
+                net.keypair = k.clone();
+            }
             Network::start(net, Arc::new(MemoryBackend::new(1024))).map_err(Error::from)
         };
         let started = if cfg.bootstrap.is_empty() { None } else { Some(start(cfg.bootstrap.clone())?) };
@@ -296,17 +305,21 @@ impl Client {
         let _ = nodes.discover(rand::random()).await;
         stream_all(nodes.report_all(), |node| async move {
             let t = Instant::now();
-            let status = self.transfer.client(node.peer).status().await.map_err(|e| e.to_string());
+            let status = self.transfer.client(node.peer).status().await;
             let rtt = t.elapsed();
             // What it answered is news for placement: a node that answers
             // is no longer passed over (it may be back from an outage).
             nodes.report(node.peer, status.is_ok());
             let leaving_until = status.as_ref().ok().and_then(|s| s.leaving_until);
-            let region = match status.is_ok() {
-                true => self.transfer.client(node.peer).profile().await.ok().map(|p| (p.region, p.zone)),
-                false => None,
+            let (region, usage) = match status.is_ok() {
+                true => {
+                    let c = self.transfer.client(node.peer);
+                    let (profile, usage) = tokio::join!(c.profile(), c.usage());
+                    (profile.ok().map(|p| (p.region, p.zone)), usage.ok())
+                }
+                false => (None, None),
             };
-            NodeStatus { node, stats: status.map(|s| s.stats), leaving_until, rtt, region }
+            NodeStatus { node, stats: status.map(|s| s.stats), leaving_until, rtt, region, usage }
         })
         .await
     }

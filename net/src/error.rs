@@ -69,6 +69,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: cairn_proto::head::RecordRefused,
     },
+    /// An identity key file cannot be read, written, or is readable by others.
+    #[error("identity key {path}: {reason}")]
+    IdentityFile {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// A private network's key file cannot be read or written.
     #[error("network key {path}: {reason}")]
     NetworkKey {

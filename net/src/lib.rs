@@ -14,6 +14,7 @@
 
 pub mod error;
 pub mod handle;
+pub mod identity_file;
 pub mod ip_limits;
 pub mod network_key;
 pub mod profile;

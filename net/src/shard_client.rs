@@ -246,6 +246,14 @@ impl ShardClient {
         }
     }
 
+    /// What this client's peer id uses of the node, as the node counts it.
+    pub async fn usage(&self) -> Result<cairn_proto::shard::PeerUse, Error> {
+        match self.exchange(Request::Usage, None, 0).await?.0 {
+            Response::Usage(u) => Ok(u),
+            other => Err(self.unexpected("usage", other)),
+        }
+    }
+
     /// The head record the peer holds under `record` (checked: the id and
     /// signature must match).
     pub async fn get_head(&self, record: RecordId) -> Result<Option<HeadRecord>, Error> {

@@ -121,6 +121,9 @@ pub enum Request {
     /// Send the node's signed profile (region, zone, capacity, usage):
     /// answered by [`Response::Profile`].
     Profile,
+    /// Say what the asking peer uses of this node: answered by
+    /// [`Response::Usage`].
+    Usage,
 }
 
 /// Most shards one [`Request::Renew`] names (so that it fits in a frame).
@@ -201,6 +204,23 @@ pub enum Response {
     Status(NodeState),
     /// The answer to [`Request::Profile`].
     Profile(SignedProfile),
+    /// The answer to [`Request::Usage`].
+    Usage(PeerUse),
+}
+
+/// What one peer uses of a node, as the node counts it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerUse {
+    /// Requests served.
+    pub requests: u64,
+    /// Shard bytes received from it.
+    pub received: u64,
+    /// Shard bytes sent to it.
+    pub sent: u64,
+    /// Bytes of the shards it uploaded that the node holds now.
+    pub stored: u64,
+    /// Bytes stored × seconds, summed since the node first saw it.
+    pub byte_seconds: u64,
 }
 
 /// A node's figures and standing.

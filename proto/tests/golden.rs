@@ -5,8 +5,8 @@
 use cairn_proto::head::{HeadRecord, RecordRefused};
 use cairn_proto::profile::{NodeProfile, SignedProfile};
 use cairn_proto::shard::{
-    ByteRange, MAX_MESSAGE_SIZE, MAX_RENEW_BATCH, NodeState, NodeStats, Renewal, Request, Response, ShardError,
-    owner_of, renew_token_of,
+    ByteRange, MAX_MESSAGE_SIZE, MAX_RENEW_BATCH, NodeState, NodeStats, PeerUse, Renewal, Request, Response,
+    ShardError, owner_of, renew_token_of,
 };
 use cairn_proto::{
     Layout, NodeId, ObjectManifest, ObjectVersionId, RecordId, SegmentId, SegmentManifest, ShardId, ShardPlacement,
@@ -51,6 +51,7 @@ fn shard_requests() {
     assert_eq!(hex(&prove.to_frame()), format!("24000000{}{}{}", "08", "aa".repeat(32), "ac0201"));
     assert_eq!(hex(&Request::Status.to_frame()), "0100000009");
     assert_eq!(hex(&Request::Profile.to_frame()), "010000000a");
+    assert_eq!(hex(&Request::Usage.to_frame()), "010000000b");
 }
 
 #[test]
@@ -115,6 +116,8 @@ fn shard_responses() {
     };
     let signed = Response::Profile(SignedProfile { profile, public_key: vec![1, 2], signature: vec![3] });
     assert_eq!(hex(&signed.to_frame()), "0f0000000c02657500e8070a00070201020103");
+    let usage = Response::Usage(PeerUse { requests: 2, received: 300, sent: 1, stored: 300, byte_seconds: 1000 });
+    assert_eq!(hex(&usage.to_frame()), "090000000d02ac0201ac02e807");
 }
 
 #[test]

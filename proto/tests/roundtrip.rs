@@ -5,7 +5,7 @@ use cairn_proto::codec;
 use cairn_proto::head::{self, HeadRecord};
 use cairn_proto::profile::{NodeProfile, SignedProfile};
 use cairn_proto::shard::{
-    ByteRange, MAX_MESSAGE_SIZE, MAX_RENEW_BATCH, NodeState, NodeStats, Renewal, Request, Response, ShardError,
+    ByteRange, MAX_MESSAGE_SIZE, MAX_RENEW_BATCH, NodeState, NodeStats, PeerUse, Renewal, Request, Response, ShardError,
 };
 use cairn_proto::{
     Layout, NodeId, ObjectManifest, ObjectVersionId, RecordId, SegmentId, SegmentManifest, ShardId, ShardPlacement,
@@ -40,6 +40,7 @@ fn request() -> impl Strategy<Value = Request> {
         (shard_id(), range()).prop_map(|(shard, range)| Request::Prove { shard, range }),
         Just(Request::Status),
         Just(Request::Profile),
+        Just(Request::Usage),
     ]
 }
 
@@ -120,6 +121,13 @@ fn response() -> impl Strategy<Value = Response> {
                 signature: key,
             })
         ),
+        any::<[u64; 5]>().prop_map(|[requests, received, sent, stored, byte_seconds]| Response::Usage(PeerUse {
+            requests,
+            received,
+            sent,
+            stored,
+            byte_seconds
+        })),
     ]
 }
 

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::leaving::Leaving;
 use crate::metrics::Metrics;
 use crate::store::ShardStore;
+use crate::usage::{self, Book};
 
 /// What the admin pages read.
 #[derive(Debug)]
@@ -32,6 +33,10 @@ pub struct AdminState {
     pub addrs: Vec<String>,
     /// Whether the node is leaving the network.
     pub leaving: Arc<Leaving>,
+    /// What each peer uses, and the node's history.
+    pub usage: Arc<Book>,
+    /// The region and zone the operator declared.
+    pub region: (String, String),
 }
 
 /// Serves until `cancel`.
@@ -59,20 +64,14 @@ async fn health(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
 
 async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     let peers = s.net.connected_peers().await.map(|p| p.len()).unwrap_or(0);
-    let body =
+    let mut body =
         s.metrics.render(&s.store.stats(), peers, s.store.count(), s.started.elapsed().as_secs(), s.leaving.until());
+    body.push_str(&usage::render_metrics(&s.usage.lock()));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
 fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    format!("{v:.1} {}", UNITS[u])
+    cairn_proto::units::format_size(bytes)
 }
 
 fn escape(s: &str) -> String {
@@ -106,11 +105,39 @@ the node stops when it holds none, or in {lh}h {lm}m at the latest.</p>"#,
             )
         }
     };
+    let (top, day, month, accounted) = {
+        let l = s.usage.lock();
+        (l.top(usage::TOP), l.day().to_vec(), l.month().to_vec(), l.len())
+    };
+    let charts = format!(
+        "{}{}",
+        crate::charts::chart("Space and traffic", "last 24 hours in 5-minute slots", &day, human),
+        crate::charts::chart("Space and traffic", "last 30 days in daily slots", &month, human),
+    );
+    let top_rows: String = top
+        .iter()
+        .map(|(p, u)| {
+            format!(
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}·h</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&usage::peer_name(p)),
+                human(u.stored),
+                human(u.byte_seconds / 3600),
+                human(u.received),
+                human(u.sent),
+                u.requests
+            )
+        })
+        .collect();
+    let region = match (s.region.0.as_str(), s.region.1.as_str()) {
+        ("", _) => "No region declared (set <code>region</code> in config.toml).".to_owned(),
+        (r, "") => format!("Region <b>{}</b>.", escape(r)),
+        (r, z) => format!("Region <b>{}</b>, zone <b>{}</b>.", escape(r), escape(z)),
+    };
     Html(format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
 <title>cairn-node</title><style>body{{font:15px system-ui;margin:2em;max-width:52em}}td{{padding:.2em 1em}}
 .bar{{background:#ddd;height:1em;width:30em}}.fill{{background:#2a7;height:1em}}</style></head><body>
-<h1>cairn-node</h1><p>Node <code>{peer}</code>, up {h}h {mi}m {se}s, {peers} peers connected.</p>
+<h1>cairn-node</h1><p>Node <code>{peer}</code>, up {h}h {mi}m {se}s, {peers} peers connected. {region}</p>
 <h2>Space</h2><div class="bar"><div class="fill" style="width:{pct:.1}%"></div></div>
 <p>{used} of {cap} used ({pct:.1} %), {shards} shards, {records} DHT records.</p>{leaving}
 <h2>Traffic</h2><table>
@@ -119,6 +146,9 @@ the node stops when it holds none, or in {lh}h {lm}m at the latest.</p>"#,
 <tr><td>deletes</td><td>{dels}</td><td>proofs</td><td>{proofs}</td></tr>
 <tr><td>streams open</td><td>{active}</td><td>leases expired</td><td>{expired}</td></tr>
 <tr><td>leases renewed</td><td>{renewals}</td><td></td><td></td></tr></table>
+<h2>History</h2>{charts}
+<h2>Top peers</h2><p>{accounted} peers accounted; the {shown} that used the most (stored × time, then traffic).</p>
+<table><tr><th>peer</th><th>stores</th><th>stored × time</th><th>received</th><th>sent</th><th>requests</th></tr>{top_rows}</table>
 <h2>Refused requests</h2><ul>{errors}</ul>
 <h2>Addresses</h2><ul>{addrs}</ul>
 <p><a href="/metrics">/metrics</a> · <a href="/health">/health</a></p></body></html>"#,
@@ -139,6 +169,7 @@ the node stops when it holds none, or in {lh}h {lm}m at the latest.</p>"#,
         renewals = m.renewals.load(Relaxed),
         bin = human(m.bytes_in.load(Relaxed)),
         bout = human(m.bytes_out.load(Relaxed)),
+        shown = top.len(),
         errors = if errors.is_empty() { "<li>none</li>".to_owned() } else { errors },
     ))
 }

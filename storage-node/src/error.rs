@@ -27,14 +27,6 @@ pub enum Error {
         /// What is wrong and how to fix it.
         reason: String,
     },
-    /// The identity key file is damaged.
-    #[error("identity key {path} is damaged: {reason}")]
-    Identity {
-        /// The key file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
     /// The network failed.
     #[error(transparent)]
     Net(Box<cairn_net::Error>),

@@ -13,6 +13,7 @@
 //! `cairn-proto` alone.
 
 pub mod admin;
+pub mod charts;
 pub mod config;
 pub mod error;
 pub mod identity;
@@ -24,6 +25,7 @@ pub mod quota;
 pub mod service;
 pub mod shard_file;
 pub mod store;
+pub mod usage;
 
 pub use config::NodeConfig;
 pub use error::Error;

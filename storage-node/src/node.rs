@@ -18,6 +18,7 @@ use crate::limits::{Limiter, RecordQuota};
 use crate::metrics::Metrics;
 use crate::service::{self, Service};
 use crate::store::ShardStore;
+use crate::usage::{self, Book, Ledger};
 
 /// File in the data dir listing the node's peer addresses, one per line,
 /// each ending in `/p2p/<peer id>` (for `cairn devnet` and tests).
@@ -108,6 +109,7 @@ impl Node {
             tracing::warn!(until, "this node is leaving the network: no new shards are accepted");
         }
         let metrics = Arc::new(Metrics::default());
+        let book = Arc::new(Book::new(load_ledger(&store).await?));
         let mut tasks = Vec::new();
         let svc = Arc::new(Service {
             store: Arc::clone(&store),
@@ -124,6 +126,7 @@ impl Node {
             leaving: Arc::clone(&leaving),
             identity: keypair,
             region: (cfg.region.clone(), cfg.zone.clone()),
+            usage: Arc::clone(&book),
         });
         let incoming = net.handle.accept_shard_streams()?;
         tasks.push(tokio::spawn(service::run(svc, incoming, cancel.clone(), SHUTDOWN_GRACE)));
@@ -140,6 +143,8 @@ impl Node {
             started: Instant::now(),
             addrs: addrs.iter().map(ToString::to_string).collect(),
             leaving: Arc::clone(&leaving),
+            usage: Arc::clone(&book),
+            region: (cfg.region.clone(), cfg.zone.clone()),
         });
         let c = cancel.clone();
         tasks.push(tokio::spawn(async move {
@@ -147,6 +152,7 @@ impl Node {
                 tracing::error!(error = %e, "admin listener failed");
             }
         }));
+        tasks.push(tokio::spawn(account_usage(Arc::clone(&store), book, cancel.clone())));
         let every = Duration::from_secs(cfg.leases.collect_interval_secs.max(1));
         let ttl = cfg.leases.max_lease_secs;
         tasks.push(tokio::spawn(collect_leases(Arc::clone(&store), metrics, every, ttl, cancel.clone())));
@@ -180,6 +186,54 @@ impl Node {
         let store = self.store;
         tokio::task::spawn_blocking(move || store.flush()).await??;
         Ok(())
+    }
+}
+
+/// The usage ledger saved last; a fresh one if none was, or if it cannot
+/// be read (accounting restarts; the node's data is not at stake).
+async fn load_ledger(store: &Arc<ShardStore>) -> Result<Ledger, Error> {
+    let s = Arc::clone(store);
+    let saved = tokio::task::spawn_blocking(move || s.load_usage()).await??;
+    Ok(match saved.map(|b| Ledger::from_bytes(&b)) {
+        None => Ledger::default(),
+        Some(Ok(l)) => l,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "the usage ledger cannot be read; counting from zero");
+            Ledger::default()
+        }
+    })
+}
+
+/// Every [`usage::TICK`] (and once more at shutdown): integrates what each
+/// peer stores over time, adds a history slot, saves the ledger.
+async fn account_usage(store: Arc<ShardStore>, book: Arc<Book>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(usage::TICK);
+    loop {
+        let stopping = tokio::select! {
+            () = cancel.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        let (s, b) = (Arc::clone(&store), Arc::clone(&book));
+        let saved = tokio::task::spawn_blocking(move || {
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let stored = s.stored_by_peer();
+            let bytes = {
+                let mut ledger = b.lock();
+                ledger.tick(now, &stored, s.stats().used);
+                ledger.to_bytes()
+            };
+            s.save_usage(&bytes)
+        })
+        .await;
+        match saved {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot save the usage ledger"),
+            Err(e) => tracing::error!(error = %e, "the usage tick failed"),
+        }
+        if stopping {
+            return;
+        }
     }
 }
 

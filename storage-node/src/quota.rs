@@ -80,6 +80,11 @@ impl PeerUsage {
         }
     }
 
+    /// Bytes stored by each peer that stores any.
+    pub fn all_stored(&self) -> HashMap<Vec<u8>, u64> {
+        self.lock().iter().filter(|(_, u)| u.stored > 0).map(|(p, u)| (p.clone(), u.stored)).collect()
+    }
+
     /// Bytes `peer` stores.
     pub fn used(&self, peer: &[u8]) -> u64 {
         self.lock().get(peer).map_or(0, |u| u.stored)

@@ -23,6 +23,7 @@ use crate::limits::{Limiter, RecordQuota, Refusal};
 use crate::metrics::Metrics;
 use crate::shard_file::{ChunkBuf, ShardWriter};
 use crate::store::ShardStore;
+use crate::usage::Book;
 
 /// Bytes per disk write while a put streams in; two buffers per stream.
 const PUT_CHUNK: usize = 512 * 1024;
@@ -63,6 +64,24 @@ pub struct Service {
     pub identity: cairn_net::identity::Keypair,
     /// The region and zone the operator declared.
     pub region: (String, String),
+    /// What each peer uses.
+    pub usage: Arc<Book>,
+}
+
+/// What a put asks to store.
+#[derive(Debug)]
+struct Upload {
+    shard: ShardId,
+    len: u64,
+    owner: [u8; 32],
+    lease_secs: u64,
+}
+
+/// Body bytes one request moved, for the usage ledger.
+#[derive(Debug, Default)]
+struct Moved {
+    received: u64,
+    sent: u64,
 }
 
 /// Accepts streams until `cancel`, then waits up to `grace` for the ones in
@@ -150,8 +169,10 @@ impl Service {
             }
         };
         self.metrics.active_streams.fetch_add(1, Ordering::Relaxed);
-        let result = self.handle(peer, &mut stream).await;
+        let mut moved = Moved::default();
+        let result = self.handle(peer, &mut stream, &mut moved).await;
         self.metrics.active_streams.fetch_sub(1, Ordering::Relaxed);
+        self.usage.lock().record(&peer.to_bytes(), moved.received, moved.sent);
         match result {
             Ok(()) => {
                 // Finish both directions: wait for the requester's end of
@@ -200,7 +221,7 @@ impl Service {
 
     /// Serves one request. `Err(Some(e))` is answered to the peer;
     /// `Err(None)` means the stream is unusable.
-    async fn handle(&self, peer: PeerId, stream: &mut Stream) -> Result<(), Option<ShardError>> {
+    async fn handle(&self, peer: PeerId, stream: &mut Stream, moved: &mut Moved) -> Result<(), Option<ShardError>> {
         let mut header = [0u8; FRAME_HEADER_LEN];
         self.timed(stream.read_exact(&mut header)).await?;
         let len = codec::frame_len("request", header, MAX_MESSAGE_SIZE).map_err(|_| Some(ShardError::Malformed))?;
@@ -217,7 +238,7 @@ impl Service {
             _ => 0,
         };
         let deadline = self.deadline + Duration::from_secs(body / self.min_rate.max(1));
-        match tokio::time::timeout(deadline, self.dispatch(peer, stream, req)).await {
+        match tokio::time::timeout(deadline, self.dispatch(peer, stream, req, moved)).await {
             Ok(r) => r,
             Err(_) => {
                 self.metrics.deadlines.fetch_add(1, Ordering::Relaxed);
@@ -228,17 +249,23 @@ impl Service {
     }
 
     /// Serves a decoded request.
-    async fn dispatch(&self, peer: PeerId, stream: &mut Stream, req: Request) -> Result<(), Option<ShardError>> {
+    async fn dispatch(
+        &self,
+        peer: PeerId,
+        stream: &mut Stream,
+        req: Request,
+        moved: &mut Moved,
+    ) -> Result<(), Option<ShardError>> {
         match req {
             Request::Put { shard, len, owner, lease_secs } => {
                 if self.leaving.until().is_some() {
                     return Err(Some(ShardError::Leaving));
                 }
                 self.charge(peer, len)?;
-                self.put(peer, stream, shard, len, owner, lease_secs).await?;
+                self.put(peer, stream, Upload { shard, len, owner, lease_secs }, moved).await?;
                 self.respond(stream, Response::Stored).await
             }
-            Request::Get { shard, range } => self.get(peer, stream, shard, range).await,
+            Request::Get { shard, range } => self.get(peer, stream, shard, range, moved).await,
             Request::Delete { shard, token } => {
                 let store = Arc::clone(&self.store);
                 tokio::task::spawn_blocking(move || store.delete(&shard, &token))
@@ -258,6 +285,7 @@ impl Service {
                     .map_err(Some)?;
                 self.respond(stream, Response::Proof { len: slice.len() as u64 }).await?;
                 self.timed(stream.write_all(&slice)).await?;
+                moved.sent += slice.len() as u64;
                 self.metrics.proofs.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
@@ -277,6 +305,13 @@ impl Service {
                     issued: now_secs(),
                 };
                 self.respond(stream, Response::Profile(cairn_net::profile::sign(&self.identity, profile))).await
+            }
+            Request::Usage => {
+                let id = peer.to_bytes();
+                let mut u = self.usage.lock().of(&id);
+                // Stored bytes as of now, not of the last tick.
+                u.stored = self.store.peer_usage(&id);
+                self.respond(stream, Response::Usage(u)).await
             }
             Request::GetHead { record } => {
                 let heads = Arc::clone(&self.heads);
@@ -353,6 +388,7 @@ impl Service {
         stream: &mut Stream,
         shard: ShardId,
         range: Option<ByteRange>,
+        moved: &mut Moved,
     ) -> Result<(), Option<ShardError>> {
         let (file, range) = self.open_range(shard, range).await?;
         self.charge(peer, range.len)?;
@@ -382,6 +418,7 @@ impl Service {
             }
             self.timed(stream.write_all(&buf)).await?;
             self.metrics.bytes_out.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            moved.sent += buf.len() as u64;
             spare = buf;
         }
         self.metrics.gets.fetch_add(1, Ordering::Relaxed);
@@ -393,11 +430,10 @@ impl Service {
         &self,
         peer: PeerId,
         stream: &mut Stream,
-        shard: ShardId,
-        len: u64,
-        owner: [u8; 32],
-        lease_secs: u64,
+        upload: Upload,
+        moved: &mut Moved,
     ) -> Result<(), Option<ShardError>> {
+        let Upload { shard, len, owner, lease_secs } = upload;
         if len > shard::MAX_SHARD_SIZE.min(self.store.max_shard()) {
             return Err(Some(ShardError::TooLarge { len, max: self.store.max_shard() }));
         }
@@ -435,6 +471,7 @@ impl Service {
                 }
                 filled += got;
                 self.metrics.bytes_in.fetch_add(got as u64, Ordering::Relaxed);
+                moved.received += got as u64;
             }
             left -= n as u64;
             if let Some(w) = writing.take() {

@@ -52,6 +52,9 @@ fn uploader_key(id: &ShardId) -> [u8; 33] {
     k
 }
 
+/// `'u' → the usage ledger` ([`crate::usage::Ledger`]).
+const USAGE_KEY: &[u8] = b"u";
+
 /// `'o' ‖ shard id → outboard` ([`cairn_proto::proof`]), made at the
 /// first proof asked of the shard and removed with it.
 const OUTBOARD_PREFIX: u8 = b'o';
@@ -358,6 +361,21 @@ impl ShardStore {
     /// Bytes the peer `peer` (its id's bytes) stores here.
     pub fn peer_usage(&self, peer: &[u8]) -> u64 {
         self.usage.used(peer)
+    }
+
+    /// Bytes stored per uploading peer, for every peer that stores any.
+    pub fn stored_by_peer(&self) -> std::collections::HashMap<Vec<u8>, u64> {
+        self.usage.all_stored()
+    }
+
+    /// The usage ledger saved last, if any. Blocking.
+    pub fn load_usage(&self) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.db.get(USAGE_KEY)?)
+    }
+
+    /// Saves the usage ledger. Blocking.
+    pub fn save_usage(&self, bytes: &[u8]) -> Result<(), Error> {
+        Ok(self.db.put(USAGE_KEY, bytes)?)
     }
 
     /// Removes the uploader record of a shard that goes in `batch`; returns

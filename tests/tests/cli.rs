@@ -60,7 +60,15 @@ fn the_cli_does_what_a_user_expects() {
     assert_eq!(ok(&config, &["get", "docs/notes.txt", "-"]), "from stdin\n");
     let stat = ok(&config, &["stat", "docs/reports/2026.bin"]);
     assert!(stat.contains("segments: 1") && stat.contains("4/4 holders answer"), "{stat}");
-    assert!(ok(&config, &["status"]).contains("6 storage nodes known, 6 reachable"));
+    let status = ok(&config, &["status"]);
+    assert!(status.contains("6 storage nodes known, 6 reachable"), "{status}");
+    // Every call above ran as this device's identity, created beside the
+    // config: the nodes holding the file's four shards count them as ours.
+    let holding = status.lines().filter(|l| l.contains("; you: ") && !l.contains("you: 0 B stored")).count();
+    assert!(holding >= 4, "{status}");
+    use std::os::unix::fs::PermissionsExt;
+    let identity = std::fs::metadata(cluster.dir().join("home/identity.key")).expect("identity.key");
+    assert_eq!(identity.permissions().mode() & 0o777, 0o600);
     // Errors are sentences that say what to do.
     let missing = cairn(&config, &["get", "docs/nope", "-"], None);
     assert!(!missing.status.success());
