@@ -312,6 +312,17 @@ pub async fn status(client: &Client) -> anyhow::Result<()> {
     let nodes = client.status().await;
     let up = nodes.iter().filter(|n| n.stats.is_ok()).count();
     out!("{} storage nodes known, {up} reachable", nodes.len());
+    match client.lookup().await {
+        Ok(l) => out!(
+            "DHT lookup of a random key: {} requests ({} answered, {} failed), {} nodes found, {:.1} ms",
+            l.requests,
+            l.answered,
+            l.failed,
+            l.found,
+            l.took.as_secs_f64() * 1000.0
+        ),
+        Err(e) => out!("DHT lookup of a random key failed: {e}"),
+    }
     for n in nodes {
         match &n.stats {
             Ok(s) => out!(

@@ -324,6 +324,12 @@ impl Client {
         .await
     }
 
+    /// Looks up the nodes closest to a random key in the DHT (learning
+    /// them), and says how the lookup went.
+    pub async fn lookup(&self) -> Result<cairn_net::LookupStats, Error> {
+        self.transfer.nodes().discover_traced(rand::random()).await
+    }
+
     /// What the client knows of each storage node (no requests).
     pub fn nodes(&self) -> Vec<NodeReport> {
         self.transfer.nodes().report_all()

@@ -173,10 +173,14 @@ impl Nodes {
 
     /// Asks the DHT for the nodes closest to `key` and remembers them.
     pub async fn discover(&self, key: [u8; 32]) -> Result<usize, Error> {
-        let found = self.net.closest_peers(key.to_vec()).await?;
-        let n = found.len();
+        Ok(self.discover_traced(key).await?.found)
+    }
+
+    /// [`Self::discover`], saying how the lookup went.
+    pub async fn discover_traced(&self, key: [u8; 32]) -> Result<cairn_net::LookupStats, Error> {
+        let (found, stats) = self.net.lookup(key.to_vec()).await?;
         self.add(found);
-        Ok(n)
+        Ok(stats)
     }
 
     /// Refreshes from the DHT if the list is old or shorter than `want`.

@@ -105,6 +105,11 @@ impl NetHandle {
 
     /// The peers closest to `key` in the DHT, with their addresses.
     pub async fn closest_peers(&self, key: Vec<u8>) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, Error> {
+        Ok(self.lookup(key).await?.0)
+    }
+
+    /// [`Self::closest_peers`], and how the lookup went.
+    pub async fn lookup(&self, key: Vec<u8>) -> Result<(Vec<(PeerId, Vec<Multiaddr>)>, crate::LookupStats), Error> {
         self.ask(|reply| Command::ClosestPeers { key, reply }).await?
     }
 

@@ -29,7 +29,7 @@ pub use libp2p::multiaddr::Protocol as libp2p_protocol;
 pub use libp2p::{Multiaddr, PeerId, Stream, identity};
 pub use libp2p_stream::IncomingStreams;
 pub use shard_client::{ShardClient, Timeouts};
-pub use swarm::{NetConfig, NetworkKey, Role};
+pub use swarm::{LookupStats, NetConfig, NetworkKey, Role};
 
 /// Orders `peers` by Kademlia distance to `key`, nearest first (the order
 /// in which a lookup of `key` would find them). A record's closest nodes

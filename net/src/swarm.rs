@@ -143,7 +143,7 @@ impl NetConfig {
 }
 
 /// Where the closest peers to a key are sent.
-type PeersReply = oneshot::Sender<Result<Vec<(PeerId, Vec<Multiaddr>)>, Error>>;
+type PeersReply = oneshot::Sender<Result<(Vec<(PeerId, Vec<Multiaddr>)>, LookupStats), Error>>;
 
 /// What callers ask of the event loop.
 #[derive(Debug)]
@@ -188,6 +188,23 @@ pub struct EventLoop {
     /// Offers being checked and stored on the blocking pool (a synced
     /// write must not stall the event loop).
     offers: tokio::task::JoinSet<()>,
+}
+
+/// How one closest-peer lookup went (libp2p's query statistics: it keeps
+/// α = 3 requests in flight and ends when the closest peers it has heard
+/// of have all answered).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LookupStats {
+    /// Requests sent.
+    pub requests: u32,
+    /// Requests answered.
+    pub answered: u32,
+    /// Requests that failed or timed out.
+    pub failed: u32,
+    /// Peers it returned.
+    pub found: usize,
+    /// How long it took.
+    pub took: Duration,
 }
 
 /// Head records from Kademlia checked and stored at once; beyond, offers
@@ -460,9 +477,9 @@ impl EventLoop {
                 id,
                 result,
                 step,
-                ..
+                stats,
             })) => {
-                self.on_query(id, result, step.last);
+                self.on_query(id, result, step.last, &stats);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::InboundRequest {
                 request: kad::InboundRequest::PutRecord { source, record: Some(record), .. },
@@ -474,7 +491,7 @@ impl EventLoop {
         }
     }
 
-    fn on_query(&mut self, id: QueryId, result: QueryResult, last: bool) {
+    fn on_query(&mut self, id: QueryId, result: QueryResult, last: bool, stats: &kad::QueryStats) {
         match result {
             QueryResult::Bootstrap(r) => {
                 if !last && r.is_ok() {
@@ -491,7 +508,16 @@ impl EventLoop {
                         // A timed-out query still returns what it found.
                         Err(kad::GetClosestPeersError::Timeout { peers, .. }) => Ok(peers),
                     };
-                    let _ = reply.send(peers.map(|p| p.into_iter().map(|i| (i.peer_id, i.addrs)).collect()));
+                    let _ = reply.send(peers.map(|p| {
+                        let stats = LookupStats {
+                            requests: stats.num_requests(),
+                            answered: stats.num_successes(),
+                            failed: stats.num_failures(),
+                            found: p.len(),
+                            took: stats.duration().unwrap_or_default(),
+                        };
+                        (p.into_iter().map(|i| (i.peer_id, i.addrs)).collect(), stats)
+                    }));
                 }
             }
             QueryResult::PutRecord(r) => {

@@ -62,6 +62,7 @@ fn the_cli_does_what_a_user_expects() {
     assert!(stat.contains("segments: 1") && stat.contains("4/4 holders answer"), "{stat}");
     let status = ok(&config, &["status"]);
     assert!(status.contains("6 storage nodes known, 6 reachable"), "{status}");
+    assert!(status.contains("DHT lookup of a random key: ") && status.contains("nodes found"), "{status}");
     // Every call above ran as this device's identity, created beside the
     // config: the nodes holding the file's four shards count them as ours.
     let holding = status.lines().filter(|l| l.contains("; you: ") && !l.contains("you: 0 B stored")).count();
