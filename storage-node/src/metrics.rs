@@ -103,7 +103,12 @@ impl Metrics {
             );
         };
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        metric("capacity_bytes", "gauge", "Bytes of shard data the operator allows.", stats.capacity);
+        metric(
+            "capacity_bytes",
+            "gauge",
+            "Bytes of shard data the node can hold: what the operator allows, or less if the disk has less room.",
+            stats.capacity,
+        );
         metric("used_bytes", "gauge", "Bytes of shard data stored.", stats.used);
         metric("shards", "gauge", "Shards stored.", stats.shards);
         metric("records", "gauge", "DHT head records stored.", records as u64);

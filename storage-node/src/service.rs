@@ -425,6 +425,24 @@ impl Service {
         Ok(())
     }
 
+    /// What to answer when writing a shard body failed: a full disk is
+    /// `NoSpace` (the peer places the shard elsewhere; what the node
+    /// holds is untouched), anything else `Internal`. Both are logged.
+    fn write_failed(&self, e: &std::io::Error, len: u64) -> Option<ShardError> {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            let available = self.store.disk_room();
+            tracing::warn!(
+                needed = len,
+                available,
+                "the disk is full: refusing new shards (free space on the disk, or lower `capacity`)"
+            );
+            Some(ShardError::NoSpace { needed: len, available: available.min(len.saturating_sub(1)) })
+        } else {
+            tracing::error!(error = %e, "cannot write a shard");
+            Some(ShardError::Internal)
+        }
+    }
+
     /// Receives, hashes and stores a shard body; leaves nothing behind on failure.
     async fn put(
         &self,
@@ -452,7 +470,7 @@ impl Service {
         let writer = tokio::task::spawn_blocking(move || ShardWriter::create(&path, direct))
             .await
             .map_err(internal)?
-            .map_err(internal)?;
+            .map_err(|e| self.write_failed(&e, len))?;
         // Two buffers: one fills from the network while the blocking pool
         // hashes and writes the other.
         let mut idle = Some(writer);
@@ -475,7 +493,7 @@ impl Service {
             }
             left -= n as u64;
             if let Some(w) = writing.take() {
-                let (writer, old) = w.await.map_err(internal)?.map_err(internal)?;
+                let (writer, old) = w.await.map_err(internal)?.map_err(|e| self.write_failed(&e, len))?;
                 idle = Some(writer);
                 spare = Some(old);
             }
@@ -486,14 +504,17 @@ impl Service {
             }));
         }
         if let Some(w) = writing.take() {
-            let (writer, _) = w.await.map_err(internal)?.map_err(internal)?;
+            let (writer, _) = w.await.map_err(internal)?.map_err(|e| self.write_failed(&e, len))?;
             idle = Some(writer);
         }
         let writer = idle.ok_or(Some(ShardError::Internal))?;
         if writer.hash() != shard.0 {
             return Err(Some(ShardError::HashMismatch(shard)));
         }
-        tokio::task::spawn_blocking(move || writer.sync()).await.map_err(internal)?.map_err(internal)?;
+        tokio::task::spawn_blocking(move || writer.sync())
+            .await
+            .map_err(internal)?
+            .map_err(|e| self.write_failed(&e, len))?;
         let expires_at = now_secs().saturating_add(lease_secs.min(self.max_lease_secs));
         let store = Arc::clone(&self.store);
         let mut guard = guard;

@@ -52,6 +52,11 @@ fn uploader_key(id: &ShardId) -> [u8; 33] {
     k
 }
 
+/// Disk space a node leaves free beside its shards, for RocksDB, its
+/// logs and temp files: a disk that fills up anyway refuses puts with
+/// `NoSpace`, and the node keeps serving what it holds.
+pub const DISK_HEADROOM: u64 = 64 << 20;
+
 /// `'u' → the usage ledger` ([`crate::usage::Ledger`]).
 const USAGE_KEY: &[u8] = b"u";
 
@@ -171,6 +176,9 @@ pub struct ShardStore {
     max_records: AtomicUsize,
     /// Bytes stored per uploading peer, and the quota.
     usage: Arc<PeerUsage>,
+    /// Whether puts are being refused because the disk is full (logged
+    /// when it starts and ends).
+    disk_full: std::sync::atomic::AtomicBool,
 }
 
 /// Lock stripes for [`ShardStore::stripes`].
@@ -207,6 +215,7 @@ impl ShardStore {
             records: AtomicUsize::new(0),
             max_records: AtomicUsize::new(usize::MAX),
             usage: Arc::default(),
+            disk_full: std::sync::atomic::AtomicBool::new(false),
         };
         let recovery = store.recover()?;
         Ok((store, recovery))
@@ -316,10 +325,22 @@ impl ShardStore {
         self.max_shard
     }
 
-    /// Capacity figures.
+    /// Capacity figures. The capacity is what the operator allows, or
+    /// less when the disk has less room: what the node can still take.
     pub fn stats(&self) -> NodeStats {
-        let a = self.accounting.lock().map(|a| (a.used, a.shards)).unwrap_or_default();
-        NodeStats { capacity: self.capacity, used: a.0, shards: a.1 }
+        let (used, shards) = self.accounting.lock().map(|a| (a.used, a.shards)).unwrap_or_default();
+        let capacity = self.capacity.min(used.saturating_add(self.disk_room()));
+        NodeStats { capacity, used, shards }
+    }
+
+    /// Bytes the disk holding the shards can still take, less
+    /// [`DISK_HEADROOM`] for RocksDB, logs and temp files (`u64::MAX` if
+    /// the file system does not say).
+    pub fn disk_room(&self) -> u64 {
+        match rustix::fs::statvfs(&self.shards_dir) {
+            Ok(s) => s.f_bavail.saturating_mul(s.f_frsize).saturating_sub(DISK_HEADROOM),
+            Err(_) => u64::MAX,
+        }
     }
 
     /// Metadata of a stored shard.
@@ -338,10 +359,23 @@ impl ShardStore {
         }
         let exists = self.meta(id).map_err(|_| ShardError::Internal)?.is_some();
         let bytes = if exists { 0 } else { len };
+        let disk = if bytes > 0 { self.disk_room() } else { u64::MAX };
         let mut a = self.accounting.lock().map_err(|_| ShardError::Internal)?;
-        let available = self.capacity.saturating_sub(a.used + a.reserved);
+        let allowed = self.capacity.saturating_sub(a.used + a.reserved);
+        let available = allowed.min(disk.saturating_sub(a.reserved));
         if bytes > available {
+            if available < allowed && !self.disk_full.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    dir = %self.shards_dir.display(),
+                    room = disk,
+                    "the disk is full before `capacity` is: refusing new shards until there is room \
+                     (free some space or lower `capacity`); stored shards are still served"
+                );
+            }
             return Err(ShardError::NoSpace { needed: bytes, available });
+        }
+        if bytes > 0 && self.disk_full.swap(false, Ordering::Relaxed) {
+            tracing::info!("the disk has room again: accepting new shards");
         }
         self.usage.reserve(peer, bytes)?;
         a.reserved += bytes;

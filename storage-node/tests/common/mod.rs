@@ -43,6 +43,15 @@ impl NodeProc {
         n
     }
 
+    /// Inits and starts a node with its data in `dir` (which the caller
+    /// cleans up).
+    pub fn start_in(dir: PathBuf, args: &[&str]) -> Self {
+        Self::init(&dir, args);
+        let mut n = Self { dir, child: None, _tmp: None };
+        n.run();
+        n
+    }
+
     /// `cairn-node init` with loopback listeners on ephemeral ports.
     pub fn init(dir: &Path, args: &[&str]) {
         let out = Command::new(bin())
