@@ -3,11 +3,11 @@
 //! streams in the same run.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use cairn_cli::devnet::{NodeProcess, node_binary, start_node_via};
 use cairn_net::{Multiaddr, NetConfig, Network, ShardClient, Timeouts};
 use cairn_proto::ShardId;
 
@@ -22,41 +22,11 @@ pub struct NodeBench {
     pub runs: usize,
 }
 
-struct NodeChild(Child);
-
-impl Drop for NodeChild {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_node(dir: &Path) -> anyhow::Result<(NodeChild, Multiaddr)> {
-    let bin = cairn_cli::devnet::node_binary()?;
-    let init = Command::new(&bin)
-        .args(["init", "--data-dir"])
-        .arg(dir)
-        .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--admin", "127.0.0.1:0", "--capacity", "64GiB"])
-        .output()?;
-    if !init.status.success() {
-        bail!("cairn-node init failed: {}", String::from_utf8_lossy(&init.stderr));
-    }
-    let child = NodeChild(
-        Command::new(&bin).args(["run", "--data-dir"]).arg(dir).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?,
-    );
-    let start = Instant::now();
-    loop {
-        if let Some(addr) = std::fs::read_to_string(dir.join("node.addrs"))
-            .ok()
-            .and_then(|s| s.lines().next().and_then(|l| l.parse().ok()))
-        {
-            return Ok((child, addr));
-        }
-        if start.elapsed() > Duration::from_secs(20) {
-            bail!("cairn-node did not start within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// A node in `dir` (as the devnet starts one), and its QUIC address.
+fn start_node(dir: &Path) -> anyhow::Result<(NodeProcess, Multiaddr)> {
+    let node = start_node_via(&node_binary()?, dir, None, "64GiB", &[])?;
+    let addr = node.addrs().into_iter().next().context("the node reported no address")?;
+    Ok((node, addr.parse()?))
 }
 
 /// Peak resident memory of a process, from /proc (KiB).
@@ -143,7 +113,7 @@ impl NodeBench {
         }
         let get = mbps(total, best_get);
         println!("node       shard get              {get:>9.1} MB/s");
-        let rss = peak_rss_kib(node.0.id()).unwrap_or(0);
+        let rss = peak_rss_kib(node.pid()).unwrap_or(0);
         println!("node       peak RSS               {:>9.1} MiB", rss as f64 / 1024.0);
         net.shutdown().await;
         drop(node);

@@ -44,6 +44,11 @@ impl NodeProcess {
         read_addrs(&self.dir)
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The admin listener, `ip:port`.
     pub fn admin(&self) -> String {
         std::fs::read_to_string(self.dir.join("admin.addr")).unwrap_or_default().trim().to_string()

@@ -274,6 +274,28 @@ mod tests {
     }
 
     #[test]
+    fn damaged_ledger_bytes_are_refused_without_a_panic() {
+        let mut l = Ledger::default();
+        let stored: HashMap<Vec<u8>, u64> = [(b"a".to_vec(), 5), (b"bb".to_vec(), 7)].into();
+        l.tick(600, &stored, 12);
+        l.record(b"a", 3, 4);
+        l.tick(900, &stored, 12);
+        let good = l.to_bytes();
+        for cut in 0..good.len() {
+            assert!(Ledger::from_bytes(&good[..cut]).is_err(), "cut at {cut}");
+        }
+        for i in 0..good.len() {
+            for bit in 0..8 {
+                let mut b = good.clone();
+                b[i] ^= 1 << bit;
+                let _ = Ledger::from_bytes(&b);
+            }
+        }
+        // A map that claims 2^35 peers: refused, not allocated.
+        assert!(Ledger::from_bytes(&[LEDGER_V1, 0xff, 0xff, 0xff, 0xff, 0x7f]).is_err());
+    }
+
+    #[test]
     fn the_ledger_is_bounded_and_survives_a_round_trip() {
         let mut l = Ledger::default();
         let stored: HashMap<Vec<u8>, u64> = [(b"keeper".to_vec(), 5)].into();

@@ -12,6 +12,7 @@ use std::time::Duration;
 pub mod gateway;
 pub mod mount;
 pub mod netns;
+pub mod regions;
 
 use cairn_cli::devnet::{NodeProcess, Setup, init_node_in, start_node_via};
 use cairn_client::{BucketSettings, Client, ClientConfig};

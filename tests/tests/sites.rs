@@ -7,13 +7,12 @@ use std::time::{Duration, Instant};
 
 use cairn_client::bucket::{get_bytes, put_bytes};
 use cairn_client::policy::Placement;
-use cairn_client::{Bucket, BucketSettings, Client};
+use cairn_client::{BucketSettings, Client};
 use cairn_crypto::RootSecret;
 use cairn_net::PeerId;
 use cairn_tests::TestCluster;
 use cairn_tests::netns::{Bridge, Site};
-
-const REGIONS: [&str; 3] = ["eu", "us", "ap"];
+use cairn_tests::regions::{REGIONS, regions_of, shard_regions};
 
 fn data(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(29).wrapping_add(seed)).collect()
@@ -29,19 +28,6 @@ fn sites(count: usize) -> Option<(Bridge, Vec<Site>)> {
     };
     let sites = (0..count).map(|_| bridge.site().expect("site")).collect();
     Some((bridge, sites))
-}
-
-async fn regions_of(client: &Client) -> HashMap<PeerId, String> {
-    client.status().await.into_iter().filter_map(|n| Some((n.node.peer, n.region?.0))).collect()
-}
-
-async fn shard_regions(b: &Bucket, key: &str, regions: &HashMap<PeerId, String>) -> Vec<Vec<String>> {
-    b.holders(key)
-        .await
-        .expect("holders")
-        .into_iter()
-        .map(|seg| seg.into_iter().flatten().map(|p| regions.get(&p).cloned().unwrap_or_default()).collect())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
