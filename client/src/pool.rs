@@ -62,10 +62,13 @@ impl BufferPool {
         }
     }
 
-    /// An idle buffer with room for `len` bytes.
+    /// The smallest idle buffer with room for `len` bytes (a segment's
+    /// parity buffer is larger than its data buffer: the first fit handed
+    /// parity buffers to data, and parity then allocated afresh while the
+    /// data-sized ones sat idle).
     fn find(&self, len: usize) -> Option<Vec<u8>> {
         let mut idle = self.idle.lock().ok()?;
-        let i = idle.iter().position(|b| b.capacity() >= len)?;
+        let (i, _) = idle.iter().enumerate().filter(|(_, b)| b.capacity() >= len).min_by_key(|(_, b)| b.capacity())?;
         Some(idle.swap_remove(i))
     }
 
