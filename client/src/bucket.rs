@@ -426,7 +426,12 @@ impl Bucket {
         let data_key = DataKey::generate();
         let version = ObjectVersionId(rand::random());
         let cipher = ObjectCipher::new(&data_key, version.0);
-        let (tx, rx) = mpsc::channel::<EncodedSegment>(1);
+        // A segment takes a permit before it leaves the encoder and gives
+        // it back when its upload ends: with the one being encoded, at
+        // most SEGMENTS_IN_FLIGHT + 1 encoded segments exist at once.
+        let permits = Arc::new(tokio::sync::Semaphore::new(SEGMENTS_IN_FLIGHT));
+        let (tx, rx) = mpsc::channel::<(EncodedSegment, tokio::sync::OwnedSemaphorePermit)>(SEGMENTS_IN_FLIGHT);
+        let runtime = tokio::runtime::Handle::current();
         let par = self.par;
         let (tee, md5_rx) = etag::tee(reader);
         let hasher = tokio::task::spawn_blocking(move || etag::consume(md5_rx));
@@ -434,7 +439,10 @@ impl Bucket {
         let padded = PadReader::new(tee, layout.segment_size);
         let len = padded.counter();
         let encoder = tokio::task::spawn_blocking(move || {
-            encode_object(padded, &cipher, layout, par, |seg| tx.blocking_send(seg).map_err(|_| Error::Stopped))
+            encode_object(padded, &cipher, layout, par, |seg| {
+                let permit = runtime.block_on(Arc::clone(&permits).acquire_owned()).map_err(|_| Error::Stopped)?;
+                tx.blocking_send((seg, permit)).map_err(|_| Error::Stopped)
+            })
         });
         // After a failure no new segment starts, but the ones in flight
         // run to their end: what they stored is then known, and deleted
@@ -451,8 +459,18 @@ impl Bucket {
                 rx.recv().await.map(|s| (s, rx))
             }
         });
-        let mut uploads =
-            Box::pin(segments.map(|seg| self.upload_segment(&data_key, version, seg)).buffered(SEGMENTS_IN_FLIGHT));
+        let mut uploads = Box::pin(
+            segments
+                .map(|(seg, permit)| {
+                    let upload = self.upload_segment(&data_key, version, seg);
+                    async move {
+                        let r = upload.await;
+                        drop(permit);
+                        r
+                    }
+                })
+                .buffered(SEGMENTS_IN_FLIGHT),
+        );
         let mut stored = Vec::new();
         let mut failed = None;
         while let Some(r) = uploads.next().await {

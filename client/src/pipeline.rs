@@ -43,9 +43,9 @@ impl Parallelism {
     /// One worker per core, and one segment in flight per two workers: a
     /// networked put also holds the segment waiting to upload and those
     /// uploading, so it keeps few in the encoder (memory of a put of any
-    /// size: about 4 encoded segments). Encoding one segment at a time
-    /// still outruns the network (a 1 GiB put: 6.7–6.9 s, and 7.2 s with
-    /// two in the encoder; 287 MB peak RSS against 327).
+    /// size: 3 encoded segments, see `Bucket::upload`). Encoding one
+    /// segment at a time still outruns the network (a 1 GiB put: 6.7–7.2
+    /// s either way; docs/BENCHMARKS.md has the peak RSS).
     pub fn for_uploads() -> Self {
         let threads = thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         Self { threads, in_flight: threads.div_ceil(2) }
