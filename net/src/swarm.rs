@@ -562,6 +562,9 @@ impl EventLoop {
     }
 }
 
+/// Connections one peer id may have with this peer at once.
+pub const MAX_CONNECTIONS_PER_PEER: u32 = 64;
+
 /// The behaviours every peer runs.
 fn behaviour(key: &libp2p::identity::Keypair, heads: &Arc<Heads>, ip_limit: Option<IpLimit>) -> Behaviour {
     let peer = key.public().to_peer_id();
@@ -584,11 +587,14 @@ fn behaviour(key: &libp2p::identity::Keypair, heads: &Arc<Heads>, ip_limit: Opti
     kcfg.set_substreams_timeout(Duration::from_secs(5));
     let store = HeadStore::new(peer, Arc::clone(heads));
     // Bounds what peers can open; streams per connection are bounded
-    // by QUIC (100) and yamux (256), requests by the node's limiter.
+    // by QUIC (100) and yamux (256), requests by the node's limiter. A
+    // peer id is a device, whose processes (CLI calls, a gateway, a
+    // mount) each connect: as many as one IP address may (the per-IP
+    // limit's default), since a new peer id costs nothing anyway.
     let limits = ConnectionLimits::default()
         .with_max_pending_incoming(Some(256))
         .with_max_established_incoming(Some(4096))
-        .with_max_established_per_peer(Some(8));
+        .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER));
     Behaviour {
         limits: connection_limits::Behaviour::new(limits),
         ip_limits: ip_limits::Behaviour::new(ip_limit),

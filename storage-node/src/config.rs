@@ -83,7 +83,9 @@ impl Default for Leases {
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Streams one peer may have open at once.
+    /// Streams one peer may have open at once. A peer id is a device:
+    /// its CLI calls, gateway and mount share this (32 concurrent `cairn
+    /// put`s to one node take about 64).
     pub max_streams_per_peer: usize,
     /// Streams all peers together may have open at once; bounds memory and
     /// file handles.
@@ -122,7 +124,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_streams_per_peer: 32,
+            max_streams_per_peer: 64,
             max_streams: 256,
             requests_per_second_per_peer: 500,
             idle_timeout_secs: 20,

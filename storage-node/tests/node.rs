@@ -135,7 +135,7 @@ async fn refusals_are_typed_and_the_node_keeps_serving() {
 async fn kill_9_during_50_uploads_leaves_a_consistent_store() {
     // Let all 50 uploads run at once.
     let mut node = NodeProc::start_with(&["--capacity", "1GiB"], |c| {
-        c.replace("max_streams_per_peer = 32", "max_streams_per_peer = 64")
+        c.replace("max_streams_per_peer = 64", "max_streams_per_peer = 128")
     });
     let net = client(vec![node.quic()]);
     let c = shard_client(&net, &node);

@@ -91,3 +91,34 @@ fn the_cli_does_what_a_user_expects() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).to_lowercase().contains("passphrase"));
 }
+
+/// Every `cairn` process of a device runs as the device's identity
+/// (`identity.key` beside the config): many at once must not trip the
+/// nodes' per-peer limits (16 at once once failed 10 times in 16).
+#[test]
+fn many_cli_calls_of_one_device_at_once_all_succeed() {
+    let cluster = TestCluster::start(6);
+    let config = cluster.dir().join("home/config.toml");
+    let boot = cluster.bootstrap().remove(0);
+    ok(&config, &["init", "--bootstrap", &boot]);
+    ok(&config, &["mb", "many", "--k", "3", "--n", "4"]);
+    let file = cluster.dir().join("part.bin");
+    let body: Vec<u8> = (0..20_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&file, &body).expect("write file");
+    let path = file.to_str().expect("utf-8").to_string();
+    let calls: Vec<std::thread::JoinHandle<Output>> = (0..24)
+        .map(|i| {
+            let (config, path) = (config.clone(), path.clone());
+            std::thread::spawn(move || cairn(&config, &["put", &path, &format!("many/f{i}")], None))
+        })
+        .collect();
+    for (i, call) in calls.into_iter().enumerate() {
+        let out = call.join().expect("thread");
+        assert!(out.status.success(), "put {i}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let listed = ok(&config, &["ls", "many"]);
+    assert_eq!(listed.lines().count(), 24, "{listed}");
+    let copy = cluster.dir().join("back.bin");
+    ok(&config, &["get", "many/f7", copy.to_str().expect("utf-8")]);
+    assert!(std::fs::read(&copy).expect("copy") == body);
+}
