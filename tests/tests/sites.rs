@@ -161,8 +161,15 @@ async fn reads_avoid_a_slow_node_once_timed() {
         t.elapsed().as_secs_f64() * 200.0,
         times.get(times.len() / 2)
     );
-    // Once at most: a holder timed slow is still asked when the others'
-    // times drift up to it (a busy machine), which is the point.
-    assert!(after - before <= 1, "the slow node was asked {} times", after - before);
+    // Rarely: a holder timed slow is still asked when the others' times
+    // drift up to it, or as a spare when another holder is late (a busy
+    // machine: CI saw 2), which is the point. Data shards first would
+    // ask it on every read.
+    assert!(
+        3 * (after - before) <= 5 * data_shards as u64,
+        "the slow node was asked {} times, data shards first would ask it {}",
+        after - before,
+        5 * data_shards
+    );
     client.shutdown().await;
 }
