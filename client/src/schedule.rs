@@ -62,6 +62,23 @@ pub enum Outcome {
     /// The shell gave the upload up (shutdown): not the node's fault, and
     /// not tried again.
     Abandoned,
+    /// The node is busy (it answered `RateLimited`): another candidate
+    /// takes the shard now if there is one, and the node is a candidate
+    /// again after this long, or longer each time it answers busy again
+    /// ([`rest`]), [`MAX_RESTS`] times at most.
+    Busy(Duration),
+}
+
+/// Longest a busy node's answer makes the schedule wait for it.
+pub const MAX_REST: Duration = Duration::from_secs(2);
+/// Busy answers a schedule takes from one node; past them it is failed.
+pub const MAX_RESTS: u32 = 6;
+
+/// How long a node that answered busy for the `nth` time (from 0) rests:
+/// what it asked for, at least 50 ms doubled each time, at most
+/// [`MAX_REST`] (many clients of one device back off together).
+pub fn rest(asked: Duration, nth: u32) -> Duration {
+    asked.max(Duration::from_millis(50).saturating_mul(1 << nth.min(16))).min(MAX_REST)
 }
 
 /// The scheduling state of one segment's upload.
@@ -78,6 +95,10 @@ pub struct PutSchedule {
     first_done: Option<Duration>,
     next_hedge: Option<Instant>,
     stored: usize,
+    /// Busy nodes, and when they are candidates again.
+    resting: Vec<(Instant, PeerId)>,
+    /// Busy answers so far, per node.
+    rests: Vec<(PeerId, u32)>,
 }
 
 impl PutSchedule {
@@ -118,6 +139,8 @@ impl PutSchedule {
             first_done: None,
             next_hedge: None,
             stored: 0,
+            resting: Vec::new(),
+            rests: Vec::new(),
         };
         let mut steps = Vec::new();
         for i in 0..first {
@@ -160,21 +183,51 @@ impl PutSchedule {
         !self.has_candidate() && !self.done()
     }
 
-    /// When [`Self::on_hedge`] is due; `None` when no hedge can start (no
-    /// candidate left, or enough stored).
-    pub fn hedge_due(&self) -> Option<Instant> {
-        if !self.has_candidate() || self.done() {
-            return None;
-        }
-        Some(self.next_hedge.unwrap_or_else(|| hedge_at(self.began, self.first_done)))
+    fn hedge_time(&self) -> Instant {
+        self.next_hedge.unwrap_or_else(|| hedge_at(self.began, self.first_done))
     }
 
-    /// The hedge timer fired at `now`: one more upload per late shard
-    /// still needed.
+    /// When [`Self::on_hedge`] is due: the hedge time, or sooner when a
+    /// busy node is a candidate again; `None` when nothing can start (no
+    /// candidate left and none resting, or enough stored).
+    pub fn hedge_due(&self) -> Option<Instant> {
+        if self.done() {
+            return None;
+        }
+        let hedge = self.has_candidate().then(|| self.hedge_time());
+        let rest = self.resting.iter().map(|r| r.0).min();
+        match (hedge, rest) {
+            (Some(h), Some(r)) => Some(h.min(r)),
+            (h, r) => h.or(r),
+        }
+    }
+
+    /// The timer fired at `now`: busy nodes whose wait is over are
+    /// candidates again (first in line) and take the shards left with no
+    /// upload; at the hedge time, one more upload per late shard still
+    /// needed.
     pub fn on_hedge(&mut self, now: Instant) -> Vec<Step> {
+        let mut steps = Vec::new();
+        let (woken, resting): (Vec<_>, Vec<_>) = self.resting.drain(..).partition(|r| r.0 <= now);
+        self.resting = resting;
+        for (_, peer) in woken.into_iter().rev() {
+            self.candidates.push_front(peer);
+        }
+        let flying = (0..self.holders.len()).filter(|&i| self.flying[i] > 0 && self.holders[i].is_none()).count();
+        let needed = self.want.saturating_sub(self.stored + flying);
+        let idle: Vec<usize> = (0..self.unstarted.start)
+            .filter(|&i| self.flying[i] == 0 && self.holders[i].is_none())
+            .take(needed)
+            .collect();
+        for i in idle {
+            let Some(peer) = self.next_candidate() else { break };
+            steps.push(self.start(i, peer));
+        }
+        if now < self.hedge_time() {
+            return steps;
+        }
         let late: Vec<usize> =
             (0..self.holders.len()).filter(|&i| self.flying[i] > 0 && self.holders[i].is_none()).collect();
-        let mut steps = Vec::new();
         for j in late.into_iter().take(self.want.saturating_sub(self.stored)) {
             let Some(peer) = self.next_candidate() else { break };
             let i = self.unstarted.next().unwrap_or(j);
@@ -200,16 +253,36 @@ impl PutSchedule {
                 Vec::new()
             }
             Outcome::Abandoned => Vec::new(),
-            Outcome::Failed => {
-                if self.holders[i].is_none()
-                    && self.flying[i] == 0
-                    && let Some(next) = self.next_candidate()
-                {
-                    vec![self.start(i, next)]
-                } else {
-                    Vec::new()
+            Outcome::Busy(wait) => {
+                let nth = match self.rests.iter_mut().find(|r| r.0 == peer) {
+                    Some(r) => {
+                        r.1 += 1;
+                        r.1 - 1
+                    }
+                    None => {
+                        self.rests.push((peer, 1));
+                        0
+                    }
+                };
+                if nth < MAX_RESTS {
+                    self.resting.push((now + rest(wait, nth), peer));
                 }
+                self.retry(i)
             }
+            Outcome::Failed => self.retry(i),
+        }
+    }
+
+    /// Shard `i` again on the next candidate, if it is still needed and
+    /// nothing uploads it.
+    fn retry(&mut self, i: usize) -> Vec<Step> {
+        if self.holders[i].is_none()
+            && self.flying[i] == 0
+            && let Some(next) = self.next_candidate()
+        {
+            vec![self.start(i, next)]
+        } else {
+            Vec::new()
         }
     }
 
@@ -415,6 +488,9 @@ mod tests {
         nodes: Vec<(PeerId, Duration, Outcome)>,
         surplus: Vec<(usize, PeerId)>,
         starts: Vec<(Duration, usize, PeerId)>,
+        /// Per node: how many more uploads it answers busy, and the wait
+        /// it asks for.
+        busy: Vec<(usize, Duration)>,
     }
 
     impl Sim {
@@ -426,7 +502,14 @@ mod tests {
                 nodes: nodes.iter().map(|&(ms, o)| (PeerId::random(), Duration::from_millis(ms), o)).collect(),
                 surplus: Vec::new(),
                 starts: Vec::new(),
+                busy: vec![(0, Duration::ZERO); nodes.len()],
             }
+        }
+
+        /// Node `n` answers its next `times` uploads busy, asking for `wait`.
+        fn busy(mut self, n: usize, times: usize, wait: u64) -> Self {
+            self.busy[n] = (times, Duration::from_millis(wait));
+            self
         }
 
         fn peers(&self) -> Vec<PeerId> {
@@ -441,7 +524,12 @@ mod tests {
             for s in steps {
                 match s {
                     Step::Start(i, p) => {
-                        let (_, delay, outcome) = self.nodes[self.node(p)];
+                        let n = self.node(p);
+                        let (_, mut delay, mut outcome) = self.nodes[n];
+                        if self.busy[n].0 > 0 {
+                            self.busy[n].0 -= 1;
+                            (delay, outcome) = (Duration::from_millis(1), Outcome::Busy(self.busy[n].1));
+                        }
                         self.starts.push((self.now, i, p));
                         self.running.push((self.now + delay, i, p, outcome));
                     }
@@ -516,6 +604,35 @@ mod tests {
         assert_eq!(s.stored(), 2);
         assert_eq!(sim.starts[2], (Duration::from_millis(50), 0, sim.nodes[2].0), "shard 0 again at once");
         assert_eq!(s.holders()[0], Some(sim.nodes[2].0));
+    }
+
+    #[test]
+    fn a_busy_node_is_asked_again_after_the_wait_it_asked_for() {
+        // Two shards on two nodes; the second answers busy twice (wait
+        // 300 ms) and there is no other node: the schedule waits, then
+        // stores there.
+        let mut sim = Sim::new(&[(100, OK), (100, OK)]).busy(1, 2, 300);
+        let s = sim.run(2, 2, Hedging::Adaptive);
+        assert_eq!(s.stored(), 2, "{:?}", sim.starts);
+        let on_busy: Vec<Duration> = sim.starts.iter().filter(|s| s.2 == sim.nodes[1].0).map(|s| s.0).collect();
+        assert_eq!(on_busy, [0, 301, 602].map(Duration::from_millis), "asked again only after each wait");
+        assert_eq!(s.holders()[1], Some(sim.nodes[1].0));
+        // With another node free, the shard goes there at once.
+        let mut sim = Sim::new(&[(100, OK), (100, OK), (100, OK)]).busy(1, 1, 300);
+        let s = sim.run(2, 2, Hedging::Adaptive);
+        assert_eq!(sim.starts[2], (Duration::from_millis(1), 1, sim.nodes[2].0));
+        assert_eq!(s.stored(), 2);
+        // The wait is capped, and a node busy past MAX_RESTS per slot is failed.
+        let mut sim = Sim::new(&[(100, OK), (100, OK)]).busy(1, 100, 60_000);
+        let s = sim.run(2, 2, Hedging::Adaptive);
+        assert_eq!(s.stored(), 1, "gives up");
+        let on_busy: Vec<Duration> = sim.starts.iter().filter(|s| s.2 == sim.nodes[1].0).map(|s| s.0).collect();
+        assert_eq!(on_busy.len(), MAX_RESTS as usize + 1, "the first ask, then one per rest: {on_busy:?}");
+        assert!(on_busy.windows(2).all(|w| w[1] - w[0] <= MAX_REST + Duration::from_millis(1)), "{on_busy:?}");
+        // Backing off: 50 ms doubled each time, unless the node asks for more.
+        let waits: Vec<u64> = (0..7).map(|n| rest(Duration::ZERO, n).as_millis() as u64).collect();
+        assert_eq!(waits, [50, 100, 200, 400, 800, 1600, 2000]);
+        assert_eq!(rest(Duration::from_millis(700), 1), Duration::from_millis(700));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 use cairn_net::{NetHandle, PeerId, ShardClient, Timeouts};
-use cairn_proto::shard::{owner_of, renew_token_of};
+use cairn_proto::shard::{ShardError, owner_of, renew_token_of};
 use cairn_proto::{NodeId, ShardId};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -326,7 +326,14 @@ impl Transfer {
                     // Everything started has ended; unstarted spares are the last resort.
                     None => match plan.on_idle() {
                         Some(step) => vec![step],
-                        None => break,
+                        // Only busy nodes are left: wait until they may be asked again.
+                        None => match plan.hedge_due() {
+                            Some(at) => {
+                                tokio::time::sleep_until(at).await;
+                                plan.on_hedge(Instant::now())
+                            }
+                            None => break,
+                        },
                     },
                     Some((i, peer, result)) => {
                         let outcome = match result {
@@ -334,6 +341,15 @@ impl Transfer {
                                 self.nodes.report(peer, true);
                                 self.nodes.placed(&peer, shards[i].bytes.len() as u64);
                                 Outcome::Stored
+                            }
+                            Err(
+                                e @ cairn_net::Error::Refused {
+                                    error: ShardError::RateLimited { retry_after_ms }, ..
+                                },
+                            ) => {
+                                // Busy, not down: it is asked again after the wait.
+                                last_error = Some(e.to_string());
+                                Outcome::Busy(Duration::from_millis(retry_after_ms))
                             }
                             Err(e @ cairn_net::Error::Abandoned { .. }) => {
                                 // The put was told to finish (shutdown): not the node's fault.
