@@ -232,12 +232,23 @@ async fn round(
         let transfer = Arc::clone(transfer);
         let offered = publish.cloned();
         pending.push(async move {
-            let answer = match offered {
-                None => client.get_head(record).await.map(Answer::Holds),
-                Some(r) => client.put_head(r).await.map(|p| match p {
-                    HeadPut::Stored => Answer::Stored,
-                    HeadPut::Held(h) => Answer::Held(h),
-                }),
+            // A busy node is asked again after a backoff, not failed.
+            let mut nth = 0;
+            let answer = loop {
+                let answer = match &offered {
+                    None => client.get_head(record).await.map(Answer::Holds),
+                    Some(r) => client.put_head(r.clone()).await.map(|p| match p {
+                        HeadPut::Stored => Answer::Stored,
+                        HeadPut::Held(h) => Answer::Held(h),
+                    }),
+                };
+                match answer.as_ref().err().and_then(|e| crate::schedule::busy_wait(e, nth)) {
+                    Some(wait) => {
+                        tokio::time::sleep(wait).await;
+                        nth += 1;
+                    }
+                    None => break answer,
+                }
             };
             transfer.nodes().report(peer, answer.is_ok());
             answer.unwrap_or_else(|e| Answer::Failed(e.into()))

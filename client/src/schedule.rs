@@ -74,6 +74,20 @@ pub const MAX_REST: Duration = Duration::from_secs(2);
 /// Busy answers a schedule takes from one node; past them it is failed.
 pub const MAX_RESTS: u32 = 6;
 
+/// How long to wait before asking a node again after `error`, its `nth`
+/// busy answer to this request (from 0); `None` when the error is not
+/// "busy", or the node was asked [`MAX_RESTS`] times already.
+pub fn busy_wait(error: &cairn_net::Error, nth: u32) -> Option<Duration> {
+    match error {
+        cairn_net::Error::Refused { error: cairn_proto::shard::ShardError::RateLimited { retry_after_ms }, .. }
+            if nth < MAX_RESTS =>
+        {
+            Some(rest(Duration::from_millis(*retry_after_ms), nth))
+        }
+        _ => None,
+    }
+}
+
 /// How long a node that answered busy for the `nth` time (from 0) rests:
 /// what it asked for, at least 50 ms doubled each time, at most
 /// [`MAX_REST`] (many clients of one device back off together).
@@ -633,6 +647,16 @@ mod tests {
         let waits: Vec<u64> = (0..7).map(|n| rest(Duration::ZERO, n).as_millis() as u64).collect();
         assert_eq!(waits, [50, 100, 200, 400, 800, 1600, 2000]);
         assert_eq!(rest(Duration::from_millis(700), 1), Duration::from_millis(700));
+        // A request to one node waits the same way, then gives up.
+        let peer = PeerId::random();
+        let busy = cairn_net::Error::Refused {
+            peer,
+            error: cairn_proto::shard::ShardError::RateLimited { retry_after_ms: 10 },
+        };
+        assert_eq!(busy_wait(&busy, 0), Some(Duration::from_millis(50)));
+        assert_eq!(busy_wait(&busy, MAX_RESTS), None);
+        let failed = cairn_net::Error::Refused { peer, error: cairn_proto::shard::ShardError::Internal };
+        assert_eq!(busy_wait(&failed, 0), None);
     }
 
     #[test]
