@@ -92,9 +92,7 @@ async fn dashboard(State(s): State<Arc<AdminState>>) -> Html<String> {
         Some(until) => {
             let start = s.leaving.shards_at_start().max(st.shards);
             let moved = if start == 0 { 100.0 } else { (start - st.shards) as f64 * 100.0 / start as f64 };
-            let left = until.saturating_sub(
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-            );
+            let left = until.saturating_sub(crate::service::now_secs());
             format!(
                 r#"<h2>Leaving the network</h2><div class="bar"><div class="fill" style="width:{moved:.1}%"></div></div>
 <p>No new shards are accepted. {held} of {start} shards still held ({moved:.1} % moved away by repairers);

@@ -219,8 +219,7 @@ async fn account_usage(store: Arc<ShardStore>, book: Arc<Book>, cancel: Cancella
         };
         let (s, b) = (Arc::clone(&store), Arc::clone(&book));
         let saved = tokio::task::spawn_blocking(move || {
-            let now =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let now = crate::service::now_secs();
             let stored = s.stored_by_peer();
             let bytes = {
                 let mut ledger = b.lock();
@@ -257,7 +256,7 @@ async fn collect_leases(
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = crate::service::now_secs();
         let s = Arc::clone(&store);
         match tokio::task::spawn_blocking(move || s.collect_expired(now)).await {
             Ok(Ok(n)) if n > 0 => {
@@ -298,7 +297,7 @@ async fn watch_leaving(
             }
             Err(e) => tracing::error!(error = %e, "cannot read the exit request"),
         }
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = crate::service::now_secs();
         if let Some(until) = leaving.until()
             && leaving::drained(until, now, shards)
         {

@@ -118,7 +118,8 @@ fn internal<E>(_: E) -> Option<ShardError> {
     Some(ShardError::Internal)
 }
 
-fn now_secs() -> u64 {
+/// Unix seconds now (0 if the clock is before 1970).
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
