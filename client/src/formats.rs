@@ -7,7 +7,7 @@
 //! | value | version | where it lives |
 //! |---|---|---|
 //! | [`Page`] | 2 (1 read) | sealed, on nodes and in the cache |
-//! | [`HeadPayload`] | 2 (1 read) | sealed, inside the signed head record |
+//! | [`HeadPayload`] | 3 (1, 2 read) | sealed, inside the signed head record |
 //! | [`Entry`] | 2 (1 read) | inside a leaf page's value |
 //! | [`BucketInfo`] | 2 (1 read) | inside a bucket-list leaf's value |
 //! | [`Garbage`] | 1 | inside a leaf's value under `\0g/…` |
@@ -29,8 +29,9 @@ use crate::index::{Leaf, Page, PagePtr, Root, Stamp, Value};
 
 /// Largest page decoded.
 pub const MAX_PAGE: usize = 16 * 1024 * 1024;
-/// Largest head payload decoded.
-pub const MAX_HEAD: usize = 4096;
+/// Largest head payload encoded or decoded: what a head record carries
+/// ([`cairn_proto::head::MAX_HEAD_PAYLOAD`]) less the seal's nonce and tag.
+pub const MAX_HEAD: usize = cairn_proto::head::MAX_HEAD_PAYLOAD - 64;
 /// Largest entry decoded.
 pub const MAX_ENTRY: usize = 64 * 1024 * 1024;
 /// Largest bucket-list entry decoded.
@@ -42,6 +43,8 @@ const PAGE_V2: u8 = 2;
 const PAGE_V3: u8 = 3;
 const HEAD_V1: u8 = 1;
 const HEAD_V2: u8 = 2;
+/// Version 2 with the journal, padded to its Padmé length.
+const HEAD_V3: u8 = 3;
 const ENTRY_V1: u8 = 1;
 const ENTRY_V2: u8 = 2;
 const BUCKET_V1: u8 = 1;
@@ -61,10 +64,13 @@ fn version_of(what: &'static str, bytes: &[u8]) -> Result<u8, ProtoError> {
 pub struct HeadPayload {
     /// The root page (`None`: an empty tree).
     pub root: Option<PagePtr>,
-    /// Live entries.
+    /// Live entries, the journal's included.
     pub count: u64,
     /// The largest stamp time in the tree (the writers' clocks start past it).
     pub clock: u64,
+    /// Entries written since the pages were last rewritten, sorted by key,
+    /// keys unique, tombstones included: they override the pages' values.
+    pub journal: Vec<(String, Value)>,
 }
 
 #[derive(Deserialize)]
@@ -73,21 +79,44 @@ struct HeadPayloadV1 {
     count: u64,
 }
 
-/// Encodes a head payload.
+#[derive(Deserialize)]
+struct HeadPayloadV2 {
+    root: Option<PagePtr>,
+    count: u64,
+    clock: u64,
+}
+
+/// Encodes a head payload, padded with zeros to its Padmé length (a node
+/// learns the journal's size only to within 12 %). The caller keeps it
+/// within [`MAX_HEAD`] (see [`head_fits`]).
 pub fn encode_head(h: &HeadPayload) -> Vec<u8> {
-    codec::to_versioned(HEAD_V2, h)
+    let len = codec::to_bytes(h).len() as u64 + 1;
+    codec::to_versioned_padded(HEAD_V3, h, (crate::padding::padme(len) as usize).min(MAX_HEAD))
+}
+
+/// Whether `h` encodes within [`MAX_HEAD`].
+pub fn head_fits(h: &HeadPayload) -> bool {
+    codec::to_bytes(h).len() < MAX_HEAD
 }
 
 /// Decodes a head payload of any known version.
 pub fn decode_head(bytes: &[u8]) -> Result<HeadPayload, ProtoError> {
     const WHAT: &str = "head payload";
-    match version_of(WHAT, bytes)? {
+    let head = match version_of(WHAT, bytes)? {
         HEAD_V1 => {
             let v: HeadPayloadV1 = codec::from_versioned(WHAT, HEAD_V1, bytes, MAX_HEAD)?;
-            Ok(HeadPayload { root: v.root, count: v.count, clock: 0 })
+            HeadPayload { root: v.root, count: v.count, ..HeadPayload::default() }
         }
-        _ => codec::from_versioned(WHAT, HEAD_V2, bytes, MAX_HEAD),
+        HEAD_V2 => {
+            let v: HeadPayloadV2 = codec::from_versioned(WHAT, HEAD_V2, bytes, MAX_HEAD)?;
+            HeadPayload { root: v.root, count: v.count, clock: v.clock, journal: Vec::new() }
+        }
+        _ => codec::from_versioned_padded(WHAT, HEAD_V3, bytes, MAX_HEAD)?,
+    };
+    if !head.journal.windows(2).all(|w| w[0].0 < w[1].0) {
+        return Err(ProtoError::Inconsistent { what: WHAT, reason: "journal keys are not sorted and unique".into() });
     }
+    Ok(head)
 }
 
 #[derive(Deserialize)]
@@ -400,8 +429,26 @@ mod tests {
     #[test]
     fn golden_bytes_pin_every_format() {
         let ptr = PagePtr { id: ShardId([8; 32]), len: 9, holders: vec![NodeId::from_bytes(vec![1]).expect("id")] };
-        let head = HeadPayload { root: Some(ptr.clone()), count: 3, clock: 0x1_0000 };
-        assert_eq!(hex(&encode_head(&head)), format!("0201{}0901010103808004", "08".repeat(32)));
+        let head = HeadPayload { root: Some(ptr.clone()), count: 3, clock: 0x1_0000, journal: Vec::new() };
+        // 43 bytes (the v2 fields, then an empty journal), padded to Padmé(43) = 44.
+        assert_eq!(hex(&encode_head(&head)), format!("0301{}09010101038080040000", "08".repeat(32)));
+        let journal = vec![
+            ("a".into(), Value { stamp: Stamp { time: 1, writer: 2 }, data: Some(vec![3]) }),
+            ("b".into(), Value { stamp: Stamp { time: 4, writer: 5 }, data: None }),
+        ];
+        let head = HeadPayload { root: None, count: 1, clock: 4, journal };
+        // Version, no root, count 1, clock 4, two entries ("a": stamp
+        // (1, 2), Some([3]); "b": stamp (4, 5), None): 17 bytes, padded to
+        // Padmé(17) = 18.
+        assert_eq!(hex(&encode_head(&head)), "030001040201610102010103016204050000");
+        assert_eq!(decode_head(&encode_head(&head)).expect("v3 head"), head);
+        let unsorted = HeadPayload { journal: head.journal.iter().rev().cloned().collect(), ..head.clone() };
+        assert!(decode_head(&codec::to_versioned(3, &unsorted)).is_err());
+        let h2 = codec::to_versioned(2, &(Some(ptr.clone()), 3u64, 0x1_0000u64));
+        assert_eq!(
+            decode_head(&h2).expect("v2 head"),
+            HeadPayload { root: Some(ptr.clone()), count: 3, clock: 0x1_0000, journal: Vec::new() }
+        );
         let leaf = Page::Leaf(Leaf {
             entries: vec![
                 ("a".into(), Value { stamp: Stamp { time: 1, writer: 2 }, data: Some(vec![3]) }),
@@ -480,7 +527,7 @@ mod tests {
         padded[last] = 1;
         assert!(decode_page(&padded).is_err());
         let h1 = codec::to_versioned(1, &(None::<PagePtr>, 7u64));
-        assert_eq!(decode_head(&h1).expect("v1 head"), HeadPayload { root: None, count: 7, clock: 0 });
+        assert_eq!(decode_head(&h1).expect("v1 head"), HeadPayload { root: None, count: 7, ..HeadPayload::default() });
     }
 
     #[test]

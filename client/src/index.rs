@@ -338,6 +338,12 @@ impl<'a> Edit<'a> {
         self.leaf(key).get_any(key).cloned()
     }
 
+    /// Sets `key` to a value already stamped (a journal entry being folded
+    /// into the leaves).
+    pub fn install(&mut self, key: String, value: Value) {
+        self.leaf(&key).set(key, value);
+    }
+
     /// Applies a group of ops atomically: all of them if every precondition
     /// holds, else none. Each op gets the next stamp of `clock`.
     pub fn apply(&mut self, ops: Vec<Op>, clock: &mut Clock, now_ms: u64) -> Result<Replaced, Conflict> {

@@ -36,6 +36,7 @@ pub mod formats;
 pub mod gc;
 mod heads;
 pub mod index;
+pub mod journal;
 pub mod listing;
 pub mod multipart;
 pub mod objects;

@@ -32,6 +32,8 @@ const MAX_REMEMBERED_PENALTY: Duration = Duration::from_secs(300);
 const REFRESH: Duration = Duration::from_secs(10);
 /// How long a node's profile is used before it is asked for again.
 pub const PROFILE_TTL: Duration = Duration::from_secs(60);
+/// The longest a profile request runs (the callers' waits are shorter).
+const PROFILE_REQUEST_MAX: Duration = Duration::from_secs(10);
 /// Profile requests in flight at once.
 const PROFILE_FETCHES: usize = 32;
 /// Weight of a new observation in a node's time estimate.
@@ -50,6 +52,8 @@ struct NodeInfo {
     profile: Option<NodeProfile>,
     /// When its profile was last asked for.
     profiled: Option<Instant>,
+    /// A request for its profile is in flight.
+    fetching: bool,
     /// Bytes placed on it since its profile came.
     placed: u64,
     /// How long its shard downloads take, per [`crate::schedule::read_cost`],
@@ -91,6 +95,8 @@ struct State {
 pub struct Nodes {
     net: NetHandle,
     state: Mutex<State>,
+    /// Woken when profile requests end.
+    profiled: tokio::sync::Notify,
 }
 
 fn distance(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
@@ -111,7 +117,7 @@ fn candidate(st: &State, peer: &PeerId, now: Instant) -> Option<Candidate> {
 impl Nodes {
     /// An empty view over `net`.
     pub fn new(net: NetHandle) -> Self {
-        Self { net, state: Mutex::new(State::default()) }
+        Self { net, state: Mutex::new(State::default()), profiled: tokio::sync::Notify::new() }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -134,6 +140,7 @@ impl Nodes {
                 asked: false,
                 profile: None,
                 profiled: None,
+                fetching: false,
                 placed: 0,
                 time: None,
             });
@@ -245,44 +252,66 @@ impl Nodes {
     }
 
     /// Asks the nodes in `peers` whose profile is missing or older than
-    /// [`PROFILE_TTL`] for it, waiting at most `wait`.
+    /// [`PROFILE_TTL`] for it, waiting at most `wait`; a node already being
+    /// asked by another caller and without a profile yet is waited for too
+    /// (within `wait`).
     pub async fn fetch_profiles(&self, peers: &[PeerId], wait: Duration) {
-        let stale: Vec<PeerId> = {
+        let deadline = tokio::time::Instant::now() + wait;
+        let (stale, pending): (Vec<PeerId>, Vec<PeerId>) = {
             let mut st = self.lock();
             let now = Instant::now();
-            peers
-                .iter()
-                .filter(|p| {
-                    st.known.get_mut(p).is_some_and(|n| {
-                        let due = n.profiled.is_none_or(|t| now.duration_since(t) > PROFILE_TTL);
-                        if due {
-                            n.profiled = Some(now);
-                        }
-                        due
-                    })
-                })
-                .copied()
-                .collect()
+            let (mut stale, mut pending) = (Vec::new(), Vec::new());
+            for p in peers {
+                let Some(n) = st.known.get_mut(p) else { continue };
+                if n.profiled.is_none_or(|t| now.duration_since(t) > PROFILE_TTL) {
+                    n.profiled = Some(now);
+                    n.fetching = true;
+                    stale.push(*p);
+                } else if n.fetching && n.profile.is_none() {
+                    pending.push(*p);
+                }
+            }
+            (stale, pending)
         };
-        if stale.is_empty() {
-            return;
-        }
-        let timeouts = Timeouts { open: wait, request: wait };
-        let fetched: Vec<(PeerId, Option<NodeProfile>)> = futures::stream::iter(stale)
-            .map(|peer| {
-                let client = ShardClient::new(self.net.clone(), peer, timeouts);
-                async move { (peer, client.profile().await.ok()) }
-            })
-            .buffer_unordered(PROFILE_FETCHES)
-            .collect()
-            .await;
-        let mut st = self.lock();
-        for (peer, profile) in fetched {
-            if let Some(n) = st.known.get_mut(&peer)
-                && let Some(p) = profile
+        if !stale.is_empty() {
+            let timeouts = Timeouts { open: wait, request: wait };
+            let fetched: Vec<(PeerId, Option<NodeProfile>)> = futures::stream::iter(stale)
+                .map(|peer| {
+                    let client = ShardClient::new(self.net.clone(), peer, timeouts);
+                    async move { (peer, client.profile().await.ok()) }
+                })
+                .buffer_unordered(PROFILE_FETCHES)
+                .collect()
+                .await;
             {
-                n.profile = Some(p);
-                n.placed = 0;
+                let mut st = self.lock();
+                for (peer, profile) in fetched {
+                    if let Some(n) = st.known.get_mut(&peer) {
+                        n.fetching = false;
+                        if let Some(p) = profile {
+                            n.profile = Some(p);
+                            n.placed = 0;
+                        }
+                    }
+                }
+            }
+            self.profiled.notify_waiters();
+        }
+        loop {
+            let woken = self.profiled.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let waiting = {
+                let st = self.lock();
+                // (A request whose caller went away leaves `fetching` set:
+                // it is waited for only as long as a request can take.)
+                let live = |t: Option<Instant>| t.is_some_and(|t| t.elapsed() < PROFILE_REQUEST_MAX);
+                pending
+                    .iter()
+                    .any(|p| st.known.get(p).is_some_and(|n| n.fetching && n.profile.is_none() && live(n.profiled)))
+            };
+            if !waiting || tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return;
             }
         }
     }

@@ -4,7 +4,8 @@
 //! `lease_secs`, 365 days by default; each node caps it at its
 //! `max_lease_secs`), and a node collects what nobody renews. So a walk
 //! renews, for each tree (the bucket list, each bucket), the copies of its
-//! root page, and the copies of each leaf page together with every shard
+//! root page, every shard the entries of its journal (in the head record)
+//! reference, and the copies of each leaf page together with every shard
 //! its entries reference. What nothing references (an abandoned upload,
 //! the pages of a commit that lost its race, data whose delete never
 //! reached a node) is never renewed, and goes when its lease ends.
@@ -256,6 +257,16 @@ pub(crate) async fn renew_tree(
     // The root page, every walk (one page: cheap).
     if let Some(root) = snap.root_ptr() {
         let copies: Vec<(usize, Copy)> = page_copies(root, &key).map(|c| (0, c)).collect();
+        let mut tally = Tally::new(1);
+        renew_copies(transfer, lease_secs, &copies, &mut tally).await;
+        report.add(&tally.into_report());
+    }
+    // What the journal's entries reference, every walk (it is small).
+    let mut copies: Vec<(usize, Copy)> = Vec::new();
+    for (k, v) in snap.journal.iter().filter(|(_, v)| v.data.is_some()) {
+        copies.extend(refs(k, v)?.into_iter().map(|c| (0, c)));
+    }
+    if !copies.is_empty() {
         let mut tally = Tally::new(1);
         renew_copies(transfer, lease_secs, &copies, &mut tally).await;
         report.add(&tally.into_report());

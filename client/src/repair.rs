@@ -427,8 +427,8 @@ pub(crate) fn page_holders(snap: &Snapshot) -> impl Iterator<Item = NodeId> + '_
 
 /// Stores again the pages of `tree` that have fewer than [`REPLICAS`]
 /// copies on nodes that are up: a leaf is rewritten by putting one of its
-/// entries back unchanged (a compare-and-swap on it), and every commit
-/// stores a new root. Returns the pages stored again; a tree that changed
+/// entries back unchanged (a compare-and-swap on it) in a commit that
+/// folds the journal into new pages, which stores a new root. Returns the pages stored again; a tree that changed
 /// meanwhile is left to the next walk.
 pub(crate) async fn repair_pages(tree: &Tree, up: &impl Fn(&NodeId) -> bool) -> Result<u64, Error> {
     let snap = tree.snapshot(Duration::ZERO).await?;
@@ -445,7 +445,7 @@ pub(crate) async fn repair_pages(tree: &Tree, up: &impl Fn(&NodeId) -> bool) -> 
         return Ok(0);
     }
     let n = ops.len() as u64 + 1;
-    match tree.commit(ops).await {
+    match tree.commit_folded(ops).await {
         Ok(_) => Ok(n),
         Err(e) if matches!(e.root(), Error::Conflict { .. }) => Ok(0),
         Err(e) => Err(e),

@@ -4,6 +4,11 @@
 //! Writes go through one committer task per tree (group commit): every
 //! group of ops queued while a commit is running goes into the next one,
 //! so a burst of small writes costs a few DHT round trips, not one each.
+//! A commit writes its entries into the journal that the head record
+//! carries (see [`crate::journal`]): it costs one round trip, the publish.
+//! The journal is folded into new leaves and a new root in the background
+//! once it grows past [`FOLD_AT`], and before a commit whose journal would
+//! not fit in a head record.
 //! Each group applies atomically or not at all (its preconditions, see
 //! [`Expect`]); the tree stamps every op from its hybrid logical clock.
 //!
@@ -29,12 +34,14 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_crypto::{RecordSigner, SymmetricKey};
 use cairn_net::PeerId;
 use cairn_proto::RecordId;
+use cairn_proto::codec;
 use cairn_proto::head::HeadRecord;
 use futures::{StreamExt, TryStreamExt, stream};
 use tokio::sync::{mpsc, oneshot};
@@ -42,9 +49,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::{Error, PageFault};
 use crate::formats::{self, HeadPayload, Mark, RecordPeers};
 use crate::heads;
-use crate::index::{
-    self, Clock, Conflict, Edit, Expect, Leaf, LeafRef, Op, Page, PagePtr, Replaced, Root, Slot, Value,
-};
+use crate::index::{self, Clock, Conflict, Expect, Leaf, LeafRef, Op, Page, PagePtr, Replaced, Root, Slot, Value};
+use crate::journal::{self, Entries, JournalEdit};
 use crate::pages::Pages;
 use crate::tasks::Tasks;
 
@@ -64,6 +70,10 @@ const PEERS_KEPT: Duration = Duration::from_secs(600);
 const RECORD_PEERS: usize = 20;
 /// Pages fetched at once.
 const FETCH_PARALLEL: usize = 16;
+/// A journal this large (encoded) is folded into the pages in the
+/// background: a quarter of what a head payload carries, so that commits
+/// go on adding to it while the fold runs.
+pub const FOLD_AT: usize = formats::MAX_HEAD / 4;
 
 /// Records what a commit replaced, in the same commit: given a key and the
 /// live value an op replaced or removed, an op to add (a bucket queues the
@@ -90,6 +100,10 @@ pub struct Snapshot {
     pub seq: u64,
     /// The root page.
     pub root: Arc<Root>,
+    /// Entries newer than the pages' (see [`crate::journal`]).
+    pub journal: Arc<Entries>,
+    /// Live entries in the tree.
+    pub count: u64,
     root_ptr: Option<PagePtr>,
     clock: u64,
     taken: Instant,
@@ -109,6 +123,42 @@ impl Snapshot {
 
 type Reply = oneshot::Sender<Result<Replaced, Error>>;
 
+/// A group of ops for the committer.
+struct Work {
+    ops: Vec<Op>,
+    mode: Mode,
+    reply: Reply,
+}
+
+/// What a [`Work`] asks beyond its ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Nothing.
+    Plain,
+    /// Fold the journal into the pages in the same commit.
+    Fold,
+    /// Publish a finished background fold, if one still waits (no ops).
+    NameFold,
+}
+
+/// A journal folded into new pages, not yet named by a head record.
+#[derive(Debug)]
+struct Folded {
+    /// The root page it was built on.
+    base: Option<cairn_proto::ShardId>,
+    /// The journal it holds.
+    covered: Entries,
+    root: Arc<Root>,
+    root_ptr: Option<PagePtr>,
+    /// Pages it stored (its root and new leaves).
+    stored: Vec<PagePtr>,
+    /// Pages of the base it replaces (the base's root and rewritten leaves).
+    replaced: Vec<PagePtr>,
+    /// A publish that named it was sent: a minority of nodes may hold that
+    /// record, so its pages are left to expire rather than deleted.
+    offered: AtomicBool,
+}
+
 struct Inner {
     tasks: Tasks,
     signer: RecordSigner,
@@ -120,13 +170,19 @@ struct Inner {
     clock: Mutex<u64>,
     latest: Mutex<Option<Snapshot>>,
     peers: Mutex<Option<(Instant, Vec<PeerId>)>>,
+    /// A background fold is running.
+    folding: AtomicBool,
+    /// The last background fold's result, until a commit uses it.
+    folded: Mutex<Option<Arc<Folded>>>,
+    /// The committer's queue, for a finished fold to ask to be published.
+    queue: std::sync::OnceLock<mpsc::WeakSender<Work>>,
 }
 
 /// A tree handle; clones share the committer.
 #[derive(Clone)]
 pub struct Tree {
     inner: Arc<Inner>,
-    commits: mpsc::Sender<(Vec<Op>, Reply)>,
+    commits: mpsc::Sender<Work>,
 }
 
 impl std::fmt::Debug for Tree {
@@ -152,8 +208,12 @@ impl Tree {
             clock: Mutex::new(0),
             latest: Mutex::new(None),
             peers: Mutex::new(None),
+            folding: AtomicBool::new(false),
+            folded: Mutex::new(None),
+            queue: std::sync::OnceLock::new(),
         });
         let (tx, rx) = mpsc::channel(QUEUE);
+        let _ = inner.queue.set(tx.downgrade());
         tasks.spawn_until_shutdown(committer(Arc::clone(&inner), rx));
         Self { inner, commits: tx }
     }
@@ -192,8 +252,18 @@ impl Tree {
     /// removed; [`Error::Conflict`] if a precondition failed (then nothing
     /// of `ops` applied).
     pub async fn commit(&self, ops: Vec<Op>) -> Result<Replaced, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.commits.send((ops, tx)).await.map_err(|_| Error::Stopped)?;
+        self.send(ops, Mode::Plain).await
+    }
+
+    /// Commits `ops` and writes the journal into new leaves and a new root
+    /// in the same commit (page repair rewrites pages this way).
+    pub async fn commit_folded(&self, ops: Vec<Op>) -> Result<Replaced, Error> {
+        self.send(ops, Mode::Fold).await
+    }
+
+    async fn send(&self, ops: Vec<Op>, mode: Mode) -> Result<Replaced, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.commits.send(Work { ops, mode, reply }).await.map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 
@@ -236,6 +306,9 @@ impl Tree {
 
     /// The live value under `key` in `snap`.
     pub async fn get(&self, snap: &Snapshot, key: &str) -> Result<Option<Value>, Error> {
+        if let Some(v) = journal::lookup(&snap.journal, key) {
+            return Ok(v.data.is_some().then(|| v.clone()));
+        }
         let Some(i) = snap.root.leaf_for(key) else { return Ok(None) };
         Ok(self.inner.leaf(&snap.root.leaves[i]).await?.get(key).cloned())
     }
@@ -253,25 +326,47 @@ impl Tree {
             Bound::Included(s) | Bound::Excluded(s) => s,
             Bound::Unbounded => "",
         };
+        let after = |k: &str| match start {
+            Bound::Included(s) => k >= s,
+            Bound::Excluded(s) => k > s,
+            Bound::Unbounded => true,
+        };
+        let wanted = |k: &str| after(k) && k.starts_with(prefix);
+        // The journal's entries in range, merged into each leaf's run in
+        // turn; those past the last leaf's keys come at the end.
+        let mut journal: &[(String, Value)] = &snap.journal;
+        let first = journal.partition_point(|(k, _)| k.as_str() < prefix.max(from));
+        journal = &journal[first..];
         let leaves = &snap.root.leaves[snap.root.leaves_for_prefix(prefix, from)];
         let loads: Vec<_> = leaves.iter().map(|l| self.inner.leaf(l)).collect();
         let mut pages = stream::iter(loads).buffered(FETCH_PARALLEL);
         let mut out = Vec::new();
-        while let Some(leaf) = pages.try_next().await? {
-            for (k, v) in leaf.entries {
-                let after = match start {
-                    Bound::Included(s) => k.as_str() >= s,
-                    Bound::Excluded(s) => k.as_str() > s,
-                    Bound::Unbounded => true,
-                };
-                if after && v.data.is_some() && k.starts_with(prefix) {
+        let take = |entries: Entries, out: &mut Vec<(String, Value)>| {
+            for (k, v) in entries {
+                if v.data.is_some() && wanted(&k) {
                     out.push((k, v));
                     if out.len() >= limit {
-                        return Ok(out);
+                        return true;
                     }
                 }
             }
+            false
+        };
+        let mut i = 0;
+        while let Some(leaf) = pages.try_next().await? {
+            // The journal's keys below the next leaf's first key belong here.
+            let end = match leaves.get(i + 1) {
+                Some(next) => journal.partition_point(|(k, _)| k.as_str() < next.first.as_str()),
+                None => journal.len(),
+            };
+            i += 1;
+            let (mine, rest) = journal.split_at(end);
+            journal = rest;
+            if take(journal::overlay(leaf.entries, mine), &mut out) {
+                return Ok(out);
+            }
         }
+        take(journal.to_vec(), &mut out);
         Ok(out)
     }
 }
@@ -368,19 +463,29 @@ impl Inner {
         if seq > 0 && variants.is_empty() {
             return Err(Error::HeadUnreadable { record: self.id, seq });
         }
-        let (root_ptr, root, clock) = match variants.len() {
-            0 => (None, Root::default(), 0),
+        let (root_ptr, root, clock, journal, count) = match variants.len() {
+            0 => (None, Root::default(), 0, Vec::new(), 0),
             1 => {
                 let v = variants.remove(0);
                 let root = self.root(&v.root).await?;
-                (v.root, root, v.clock)
+                (v.root, root, v.clock, v.journal, v.count)
             }
             n => {
                 tracing::info!(seq, variants = n, "head records diverged; merging");
-                self.merge(variants).await?
+                let (ptr, root, clock) = self.merge(variants).await?;
+                let count = root.count();
+                (ptr, root, clock, Vec::new(), count)
             }
         };
-        let snap = Snapshot { seq, root: Arc::new(root), root_ptr, clock, taken: Instant::now() };
+        let snap = Snapshot {
+            seq,
+            root: Arc::new(root),
+            journal: Arc::new(journal),
+            count,
+            root_ptr,
+            clock,
+            taken: Instant::now(),
+        };
         self.remember(&snap).await;
         Ok(snap)
     }
@@ -394,6 +499,7 @@ impl Inner {
         for v in variants {
             match self.all_entries(&v.root).await {
                 Ok(e) => {
+                    let e = journal::overlay(e, &v.journal);
                     entries = index::merge(entries, e);
                     clock = clock.max(v.clock);
                     loaded += 1;
@@ -518,20 +624,23 @@ impl Inner {
         stream::iter(loads).buffered(FETCH_PARALLEL).try_collect().await
     }
 
-    /// Applies the groups to `base`, with the ops that record what they
-    /// replaced (see [`Retire`]); loads more leaves when those ops need them.
+    /// Applies the groups to `base`'s journal, with the ops that record
+    /// what they replaced (see [`Retire`]); loads more leaves when those
+    /// ops need them. Returns the new journal, the live entries, each
+    /// group's outcome and the clock.
     async fn edit(
         &self,
         base: &Snapshot,
         groups: &[Vec<Op>],
         now_ms: u64,
-    ) -> Result<(Vec<Slot>, Vec<Result<Replaced, Conflict>>, u64, Vec<PagePtr>), Error> {
-        let mut keys: Vec<String> = groups.iter().flatten().map(|op| op.key.clone()).collect();
+    ) -> Result<(Entries, u64, Vec<Result<Replaced, Conflict>>, u64), Error> {
+        let in_journal = |k: &str| journal::lookup(&base.journal, k).is_some();
+        let mut keys: Vec<String> =
+            groups.iter().flatten().map(|op| op.key.clone()).filter(|k| !in_journal(k)).collect();
         loop {
             let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
             let loaded = self.load_leaves(&base.root, &refs).await?;
-            let replaced_pages: Vec<PagePtr> = loaded.keys().map(|&i| base.root.leaves[i].page.clone()).collect();
-            let mut edit = Edit::new(&base.root, loaded);
+            let mut edit = JournalEdit::new(&base.root, &loaded, &base.journal, base.count);
             let own = *self.clock.lock().unwrap_or_else(|e| e.into_inner());
             let mut clock = Clock { last: own.max(base.clock), writer: self.writer };
             let mut results = Vec::with_capacity(groups.len());
@@ -548,7 +657,7 @@ impl Inner {
                 results.push(r);
             }
             let missing: Vec<String> =
-                retired.iter().filter(|op| !edit.has_leaf_for(&op.key)).map(|op| op.key.clone()).collect();
+                retired.iter().filter(|op| !edit.knows(&op.key)).map(|op| op.key.clone()).collect();
             if !missing.is_empty() {
                 keys.extend(missing);
                 continue;
@@ -557,16 +666,118 @@ impl Inner {
                 let r = edit.apply(retired, &mut clock, now_ms);
                 debug_assert!(r.is_ok(), "retire ops carry no precondition");
             }
-            let slots = edit.finish(now_ms.saturating_sub(index::TOMBSTONE_TTL_MS));
-            return Ok((slots, results, clock.last, replaced_pages));
+            let (journal, count) = edit.finish();
+            return Ok((journal, count, results, clock.last));
         }
     }
 
+    /// Writes `journal` into the leaves of `root` (whose page is
+    /// `root_ptr`) and stores the new leaves and root.
+    async fn fold(
+        &self,
+        root: &Root,
+        root_ptr: Option<&PagePtr>,
+        journal: &[(String, Value)],
+        now_ms: u64,
+    ) -> Result<Folded, Error> {
+        let keys: Vec<&str> = journal.iter().map(|(k, _)| k.as_str()).collect();
+        let loaded = self.load_leaves(root, &keys).await?;
+        let mut replaced: Vec<PagePtr> = loaded.keys().map(|&i| root.leaves[i].page.clone()).collect();
+        replaced.extend(root_ptr.cloned());
+        let slots = journal::fold(root, loaded, journal, now_ms.saturating_sub(index::TOMBSTONE_TTL_MS));
+        let new_root = self.store_slots(slots).await?;
+        let new_ptr = self.store_root(&new_root).await?;
+        let kept: std::collections::HashSet<_> = root.leaves.iter().map(|l| l.page.id).collect();
+        let mut stored: Vec<PagePtr> =
+            new_root.leaves.iter().filter(|l| !kept.contains(&l.page.id)).map(|l| l.page.clone()).collect();
+        stored.extend(new_ptr.clone());
+        Ok(Folded {
+            base: root_ptr.map(|p| p.id),
+            covered: journal.to_vec(),
+            root: Arc::new(new_root),
+            root_ptr: new_ptr,
+            stored,
+            replaced,
+            offered: AtomicBool::new(false),
+        })
+    }
+
+    /// Deletes the pages of a fold no head record names.
+    fn discard(&self, f: &Folded) {
+        if f.offered.load(Ordering::Acquire) {
+            return;
+        }
+        for page in &f.stored {
+            self.pages.delete(page);
+        }
+    }
+
+    /// The background fold's result, if it was built on `base`'s root and
+    /// `base`'s journal holds what it covers, with the journal left once
+    /// the fold is named. It stays kept until a publish names it (a commit
+    /// that loses a race may use it again); one that cannot be used is
+    /// deleted.
+    fn usable_fold(&self, base_root: Option<&PagePtr>, journal: &[(String, Value)]) -> Option<(Arc<Folded>, Entries)> {
+        let mut slot = self.folded.lock().unwrap_or_else(|e| e.into_inner());
+        let f = Arc::clone(slot.as_ref()?);
+        if f.base == base_root.map(|p| p.id)
+            && let Some(left) = journal::uncovered(journal, &f.covered)
+        {
+            return Some((f, left));
+        }
+        *slot = None;
+        drop(slot);
+        self.discard(&f);
+        None
+    }
+
+    /// A publish named `f`: it is no longer kept.
+    fn fold_named(&self, f: &Arc<Folded>) {
+        let mut slot = self.folded.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, f)) {
+            *slot = None;
+        }
+    }
+
+    /// Starts folding the newest journal in the background if it grew past
+    /// [`FOLD_AT`] and no fold is running.
+    fn fold_later(self: &Arc<Self>) {
+        let Some(snap) = self.lock_latest().clone() else { return };
+        if snap.journal.is_empty() || codec::to_bytes(&*snap.journal).len() < FOLD_AT {
+            return;
+        }
+        if self.folding.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let inner = Arc::clone(self);
+        self.tasks.spawn(async move {
+            let now_ms = crate::bucket::now_ms();
+            match inner.fold(&snap.root, snap.root_ptr.as_ref(), &snap.journal, now_ms).await {
+                Ok(f) => {
+                    let old = inner.folded.lock().unwrap_or_else(|e| e.into_inner()).replace(Arc::new(f));
+                    if let Some(old) = old {
+                        inner.discard(&old);
+                    }
+                    // Named by the next commit, or by one of its own if
+                    // none comes (a full queue has commits coming).
+                    if let Some(tx) = inner.queue.get().and_then(mpsc::WeakSender::upgrade) {
+                        let (reply, _) = oneshot::channel();
+                        let _ = tx.try_send(Work { ops: Vec::new(), mode: Mode::NameFold, reply });
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "folding the journal failed; the next commit tries again"),
+            }
+            inner.folding.store(false, Ordering::Release);
+        });
+    }
+
     /// One attempt: apply to the newest head known (the first attempt) or
-    /// read, store pages, publish with a majority.
+    /// read, fold if asked or needed, publish with a majority. Returns each
+    /// group's outcome and the pages no longer named.
     async fn try_commit(
         &self,
         groups: &[Vec<Op>],
+        fold: bool,
         attempt: u32,
     ) -> Result<(Vec<Result<Replaced, Conflict>>, Vec<PagePtr>), Error> {
         let started = Instant::now();
@@ -577,17 +788,31 @@ impl Inner {
         };
         let based = started.elapsed();
         let now_ms = crate::bucket::now_ms();
-        let (slots, results, clock, replaced_pages) = self.edit(&base, groups, now_ms).await?;
+        let (journal, count, results, clock) = self.edit(&base, groups, now_ms).await?;
         if results.iter().all(Result::is_err) {
             // Nothing to publish: every group's precondition failed.
             return Ok((results, Vec::new()));
         }
         let edited = started.elapsed();
-        let root = self.store_slots(slots).await?;
-        let leaves = started.elapsed();
-        let root_ptr = self.store_root(&root).await?;
-        let rooted = started.elapsed();
-        let payload = HeadPayload { root: root_ptr.clone(), count: root.count(), clock };
+        let mut garbage = Vec::new();
+        let mut root = Arc::clone(&base.root);
+        let mut payload = HeadPayload { root: base.root_ptr.clone(), count, clock, journal };
+        let used = self.usable_fold(base.root_ptr.as_ref(), &payload.journal);
+        if let Some((f, left)) = &used {
+            garbage = f.replaced.clone();
+            root = Arc::clone(&f.root);
+            payload.root = f.root_ptr.clone();
+            payload.journal = left.clone();
+        }
+        let folded_now = fold || !formats::head_fits(&payload);
+        if folded_now {
+            let f = self.fold(&root, payload.root.as_ref(), &payload.journal, now_ms).await?;
+            garbage.extend(f.replaced);
+            root = f.root;
+            payload.root = f.root_ptr;
+            payload.journal = Vec::new();
+        }
+        let folded = started.elapsed();
         let sealed = self.key.seal(&self.payload_aad(), &formats::encode_head(&payload));
         let seq = base.seq + 1;
         let public_key = self.signer.public_key();
@@ -596,15 +821,21 @@ impl Inner {
         let peers = self.record_peers(attempt > 1).await?;
         // Pages of an attempt that lost are left to expire: a minority of
         // nodes may hold its record, and a reader merges what it names.
+        if let Some((f, _)) = &used {
+            f.offered.store(true, Ordering::Release);
+        }
         heads::publish(self.pages.transfer(), &self.tasks, &peers, &record).await?;
+        if let Some((f, _)) = &used {
+            self.fold_named(f);
+        }
         tracing::debug!(
             seq,
             groups = groups.len(),
-            leaves = replaced_pages.len(),
+            journal = payload.journal.len(),
+            folded_now,
             ?based,
             ?edited,
-            ?leaves,
-            ?rooted,
+            ?folded,
             published = ?started.elapsed(),
             "committed"
         );
@@ -612,17 +843,23 @@ impl Inner {
             let mut c = self.clock.lock().unwrap_or_else(|e| e.into_inner());
             *c = (*c).max(clock);
         }
-        let mut garbage = replaced_pages;
-        garbage.extend(base.root_ptr.clone());
-        let snap = Snapshot { seq, root: Arc::new(root), root_ptr, clock, taken: Instant::now() };
+        let snap = Snapshot {
+            seq,
+            root,
+            journal: Arc::new(payload.journal),
+            count,
+            root_ptr: payload.root,
+            clock,
+            taken: Instant::now(),
+        };
         self.remember(&snap).await;
         Ok((results, garbage))
     }
 
-    async fn commit(&self, groups: &[Vec<Op>]) -> Result<Vec<Result<Replaced, Conflict>>, Error> {
+    async fn commit(&self, groups: &[Vec<Op>], fold: bool) -> Result<Vec<Result<Replaced, Conflict>>, Error> {
         let mut last = None;
         for attempt in 0..ATTEMPTS {
-            match self.try_commit(groups, attempt).await {
+            match self.try_commit(groups, fold, attempt).await {
                 Ok((results, garbage)) => {
                     for page in garbage {
                         self.pages.delete(&page);
@@ -653,25 +890,33 @@ impl Inner {
     }
 }
 
-async fn committer(inner: Arc<Inner>, mut rx: mpsc::Receiver<(Vec<Op>, Reply)>) {
+async fn committer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Work>) {
     while let Some(first) = rx.recv().await {
+        let mut size = first.ops.len();
         let mut batch = vec![first];
-        let mut size = batch[0].0.len();
         while size < MAX_BATCH {
             match rx.try_recv() {
                 Ok(more) => {
-                    size += more.0.len();
+                    size += more.ops.len();
                     batch.push(more);
                 }
                 Err(_) => break,
             }
         }
-        let (groups, replies): (Vec<Vec<Op>>, Vec<Reply>) = batch.into_iter().unzip();
-        match inner.commit(&groups).await {
+        let fold = batch.iter().any(|w| w.mode == Mode::Fold);
+        if batch.iter().all(|w| w.mode == Mode::NameFold)
+            && inner.folded.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+        {
+            // The fold was named by a commit in between.
+            continue;
+        }
+        let (groups, replies): (Vec<Vec<Op>>, Vec<Reply>) = batch.into_iter().map(|w| (w.ops, w.reply)).unzip();
+        match inner.commit(&groups, fold).await {
             Ok(results) => {
                 for (r, reply) in results.into_iter().zip(replies) {
                     let _ = reply.send(r.map_err(|c| Error::Conflict { key: c.key }));
                 }
+                inner.fold_later();
             }
             Err(e) => {
                 let e = Arc::new(e);

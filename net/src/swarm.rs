@@ -581,7 +581,11 @@ fn behaviour(key: &libp2p::identity::Keypair, heads: &Arc<Heads>, ip_limit: Opti
     kcfg.set_replication_interval(None);
     kcfg.set_publication_interval(None);
     kcfg.set_query_timeout(Duration::from_secs(30));
-    // Head records are at most ~1.2 KiB. A node that refuses a record
+    // Head records are at most ~33 KiB (`MAX_HEAD_RECORD_SIZE`), more
+    // than kad's default packet limit (16 KiB); an answer also carries
+    // up to 20 peers' addresses.
+    kcfg.set_max_packet_size(2 * cairn_proto::head::MAX_HEAD_RECORD_SIZE + 16 * 1024);
+    // A node that refuses a record
     // closes the substream without an answer, and the sender only
     // gives up at this timeout (kad's default: 10 s).
     kcfg.set_substreams_timeout(Duration::from_secs(5));

@@ -16,8 +16,9 @@ use crate::ids::RecordId;
 
 /// Version marker of the head record encoding.
 pub const HEAD_RECORD_V1: u8 = 1;
-/// Largest payload: an encrypted root pointer with room to spare.
-pub const MAX_HEAD_PAYLOAD: usize = 1024;
+/// Largest payload: an encrypted root pointer and the tree's journal (the
+/// entries written since its pages were last rewritten), 32 KiB.
+pub const MAX_HEAD_PAYLOAD: usize = 32 * 1024;
 /// Largest encoded head record.
 pub const MAX_HEAD_RECORD_SIZE: usize = MAX_HEAD_PAYLOAD + 128;
 /// Domain separation for the signed bytes.

@@ -17,8 +17,10 @@ use crate::profile::SignedProfile;
 
 /// libp2p protocol name; the version changes when the encoding does.
 pub const SHARD_PROTOCOL: &str = "/cairn/shard/1";
-/// Largest request or response frame body (bodies of shards are not framed).
-pub const MAX_MESSAGE_SIZE: usize = 4 * 1024;
+/// Largest request or response frame body (bodies of shards are not
+/// framed): room for a head record of [`crate::head::MAX_HEAD_RECORD_SIZE`]
+/// and the largest other message (a few KiB).
+pub const MAX_MESSAGE_SIZE: usize = crate::head::MAX_HEAD_RECORD_SIZE + 4 * 1024;
 /// Largest shard any node accepts, whatever its configuration: a 256 MiB
 /// segment with k = 1.
 pub const MAX_SHARD_SIZE: u64 = 256 * 1024 * 1024 + 64 * 1024;

@@ -82,9 +82,15 @@ async fn renewed_objects_outlive_their_lease_and_unreferenced_shards_are_collect
     let client = Client::connect(&root, cfg).await.expect("connect");
     client.create_bucket("kept", None).await.expect("mb");
     let b = client.bucket("kept").await.expect("bucket");
-    let (big, small) = (data(700 * 1024, 1), data(3000, 2));
+    let (big, small, late) = (data(700 * 1024, 1), data(3000, 2), data(600 * 1024, 5));
     put_bytes(&b, "big", big.clone()).await.expect("put");
     put_bytes(&b, "small", small.clone()).await.expect("put");
+    // Those two go into leaf pages; the next one stays in the journal of
+    // the head record, whose references the walk renews too.
+    b.tree().commit_folded(Vec::new()).await.expect("fold");
+    put_bytes(&b, "late", late.clone()).await.expect("put");
+    let snap = b.tree().snapshot(Duration::ZERO).await.expect("snapshot");
+    assert!(snap.journal.iter().any(|(k, _)| k == "late") && !snap.root.leaves.is_empty(), "{snap:?}");
 
     // A shard nothing references: what a client that died mid-upload leaves.
     let net = raw_network(&cluster);
@@ -112,6 +118,7 @@ async fn renewed_objects_outlive_their_lease_and_unreferenced_shards_are_collect
     let rb = reader.bucket("kept").await.expect("bucket");
     assert!(get_bytes(&rb, "big").await.expect("big survives") == big);
     assert!(get_bytes(&rb, "small").await.expect("small survives") == small);
+    assert!(get_bytes(&rb, "late").await.expect("late survives") == late);
     assert!(matches!(refusal(raw.get(orphan_id, 1 << 20).await), ShardError::NotFound(_)));
     reader.shutdown().await;
     net.shutdown().await;
@@ -126,6 +133,8 @@ async fn a_delete_token_is_good_only_at_the_node_it_was_made_for() {
     client.create_bucket("tokens", None).await.expect("mb");
     let b = client.bucket("tokens").await.expect("bucket");
     put_bytes(&b, "k", data(100, 4)).await.expect("put");
+    // A small bucket lives in its head record's journal until folded.
+    b.tree().commit_folded(Vec::new()).await.expect("fold");
     // The root page is stored on three nodes under one id: hedged page
     // uploads once sent one token to all of them.
     let snap = b.tree().snapshot(Duration::ZERO).await.expect("snapshot");

@@ -1,0 +1,335 @@
+//! A tree's journal, without any I/O: the entries written since the tree's
+//! pages were last rewritten, carried inside the head record.
+//!
+//! A commit adds its entries to the journal and publishes the head: one
+//! round trip to the record's nodes, where a commit that rewrote its
+//! leaves and root first took three. Reads look in the journal before the
+//! leaves ([`lookup`], [`overlay`]). Once the journal grows past a share of
+//! what a head record carries, the committer folds it into the leaves in
+//! the background ([`fold`]: new leaves and a new root, stored but not
+//! named); the next commit names the new root and keeps in its journal
+//! only the entries the fold did not cover ([`uncovered`]). A journal that
+//! would not fit in a head record is folded before its commit publishes.
+
+use std::collections::BTreeMap;
+
+use crate::index::{Change, Clock, Conflict, Edit, Expect, Leaf, Op, Replaced, Root, Slot, Value};
+
+/// Journal entries: sorted by key, keys unique, tombstones included.
+pub type Entries = Vec<(String, Value)>;
+
+/// The value under `key` in `journal`, if it has one (`Some(None)`: a
+/// tombstone there).
+pub fn lookup<'a>(journal: &'a [(String, Value)], key: &str) -> Option<&'a Value> {
+    journal.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok().map(|i| &journal[i].1)
+}
+
+/// A group of ops applied to a journal over a root whose leaves for the
+/// ops' keys are loaded.
+#[derive(Debug)]
+pub struct JournalEdit<'a> {
+    root: &'a Root,
+    loaded: &'a BTreeMap<usize, Leaf>,
+    journal: BTreeMap<String, Value>,
+    count: u64,
+}
+
+impl<'a> JournalEdit<'a> {
+    /// An edit of `journal` (over `root`, with `count` live entries in all).
+    pub fn new(root: &'a Root, loaded: &'a BTreeMap<usize, Leaf>, journal: &[(String, Value)], count: u64) -> Self {
+        Self { root, loaded, journal: journal.iter().cloned().collect(), count }
+    }
+
+    /// Whether the value now under `key` is known: in the journal, or in a
+    /// loaded leaf (or the root has no leaves).
+    pub fn knows(&self, key: &str) -> bool {
+        self.journal.contains_key(key) || self.root.leaf_for(key).is_none_or(|i| self.loaded.contains_key(&i))
+    }
+
+    /// The value now under `key`, tombstone or not.
+    fn current(&self, key: &str) -> Option<&Value> {
+        if let Some(v) = self.journal.get(key) {
+            return Some(v);
+        }
+        let i = self.root.leaf_for(key)?;
+        self.loaded.get(&i)?.get_any(key)
+    }
+
+    /// Applies a group of ops atomically, as [`Edit::apply`] does.
+    pub fn apply(&mut self, ops: Vec<Op>, clock: &mut Clock, now_ms: u64) -> Result<Replaced, Conflict> {
+        for op in &ops {
+            let cur = self.current(&op.key).filter(|v| v.data.is_some()).map(|v| v.stamp);
+            let ok = match op.expect {
+                Expect::Any => true,
+                Expect::Absent => cur.is_none(),
+                Expect::Stamp(s) => cur == Some(s),
+            };
+            if !ok {
+                return Err(Conflict { key: op.key.clone() });
+            }
+        }
+        Ok(ops
+            .into_iter()
+            .map(|op| {
+                let old = self.current(&op.key).filter(|v| v.data.is_some()).cloned();
+                let data = match op.change {
+                    Change::Put(d) => Some(d),
+                    Change::Delete => None,
+                };
+                self.count = self.count + u64::from(data.is_some()) - u64::from(old.is_some());
+                self.journal.insert(op.key, Value { stamp: clock.tick(now_ms), data });
+                old
+            })
+            .collect())
+    }
+
+    /// The new journal and the live entries of the whole tree.
+    pub fn finish(self) -> (Entries, u64) {
+        (self.journal.into_iter().collect(), self.count)
+    }
+}
+
+/// The leaves of `root` with `journal` written into them (the leaves the
+/// journal's keys fall in are in `loaded`); tombstones written before
+/// `horizon_ms` are dropped from the leaves rewritten.
+pub fn fold(root: &Root, loaded: BTreeMap<usize, Leaf>, journal: &[(String, Value)], horizon_ms: u64) -> Vec<Slot> {
+    let mut edit = Edit::new(root, loaded);
+    for (k, v) in journal {
+        edit.install(k.clone(), v.clone());
+    }
+    edit.finish(horizon_ms)
+}
+
+/// What is left of `journal` once the pages hold `covered` (a journal the
+/// tree had earlier, over the same root): the entries written or rewritten
+/// since. `None` if the fold does not fit: `journal` lacks one of its
+/// keys, or holds an older value for one (the tree went another way).
+pub fn uncovered(journal: &[(String, Value)], covered: &[(String, Value)]) -> Option<Entries> {
+    for (k, v) in covered {
+        match lookup(journal, k) {
+            Some(now) if now.stamp >= v.stamp => {}
+            _ => return None,
+        }
+    }
+    Some(journal.iter().filter(|(k, v)| lookup(covered, k) != Some(v)).cloned().collect())
+}
+
+/// Joins a sorted run of leaf entries with the journal's entries in the
+/// same key range: a key in both takes the journal's value. Tombstones are
+/// kept (the caller filters).
+pub fn overlay(leaf: Vec<(String, Value)>, journal: &[(String, Value)]) -> Entries {
+    let mut out = Vec::with_capacity(leaf.len() + journal.len());
+    let mut j = journal.iter().peekable();
+    for (k, v) in leaf {
+        while let Some((jk, _)) = j.peek() {
+            if jk.as_str() >= k.as_str() {
+                break;
+            }
+            out.push(j.next().cloned().expect("peeked"));
+        }
+        match j.peek() {
+            Some((jk, jv)) if *jk == k => {
+                out.push((k, jv.clone()));
+                j.next();
+            }
+            _ => out.push((k, v)),
+        }
+    }
+    out.extend(j.cloned());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::Stamp;
+    use proptest::prelude::*;
+
+    fn val(t: u64, d: Option<u8>) -> Value {
+        Value { stamp: Stamp { time: t, writer: 0 }, data: d.map(|b| vec![b]) }
+    }
+
+    #[test]
+    fn an_edit_sees_the_journal_before_the_leaves() {
+        let leaf = Leaf { entries: vec![("a".into(), val(1, Some(1))), ("b".into(), val(1, Some(2)))] };
+        let page = crate::index::PagePtr { id: cairn_proto::ShardId([1; 32]), len: 1, holders: Vec::new() };
+        let root = Root { leaves: vec![crate::index::LeafRef { first: "a".into(), page, count: 2 }] };
+        let loaded = BTreeMap::from([(0, leaf)]);
+        let journal = vec![("b".into(), val(5, None))];
+        let mut edit = JournalEdit::new(&root, &loaded, &journal, 1);
+        let mut clock = Clock { last: 5, writer: 9 };
+        // `b` is deleted in the journal: Absent holds, and it replaced nothing.
+        let r = edit.apply(vec![Op::put("b", vec![7]).expecting(Expect::Absent)], &mut clock, 0).expect("absent");
+        assert_eq!(r, vec![None]);
+        // `a` lives in the leaf: a stamp precondition on it holds.
+        let r = edit.apply(vec![Op::delete("a").expecting(Expect::Stamp(val(1, None).stamp))], &mut clock, 0);
+        assert_eq!(r.expect("stamp").len(), 1);
+        assert!(edit.apply(vec![Op::delete("a").expecting(Expect::Stamp(val(1, None).stamp))], &mut clock, 0).is_err());
+        let (journal, count) = edit.finish();
+        assert_eq!(count, 1);
+        assert_eq!(
+            journal.iter().map(|(k, v)| (k.as_str(), v.data.clone())).collect::<Vec<_>>(),
+            vec![("a", None), ("b", Some(vec![7]))]
+        );
+    }
+
+    #[test]
+    fn a_fold_leaves_what_was_written_after_it() {
+        let covered = vec![("a".into(), val(1, Some(1))), ("b".into(), val(2, Some(2)))];
+        let journal = vec![("a".into(), val(1, Some(1))), ("b".into(), val(3, None)), ("c".into(), val(4, Some(3)))];
+        let left = uncovered(&journal, &covered).expect("fits");
+        assert_eq!(left, vec![("b".into(), val(3, None)), ("c".into(), val(4, Some(3)))]);
+        // A journal without one of the fold's keys, or with an older value
+        // for it, went another way.
+        assert_eq!(uncovered(&journal[1..], &covered), None);
+        assert_eq!(uncovered(&[("a".into(), val(0, Some(1))), ("b".into(), val(3, None))], &covered), None);
+    }
+
+    fn model() -> impl Strategy<Value = (BTreeMap<String, Value>, BTreeMap<String, Value>)> {
+        let entries = || prop::collection::btree_map("[a-e]{1,2}", (0u64..20, prop::option::of(0u8..4)), 0..12);
+        (entries(), entries()).prop_map(|(l, j)| {
+            let v = |(t, d): (u64, Option<u8>)| val(t, d);
+            let leaf = l.into_iter().map(|(k, x)| (k, v(x))).collect();
+            let journal = j.into_iter().map(|(k, (t, d))| (k, val(t + 100, d))).collect();
+            (leaf, journal)
+        })
+    }
+
+    /// A tree in memory kept as a journal over leaves, folded now and then.
+    #[derive(Default)]
+    struct Journaled {
+        pages: Vec<Leaf>,
+        root: Root,
+        journal: Entries,
+        count: u64,
+        clock: u64,
+    }
+
+    impl Journaled {
+        fn loaded(&self, keys: &[&str]) -> BTreeMap<usize, Leaf> {
+            crate::index::touched(&self.root, keys.iter().copied())
+                .into_iter()
+                .map(|i| (i, self.pages[self.root.leaves[i].page.id.0[0] as usize].clone()))
+                .collect()
+        }
+
+        fn commit(&mut self, ops: Vec<Op>, now_ms: u64) -> Result<Replaced, Conflict> {
+            let keys: Vec<String> = ops.iter().map(|o| o.key.clone()).collect();
+            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let loaded = self.loaded(&refs);
+            let mut edit = JournalEdit::new(&self.root, &loaded, &self.journal, self.count);
+            let mut clock = Clock { last: self.clock, writer: 1 };
+            let r = edit.apply(ops, &mut clock, now_ms);
+            (self.journal, self.count) = edit.finish();
+            self.clock = clock.last;
+            r
+        }
+
+        fn fold(&mut self) {
+            let keys: Vec<&str> = self.journal.iter().map(|(k, _)| k.as_str()).collect();
+            let loaded = self.loaded(&keys);
+            let slots = fold(&self.root, loaded, &self.journal, 0);
+            let mut leaves = Vec::new();
+            for s in slots {
+                leaves.push(match s {
+                    Slot::Keep(r) => r,
+                    Slot::New(leaf) => {
+                        self.pages.push(leaf.clone());
+                        let id = cairn_proto::ShardId([(self.pages.len() - 1) as u8; 32]);
+                        let page = crate::index::PagePtr { id, len: 0, holders: Vec::new() };
+                        crate::index::LeafRef { first: leaf.entries[0].0.clone(), page, count: leaf.live_count() }
+                    }
+                });
+            }
+            self.root = Root { leaves };
+            self.journal.clear();
+        }
+
+        fn live(&self) -> BTreeMap<String, Vec<u8>> {
+            let leaves: Entries =
+                self.root.leaves.iter().flat_map(|l| self.pages[l.page.id.0[0] as usize].entries.clone()).collect();
+            overlay(leaves, &self.journal).into_iter().filter_map(|(k, v)| Some((k, v.data?))).collect()
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Put(u8, u8),
+        Delete(u8),
+        PutIfAbsent(u8, u8),
+        Fold,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (0..40u8, any::<u8>()).prop_map(|(k, v)| Step::Put(k, v)),
+            2 => (0..40u8).prop_map(Step::Delete),
+            1 => (0..40u8, any::<u8>()).prop_map(|(k, v)| Step::PutIfAbsent(k, v)),
+            1 => Just(Step::Fold),
+        ]
+    }
+
+    proptest! {
+        /// A tree written through its journal and folded at random points
+        /// answers every op as a plain map does (what each op replaced,
+        /// which preconditions fail) and ends with the same live entries
+        /// and count.
+        #[test]
+        fn a_journaled_tree_behaves_as_a_map(steps in prop::collection::vec(step(), 1..120)) {
+            let mut tree = Journaled::default();
+            let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+            // Values of 2 KiB: a fold splits the leaves after a few dozen.
+            let value = |v: u8| vec![v; 2048];
+            for (now, s) in steps.into_iter().enumerate() {
+                let key = |k: u8| format!("k{k:02}");
+                match s {
+                    Step::Fold => tree.fold(),
+                    Step::Put(k, v) => {
+                        let r = tree.commit(vec![Op::put(key(k), value(v))], now as u64).expect("no precondition");
+                        prop_assert_eq!(r[0].as_ref().and_then(|v| v.data.clone()), model.insert(key(k), value(v)));
+                    }
+                    Step::Delete(k) => {
+                        let r = tree.commit(vec![Op::delete(key(k))], now as u64).expect("no precondition");
+                        prop_assert_eq!(r[0].as_ref().and_then(|v| v.data.clone()), model.remove(&key(k)));
+                    }
+                    Step::PutIfAbsent(k, v) => {
+                        let r = tree.commit(vec![Op::put(key(k), value(v)).expecting(Expect::Absent)], now as u64);
+                        prop_assert_eq!(r.is_ok(), !model.contains_key(&key(k)));
+                        model.entry(key(k)).or_insert_with(|| value(v));
+                    }
+                }
+            }
+            prop_assert_eq!(tree.count, model.len() as u64);
+            prop_assert_eq!(tree.live(), model);
+            tree.fold();
+            prop_assert_eq!(tree.root.count(), tree.count);
+        }
+
+        /// Overlaying the journal and folding it into the leaves read the
+        /// same: every key of either, the journal's value where both have one.
+        #[test]
+        fn overlay_and_fold_agree_with_a_map((leaf, journal) in model()) {
+            let mut want = leaf.clone();
+            want.extend(journal.clone());
+            let want: Entries = want.into_iter().collect();
+            let leaf_v: Entries = leaf.into_iter().collect();
+            let journal_v: Entries = journal.into_iter().collect();
+            prop_assert_eq!(overlay(leaf_v.clone(), &journal_v), want.clone());
+            let root = if leaf_v.is_empty() {
+                Root::default()
+            } else {
+                let page = crate::index::PagePtr { id: cairn_proto::ShardId([1; 32]), len: 1, holders: Vec::new() };
+                Root { leaves: vec![crate::index::LeafRef { first: leaf_v[0].0.clone(), page, count: 0 }] }
+            };
+            let loaded = if leaf_v.is_empty() { BTreeMap::new() } else { BTreeMap::from([(0, Leaf { entries: leaf_v })]) };
+            let folded: Entries = fold(&root, loaded, &journal_v, 0)
+                .into_iter()
+                .flat_map(|s| match s {
+                    Slot::New(l) => l.entries,
+                    Slot::Keep(_) => Vec::new(),
+                })
+                .collect();
+            prop_assert_eq!(folded, want);
+        }
+    }
+}
