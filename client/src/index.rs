@@ -153,6 +153,33 @@ impl Op {
     }
 }
 
+impl Change {
+    /// The value's data: `None` for a delete (a tombstone).
+    pub fn into_data(self) -> Option<Vec<u8>> {
+        match self {
+            Change::Put(d) => Some(d),
+            Change::Delete => None,
+        }
+    }
+}
+
+/// Checks every precondition of a group against `current`, the stamp of
+/// each key's live value (none: absent).
+pub fn check(ops: &[Op], mut current: impl FnMut(&str) -> Option<Stamp>) -> Result<(), Conflict> {
+    for op in ops {
+        let cur = current(&op.key);
+        let ok = match op.expect {
+            Expect::Any => true,
+            Expect::Absent => cur.is_none(),
+            Expect::Stamp(s) => cur == Some(s),
+        };
+        if !ok {
+            return Err(Conflict { key: op.key.clone() });
+        }
+    }
+    Ok(())
+}
+
 /// A group of ops was not applied: the precondition on `key` failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Conflict {
@@ -347,25 +374,12 @@ impl<'a> Edit<'a> {
     /// Applies a group of ops atomically: all of them if every precondition
     /// holds, else none. Each op gets the next stamp of `clock`.
     pub fn apply(&mut self, ops: Vec<Op>, clock: &mut Clock, now_ms: u64) -> Result<Replaced, Conflict> {
-        for op in &ops {
-            let cur = self.leaf(&op.key).get(&op.key).map(|v| v.stamp);
-            let ok = match op.expect {
-                Expect::Any => true,
-                Expect::Absent => cur.is_none(),
-                Expect::Stamp(s) => cur == Some(s),
-            };
-            if !ok {
-                return Err(Conflict { key: op.key.clone() });
-            }
-        }
+        check(&ops, |k| self.leaf(k).get(k).map(|v| v.stamp))?;
         Ok(ops
             .into_iter()
             .map(|op| {
                 let stamp = clock.tick(now_ms);
-                let data = match op.change {
-                    Change::Put(d) => Some(d),
-                    Change::Delete => None,
-                };
+                let data = op.change.into_data();
                 self.leaf(&op.key).set(op.key, Value { stamp, data })
             })
             .collect())

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::index::{Change, Clock, Conflict, Edit, Expect, Leaf, Op, Replaced, Root, Slot, Value};
+use crate::index::{self, Clock, Conflict, Edit, Leaf, Op, Replaced, Root, Slot, Value};
 
 /// Journal entries: sorted by key, keys unique, tombstones included.
 pub type Entries = Vec<(String, Value)>;
@@ -57,25 +57,12 @@ impl<'a> JournalEdit<'a> {
 
     /// Applies a group of ops atomically, as [`Edit::apply`] does.
     pub fn apply(&mut self, ops: Vec<Op>, clock: &mut Clock, now_ms: u64) -> Result<Replaced, Conflict> {
-        for op in &ops {
-            let cur = self.current(&op.key).filter(|v| v.data.is_some()).map(|v| v.stamp);
-            let ok = match op.expect {
-                Expect::Any => true,
-                Expect::Absent => cur.is_none(),
-                Expect::Stamp(s) => cur == Some(s),
-            };
-            if !ok {
-                return Err(Conflict { key: op.key.clone() });
-            }
-        }
+        index::check(&ops, |k| self.current(k).filter(|v| v.data.is_some()).map(|v| v.stamp))?;
         Ok(ops
             .into_iter()
             .map(|op| {
                 let old = self.current(&op.key).filter(|v| v.data.is_some()).cloned();
-                let data = match op.change {
-                    Change::Put(d) => Some(d),
-                    Change::Delete => None,
-                };
+                let data = op.change.into_data();
                 self.count = self.count + u64::from(data.is_some()) - u64::from(old.is_some());
                 self.journal.insert(op.key, Value { stamp: clock.tick(now_ms), data });
                 old
@@ -142,7 +129,7 @@ pub fn overlay(leaf: Vec<(String, Value)>, journal: &[(String, Value)]) -> Entri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::Stamp;
+    use crate::index::{Expect, Stamp};
     use proptest::prelude::*;
 
     fn val(t: u64, d: Option<u8>) -> Value {
