@@ -750,9 +750,15 @@ impl Inner {
             return;
         }
         let inner = Arc::clone(self);
+        // A task that ends by itself: shutdown waits for it, and so for
+        // the commit that names the fold (a short-lived process, a CLI
+        // call, would otherwise leave the fold's pages unnamed, to expire
+        // with their lease).
         self.tasks.spawn(async move {
             let now_ms = crate::bucket::now_ms();
-            match inner.fold(&snap.root, snap.root_ptr.as_ref(), &snap.journal, now_ms).await {
+            let folded = inner.fold(&snap.root, snap.root_ptr.as_ref(), &snap.journal, now_ms).await;
+            inner.folding.store(false, Ordering::Release);
+            match folded {
                 Ok(f) => {
                     let old = inner.folded.lock().unwrap_or_else(|e| e.into_inner()).replace(Arc::new(f));
                     if let Some(old) = old {
@@ -760,14 +766,15 @@ impl Inner {
                     }
                     // Named by the next commit, or by one of its own if
                     // none comes (a full queue has commits coming).
-                    if let Some(tx) = inner.queue.get().and_then(mpsc::WeakSender::upgrade) {
-                        let (reply, _) = oneshot::channel();
-                        let _ = tx.try_send(Work { ops: Vec::new(), mode: Mode::NameFold, reply });
+                    let Some(tx) = inner.queue.get().and_then(mpsc::WeakSender::upgrade) else { return };
+                    let (reply, named) = oneshot::channel();
+                    if tx.try_send(Work { ops: Vec::new(), mode: Mode::NameFold, reply }).is_ok() {
+                        drop(tx);
+                        let _ = named.await;
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "folding the journal failed; the next commit tries again"),
             }
-            inner.folding.store(false, Ordering::Release);
         });
     }
 
@@ -913,10 +920,12 @@ async fn committer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Work>) {
         let (groups, replies): (Vec<Vec<Op>>, Vec<Reply>) = batch.into_iter().map(|w| (w.ops, w.reply)).unzip();
         match inner.commit(&groups, fold).await {
             Ok(results) => {
+                // Before the replies: a caller that shuts down once answered
+                // finds the fold among the work it waits for.
+                inner.fold_later();
                 for (r, reply) in results.into_iter().zip(replies) {
                     let _ = reply.send(r.map_err(|c| Error::Conflict { key: c.key }));
                 }
-                inner.fold_later();
             }
             Err(e) => {
                 let e = Arc::new(e);

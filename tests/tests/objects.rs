@@ -270,3 +270,46 @@ async fn abandoned_uploads_expire_and_their_data_leaves_the_nodes() {
     assert!(left < baseline + 2 * 1024 * 1024, "{left} bytes stored after expiry (before: {baseline})");
     client.shutdown().await;
 }
+
+/// A commit adds to the journal in the head record; past a few KiB the
+/// journal is folded into pages in the background. A client that shuts
+/// down right after (a CLI call) still names its fold in a head record
+/// before it stops, so the fold's pages are not left unnamed, and a fresh
+/// client reads every object from pages and journal alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_lived_client_names_its_journal_fold_before_it_stops() {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    let cluster = TestCluster::start(6);
+    let root = RootSecret::generate();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let objects: Vec<(String, Vec<u8>)> = (0..3).map(|i| (format!("small-{i}"), data(5000, &mut rng))).collect();
+    {
+        let client = cluster.client(&root).await;
+        client.create_bucket("journal", None).await.expect("mb");
+        let b = client.bucket("journal").await.expect("bucket");
+        // Two 5,000-byte objects (inline in their entries) pass the 8 KiB
+        // at which a fold starts.
+        for (key, bytes) in &objects[..2] {
+            put_bytes(&b, key, bytes.clone()).await.expect("put");
+        }
+        client.shutdown().await;
+    }
+    let client = cluster.client(&root).await;
+    let b = client.bucket("journal").await.expect("bucket");
+    let snap = b.tree().snapshot(std::time::Duration::ZERO).await.expect("snapshot");
+    let (leaves, journal) = (snap.root.leaves.len(), snap.journal.len());
+    assert!(leaves > 0 && journal == 0, "the fold was named: {leaves} leaves, {journal} journal entries");
+    put_bytes(&b, &objects[2].0, objects[2].1.clone()).await.expect("put");
+    let snap = b.tree().snapshot(std::time::Duration::ZERO).await.expect("snapshot");
+    assert_eq!(snap.journal.len(), 1, "a new write goes into the journal");
+    assert_eq!(snap.count, 3);
+    let reader = cluster.client(&root).await;
+    let rb = reader.bucket("journal").await.expect("bucket");
+    for (key, bytes) in &objects {
+        assert!(get_bytes(&rb, key).await.expect("get") == *bytes, "{key}");
+    }
+    let listed = rb.list("", None, "", 10).await.expect("list");
+    assert_eq!(listed.objects.len(), 3, "{listed:?}");
+    reader.shutdown().await;
+    client.shutdown().await;
+}
