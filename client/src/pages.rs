@@ -13,6 +13,7 @@ use crate::cache::Cache;
 use crate::error::{Error, PageFault};
 use crate::formats;
 use crate::index::{Page, PagePtr};
+use crate::schedule;
 use crate::transfer::{Outgoing, Transfer, delete_token, peer_of};
 use cairn_net::PeerId;
 use futures::StreamExt;
@@ -93,7 +94,9 @@ impl Pages {
     /// one fails or after [`PAGE_HEDGE`] without an answer (a holder that
     /// is cut off would otherwise hold the read up for its timeouts); the
     /// first copy that matches its id wins. Holders that failed lately are
-    /// asked last.
+    /// asked last. A busy holder (`RateLimited`) is not counted as failed:
+    /// once no other request is out, it is asked again after its rest
+    /// ([`schedule::busy_wait`]).
     async fn fetch(&self, ptr: &PagePtr) -> Result<Bytes, Error> {
         let mut last = String::from("no holders recorded");
         let mut holders: Vec<PeerId> = ptr.holders.iter().filter_map(peer_of).collect();
@@ -106,7 +109,17 @@ impl Pages {
         let mut waiting = holders.into_iter();
         let mut running = FuturesUnordered::new();
         running.extend(waiting.next().map(start));
-        while !running.is_empty() {
+        // Busy holders: when they may be asked again, and their busy answers.
+        let mut resting: Vec<(tokio::time::Instant, PeerId)> = Vec::new();
+        let mut rests: Vec<(PeerId, u32)> = Vec::new();
+        loop {
+            if running.is_empty() {
+                let Some(first) = (0..resting.len()).min_by_key(|&i| resting[i].0) else { break };
+                let (at, peer) = resting.swap_remove(first);
+                tokio::time::sleep_until(at).await;
+                running.push(start(peer));
+                continue;
+            }
             let hedge = tokio::time::sleep(PAGE_HEDGE);
             let more = waiting.len() > 0;
             tokio::select! {
@@ -123,7 +136,20 @@ impl Pages {
                             last = format!("{peer} served a page that does not match its id");
                         }
                         Err(e) => {
-                            self.transfer.nodes().report(peer, false);
+                            let nth = match rests.iter_mut().find(|r| r.0 == peer) {
+                                Some(r) => {
+                                    r.1 += 1;
+                                    r.1
+                                }
+                                None => {
+                                    rests.push((peer, 0));
+                                    0
+                                }
+                            };
+                            match schedule::busy_wait(&e, nth) {
+                                Some(wait) => resting.push((tokio::time::Instant::now() + wait, peer)),
+                                None => self.transfer.nodes().report(peer, false),
+                            }
                             last = e.to_string();
                         }
                     }

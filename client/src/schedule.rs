@@ -386,6 +386,10 @@ pub enum Got {
     Corrupt,
     /// No bytes (the node failed, refused or timed out).
     Failed,
+    /// The node is busy (it answered `RateLimited`, asking for this
+    /// wait): another holder is asked now if there is one, and the node
+    /// again after its rest ([`rest`], [`MAX_RESTS`] times at most).
+    Busy(Duration),
 }
 
 /// The scheduling of [`Transfer::get_shards`](crate::transfer::Transfer::get_shards):
@@ -395,18 +399,23 @@ pub enum Got {
 /// are late (at [`hedge_at`]), a spare for each request still out, as many
 /// as are still needed, then more per [`HEDGE`] without news, so a dead
 /// node costs a fraction of a second; a failed or corrupt answer moves to
-/// the next holder at once.
+/// the next holder at once, and so does a busy one, which is asked again
+/// after its rest.
 #[derive(Debug)]
 pub struct GetSchedule {
     k: usize,
     order: VecDeque<(usize, PeerId)>,
-    /// Nodes with a request out.
-    asked: Vec<PeerId>,
+    /// Shards and nodes with a request out.
+    asked: Vec<(usize, PeerId)>,
     began: Instant,
     last_news: Instant,
     first_done: Option<Duration>,
     hedged: usize,
     good: usize,
+    /// Busy holders and when they may be asked again.
+    resting: Vec<(Instant, usize, PeerId)>,
+    /// Busy answers so far, per holder.
+    rests: Vec<(PeerId, u32)>,
 }
 
 impl GetSchedule {
@@ -431,6 +440,8 @@ impl GetSchedule {
             first_done: None,
             hedged: spare,
             good: 0,
+            resting: Vec::new(),
+            rests: Vec::new(),
         };
         let steps = (0..k + spare).filter_map(|_| s.next()).collect();
         (s, steps)
@@ -438,19 +449,44 @@ impl GetSchedule {
 
     fn next(&mut self) -> Option<Fetch> {
         let (i, p) = self.order.pop_front()?;
-        self.asked.push(p);
+        self.asked.push((i, p));
         Some(Fetch::Start(i, p))
     }
 
     /// When [`Self::on_hedge`] is due: at [`hedge_at`] for the first
     /// spares, then [`HEDGE`] after the last news.
+    /// Or earlier, when a busy holder's rest ends.
     pub fn hedge_due(&self) -> Instant {
-        if self.hedged == 0 { hedge_at(self.began, self.first_done) } else { self.last_news + HEDGE }
+        let hedge = if self.hedged == 0 { hedge_at(self.began, self.first_done) } else { self.last_news + HEDGE };
+        self.resting.iter().map(|r| r.0).min().map_or(hedge, |r| r.min(hedge))
     }
 
-    /// The hedge timer fired at `now`: a spare per request still out, as
-    /// many as are still needed (at least one).
+    /// Whether busy holders wait for their rest to end.
+    pub fn resting(&self) -> bool {
+        !self.resting.is_empty()
+    }
+
+    /// The hedge timer fired at `now`. Busy holders whose rest ended are
+    /// candidates again, first in line, and asked while fewer requests are
+    /// out than shards still needed; else a spare per request still out,
+    /// as many as are still needed (at least one).
     pub fn on_hedge(&mut self, now: Instant) -> Vec<Fetch> {
+        let before = self.resting.len();
+        let mut ready = Vec::new();
+        self.resting.retain(|&(at, i, p)| {
+            let due = at <= now;
+            if due {
+                ready.push((i, p));
+            }
+            !due
+        });
+        if self.resting.len() < before {
+            for r in ready.into_iter().rev() {
+                self.order.push_front(r);
+            }
+            let want = self.k.saturating_sub(self.good);
+            return (self.asked.len()..want).filter_map(|_| self.next()).collect();
+        }
         self.hedged += 1;
         self.last_news = now;
         let n = self.asked.len().min(self.k.saturating_sub(self.good)).max(1);
@@ -460,13 +496,29 @@ impl GetSchedule {
     /// The request to `peer` ended at `now`.
     pub fn on_done(&mut self, peer: PeerId, got: Got, now: Instant) -> Vec<Fetch> {
         self.last_news = now;
-        if let Some(at) = self.asked.iter().position(|p| *p == peer) {
-            self.asked.swap_remove(at);
-        }
-        if got == Got::Good {
-            self.first_done.get_or_insert_with(|| now.saturating_duration_since(self.began));
-            self.good += 1;
-            return Vec::new();
+        let shard = self.asked.iter().position(|a| a.1 == peer).map(|at| self.asked.swap_remove(at).0);
+        match got {
+            Got::Good => {
+                self.first_done.get_or_insert_with(|| now.saturating_duration_since(self.began));
+                self.good += 1;
+                return Vec::new();
+            }
+            Got::Busy(asked) => {
+                let nth = match self.rests.iter_mut().find(|r| r.0 == peer) {
+                    Some(r) => {
+                        r.1 += 1;
+                        r.1
+                    }
+                    None => {
+                        self.rests.push((peer, 0));
+                        0
+                    }
+                };
+                if let Some(i) = shard.filter(|_| nth < MAX_RESTS) {
+                    self.resting.push((now + rest(asked, nth), i, peer));
+                }
+            }
+            Got::Corrupt | Got::Failed => {}
         }
         self.next().into_iter().collect()
     }
@@ -484,7 +536,7 @@ impl GetSchedule {
     /// Nodes whose requests are still out (judged by the shell once the
     /// schedule is done).
     pub fn into_pending(self) -> Vec<PeerId> {
-        self.asked
+        self.asked.into_iter().map(|a| a.1).collect()
     }
 }
 
@@ -720,6 +772,8 @@ mod tests {
             }
         };
         apply(first, now, &mut starts, &mut running);
+        // A node scripted busy answers busy the first time, then good.
+        let mut answered = vec![0u32; nodes.len()];
         while !s.done() {
             running.sort();
             let hedge = s.hedge_due().duration_since(t0);
@@ -727,10 +781,15 @@ mod tests {
                 Some((at, i)) if at <= hedge => {
                     running.remove(0);
                     now = at;
-                    let steps = s.on_done(peers[i], nodes[i].1, t0 + at);
+                    let got = match nodes[i].1 {
+                        Got::Busy(_) if answered[i] > 0 => Got::Good,
+                        g => g,
+                    };
+                    answered[i] += 1;
+                    let steps = s.on_done(peers[i], got, t0 + at);
                     apply(steps, now, &mut starts, &mut running);
                 }
-                None if starts.len() == nodes.len() => break,
+                None if starts.len() >= nodes.len() && !s.resting() => break,
                 _ => {
                     now = hedge;
                     let steps = s.on_hedge(t0 + hedge);
@@ -766,6 +825,17 @@ mod tests {
         // Too few good holders: the schedule ends short.
         let (s, _, _) = run_get(3, &[(10, G), (10, Got::Failed), (10, G)], Hedging::Adaptive);
         assert_eq!((s.done(), s.good()), (false, 2));
+        // A busy holder: the next holder at once, and the busy one again
+        // after its rest (what it asked, at least 50 ms) when it is needed.
+        let busy = Got::Busy(Duration::from_millis(20));
+        let (s, starts, now) = run_get(2, &[(10, busy), (10, G), (10, G)], Hedging::Adaptive);
+        assert!(s.done());
+        assert_eq!(starts[2], (Duration::from_millis(10), 2), "the next holder, at once");
+        assert_eq!(now, Duration::from_millis(20));
+        let (s, starts, now) = run_get(2, &[(10, busy), (10, G)], Hedging::Adaptive);
+        assert!(s.done(), "the busy holder is the only one left: asked again");
+        assert_eq!(starts[2], (Duration::from_millis(60), 0), "after 50 ms of rest");
+        assert_eq!(now, Duration::from_millis(70));
     }
 
     #[test]

@@ -460,10 +460,12 @@ impl Transfer {
                 self.judge_stragglers(running, plan.into_pending(), (began, len));
                 return Ok((out, bad));
             }
+            if running.is_empty() && !plan.resting() {
+                break;
+            }
             let due = plan.hedge_due();
             steps = tokio::select! {
-                next = running.next() => {
-                    let Some((i, peer, result)) = next else { break };
+                Some((i, peer, result)) = running.next(), if !running.is_empty() => {
                     let got = match result {
                         Ok(bytes) if bytes.len() as u64 == shards[i].len && shards[i].id.matches(&bytes) => {
                             self.nodes.report(peer, true);
@@ -476,6 +478,15 @@ impl Transfer {
                             bad.push(i as u16);
                             last_error = format!("shard {i} from {peer} was corrupt");
                             Got::Corrupt
+                        }
+                        Err(
+                            e @ cairn_net::Error::Refused {
+                                error: ShardError::RateLimited { retry_after_ms }, ..
+                            },
+                        ) => {
+                            // Busy, not down: asked again after its rest if needed.
+                            last_error = e.to_string();
+                            Got::Busy(Duration::from_millis(retry_after_ms))
                         }
                         Err(e) => {
                             self.nodes.report(peer, false);
