@@ -174,6 +174,8 @@ struct Inner {
     folding: AtomicBool,
     /// The last background fold's result, until a commit uses it.
     folded: Mutex<Option<Arc<Folded>>>,
+    /// Woken when a background fold ends.
+    fold_done: tokio::sync::Notify,
     /// The committer's queue, for a finished fold to ask to be published.
     queue: std::sync::OnceLock<mpsc::WeakSender<Work>>,
 }
@@ -210,6 +212,7 @@ impl Tree {
             peers: Mutex::new(None),
             folding: AtomicBool::new(false),
             folded: Mutex::new(None),
+            fold_done: tokio::sync::Notify::new(),
             queue: std::sync::OnceLock::new(),
         });
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -757,23 +760,30 @@ impl Inner {
         self.tasks.spawn(async move {
             let now_ms = crate::bucket::now_ms();
             let folded = inner.fold(&snap.root, snap.root_ptr.as_ref(), &snap.journal, now_ms).await;
-            inner.folding.store(false, Ordering::Release);
-            match folded {
+            let stored = match folded {
                 Ok(f) => {
                     let old = inner.folded.lock().unwrap_or_else(|e| e.into_inner()).replace(Arc::new(f));
                     if let Some(old) = old {
                         inner.discard(&old);
                     }
-                    // Named by the next commit, or by one of its own if
-                    // none comes (a full queue has commits coming).
-                    let Some(tx) = inner.queue.get().and_then(mpsc::WeakSender::upgrade) else { return };
-                    let (reply, named) = oneshot::channel();
-                    if tx.try_send(Work { ops: Vec::new(), mode: Mode::NameFold, reply }).is_ok() {
-                        drop(tx);
-                        let _ = named.await;
-                    }
+                    true
                 }
-                Err(e) => tracing::debug!(error = %e, "folding the journal failed; the next commit tries again"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "folding the journal failed; the next commit tries again");
+                    false
+                }
+            };
+            inner.folding.store(false, Ordering::Release);
+            inner.fold_done.notify_waiters();
+            // Named by the next commit, or by one of its own if none comes
+            // (a full queue has commits coming).
+            let Some(tx) = inner.queue.get().and_then(mpsc::WeakSender::upgrade).filter(|_| stored) else {
+                return;
+            };
+            let (reply, named) = oneshot::channel();
+            if tx.try_send(Work { ops: Vec::new(), mode: Mode::NameFold, reply }).is_ok() {
+                drop(tx);
+                let _ = named.await;
             }
         });
     }
@@ -804,6 +814,16 @@ impl Inner {
         let mut garbage = Vec::new();
         let mut root = Arc::clone(&base.root);
         let mut payload = HeadPayload { root: base.root_ptr.clone(), count, clock, journal };
+        // A journal that will not fit waits for a background fold under way
+        // (it holds most of it) rather than folding it all again.
+        if !fold && !formats::head_fits(&payload) {
+            let done = self.fold_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.folding.load(Ordering::Acquire) {
+                done.await;
+            }
+        }
         let used = self.usable_fold(base.root_ptr.as_ref(), &payload.journal);
         if let Some((f, left)) = &used {
             garbage = f.replaced.clone();
