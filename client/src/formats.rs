@@ -14,7 +14,8 @@
 //! | [`Mark`], [`RecordPeers`], [`NodeMemo`] | 1 | the local cache |
 //!
 //! Golden-bytes tests pin every encoding; a property test feeds arbitrary
-//! bytes to every decoder; `fuzz/` has a target for each.
+//! bytes to every decoder (the `fuzz/` project has targets for `proto`'s
+//! and `crypto`'s decoders only: this crate links RocksDB).
 
 use crate::policy::Placement;
 use cairn_proto::codec;
