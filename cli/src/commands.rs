@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use cairn_client::{Bucket, Client, Kind, MetadataDirective, PutOptions};
+use cairn_client::{Bucket, Client, ClientConfig, Kind, MetadataDirective, PutOptions};
 use cairn_proto::units::format_size;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -35,11 +35,18 @@ fn need_key(path: &str) -> anyhow::Result<(&str, &str)> {
     Ok((b, k))
 }
 
-/// Connects with the config at `path`.
+/// Connects with the config at `path`, for a process that serves (a
+/// gateway, a mount, a bench).
 pub async fn connect(path: &Path) -> anyhow::Result<Client> {
+    connect_as(path, false).await
+}
+
+/// Connects with the config at `path`; `one_shot`: for one command, after
+/// which the process ends (see `ClientConfig::one_shot`).
+pub async fn connect_as(path: &Path, one_shot: bool) -> anyhow::Result<Client> {
     let file = ConfigFile::load(path)?;
     let root = open_key(&file.key_path(path))?;
-    let cfg = file.client_config(path)?;
+    let cfg = ClientConfig { one_shot, ..file.client_config(path)? };
     Client::connect(&root, cfg).await.context("cannot join the network")
 }
 

@@ -473,7 +473,7 @@ where
 {
     let path = config::config_path(config);
     runtime()?.block_on(async {
-        let client = commands::connect(&path).await?;
+        let client = commands::connect_as(&path, true).await?;
         let result = f(&client).await;
         client.shutdown().await;
         result

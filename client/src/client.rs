@@ -61,6 +61,10 @@ pub struct ClientConfig {
     /// The peer identity nodes see (`None`: a new one for this run). A
     /// stable one lets nodes count this device's usage and quotas.
     pub identity: Option<cairn_net::identity::Keypair>,
+    /// The process makes a few calls and ends (a CLI command): index
+    /// journals are folded only when they must be (see
+    /// [`crate::tree::TreeOptions::one_shot`]).
+    pub one_shot: bool,
 }
 
 impl Default for ClientConfig {
@@ -75,6 +79,7 @@ impl Default for ClientConfig {
             gc_delay: Duration::from_secs(600),
             network_key: None,
             identity: None,
+            one_shot: false,
         }
     }
 }
@@ -227,7 +232,8 @@ impl Client {
         let signer = account.bucket_list_signer();
         let key = account.bucket_list_key();
         let pages = Pages::new(key.clone(), signer.public_key(), Arc::clone(&transfer), cache.clone());
-        let list = Tree::new(signer, key, pages, TreeOptions::default(), &tasks);
+        let list_opts = TreeOptions { one_shot: cfg.one_shot, ..TreeOptions::default() };
+        let list = Tree::new(signer, key, pages, list_opts, &tasks);
         Ok(Self {
             network: Some(network),
             account,
@@ -570,7 +576,11 @@ impl Client {
         let keys = self.account.bucket(name);
         let pages =
             Pages::new(keys.index.clone(), keys.signer.public_key(), Arc::clone(&self.transfer), self.cache.clone());
-        let opts = TreeOptions { retire: Some(Arc::new(crate::gc::Retirer)), must_exist: head_published };
+        let opts = TreeOptions {
+            retire: Some(Arc::new(crate::gc::Retirer)),
+            must_exist: head_published,
+            one_shot: self.cfg.one_shot,
+        };
         Tree::new(keys.signer.clone(), keys.index.clone(), pages, opts, &self.tasks)
     }
 }

@@ -91,6 +91,11 @@ pub struct TreeOptions {
     /// The head record is known to exist (a bucket's, published at
     /// creation): a lookup that finds none is an error.
     pub must_exist: bool,
+    /// The process makes a few calls and ends (a CLI command): the journal
+    /// is folded only when a commit must (it would not fit), not in the
+    /// background, where every other call would wait for a fold to be
+    /// named before it could stop.
+    pub one_shot: bool,
 }
 
 /// A consistent view of the tree.
@@ -745,6 +750,9 @@ impl Inner {
     /// Starts folding the newest journal in the background if it grew past
     /// [`FOLD_AT`] and no fold is running.
     fn fold_later(self: &Arc<Self>) {
+        if self.opts.one_shot {
+            return;
+        }
         let Some(snap) = self.lock_latest().clone() else { return };
         if snap.journal.is_empty() || codec::to_bytes(&*snap.journal).len() < FOLD_AT {
             return;

@@ -282,7 +282,7 @@ async fn a_short_lived_client_names_its_journal_fold_before_it_stops() {
     let cluster = TestCluster::start(6);
     let root = RootSecret::generate();
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let objects: Vec<(String, Vec<u8>)> = (0..3).map(|i| (format!("small-{i}"), data(5000, &mut rng))).collect();
+    let objects: Vec<(String, Vec<u8>)> = (0..5).map(|i| (format!("small-{i}"), data(5000, &mut rng))).collect();
     {
         let client = cluster.client(&root).await;
         client.create_bucket("journal", None).await.expect("mb");
@@ -303,13 +303,24 @@ async fn a_short_lived_client_names_its_journal_fold_before_it_stops() {
     let snap = b.tree().snapshot(std::time::Duration::ZERO).await.expect("snapshot");
     assert_eq!(snap.journal.len(), 1, "a new write goes into the journal");
     assert_eq!(snap.count, 3);
+    // A one-shot client (a CLI command) folds only when it must: its two
+    // puts stay in the journal, past the 8 KiB a serving client folds at.
+    let once = cairn_client::ClientConfig { one_shot: true, ..cluster.client_config(None) };
+    let once = Client::connect(&root, once).await.expect("connect");
+    let ob = once.bucket("journal").await.expect("bucket");
+    for (key, bytes) in &objects[3..] {
+        put_bytes(&ob, key, bytes.clone()).await.expect("put");
+    }
+    once.shutdown().await;
+    let snap = b.tree().snapshot(std::time::Duration::ZERO).await.expect("snapshot");
+    assert_eq!((snap.journal.len(), snap.root.leaves.len(), snap.count), (3, leaves, 5));
     let reader = cluster.client(&root).await;
     let rb = reader.bucket("journal").await.expect("bucket");
     for (key, bytes) in &objects {
         assert!(get_bytes(&rb, key).await.expect("get") == *bytes, "{key}");
     }
     let listed = rb.list("", None, "", 10).await.expect("list");
-    assert_eq!(listed.objects.len(), 3, "{listed:?}");
+    assert_eq!(listed.objects.len(), 5, "{listed:?}");
     reader.shutdown().await;
     client.shutdown().await;
 }
