@@ -63,7 +63,8 @@ impl<'a> JournalEdit<'a> {
             .map(|op| {
                 let old = self.current(&op.key).filter(|v| v.data.is_some()).cloned();
                 let data = op.change.into_data();
-                self.count = self.count + u64::from(data.is_some()) - u64::from(old.is_some());
+                // Saturating: a count read from a head is not trusted to add up.
+                self.count = (self.count + u64::from(data.is_some())).saturating_sub(u64::from(old.is_some()));
                 self.journal.insert(op.key, Value { stamp: clock.tick(now_ms), data });
                 old
             })

@@ -96,7 +96,7 @@ impl Pages {
     /// first copy that matches its id wins. Holders that failed lately are
     /// asked last. A busy holder (`RateLimited`) is not counted as failed:
     /// once no other request is out, it is asked again after its rest
-    /// ([`schedule::busy_wait`]).
+    /// ([`schedule::Rests`]).
     async fn fetch(&self, ptr: &PagePtr) -> Result<Bytes, Error> {
         let mut last = String::from("no holders recorded");
         let mut holders: Vec<PeerId> = ptr.holders.iter().filter_map(peer_of).collect();
@@ -111,7 +111,7 @@ impl Pages {
         running.extend(waiting.next().map(start));
         // Busy holders: when they may be asked again, and their busy answers.
         let mut resting: Vec<(tokio::time::Instant, PeerId)> = Vec::new();
-        let mut rests: Vec<(PeerId, u32)> = Vec::new();
+        let mut rests = schedule::Rests::default();
         loop {
             if running.is_empty() {
                 let Some(first) = (0..resting.len()).min_by_key(|&i| resting[i].0) else { break };
@@ -136,18 +136,8 @@ impl Pages {
                             last = format!("{peer} served a page that does not match its id");
                         }
                         Err(e) => {
-                            let nth = match rests.iter_mut().find(|r| r.0 == peer) {
-                                Some(r) => {
-                                    r.1 += 1;
-                                    r.1
-                                }
-                                None => {
-                                    rests.push((peer, 0));
-                                    0
-                                }
-                            };
-                            match schedule::busy_wait(&e, nth) {
-                                Some(wait) => resting.push((tokio::time::Instant::now() + wait, peer)),
+                            match schedule::busy_asked(&e).and_then(|asked| rests.busy(peer, asked)) {
+                                Some(rest) => resting.push((tokio::time::Instant::now() + rest, peer)),
                                 None => self.transfer.nodes().report(peer, false),
                             }
                             last = e.to_string();

@@ -428,8 +428,9 @@ pub(crate) fn page_holders(snap: &Snapshot) -> impl Iterator<Item = NodeId> + '_
 /// Stores again the pages of `tree` that have fewer than [`REPLICAS`]
 /// copies on nodes that are up: a leaf is rewritten by putting one of its
 /// entries back unchanged (a compare-and-swap on it) in a commit that
-/// folds the journal into new pages, which stores a new root. Returns the pages stored again; a tree that changed
-/// meanwhile is left to the next walk.
+/// folds the journal into new pages, which stores a new root. Returns the
+/// pages stored again; a tree that changed meanwhile is left to the next
+/// walk.
 pub(crate) async fn repair_pages(tree: &Tree, up: &impl Fn(&NodeId) -> bool) -> Result<u64, Error> {
     let snap = tree.snapshot(Duration::ZERO).await?;
     let short = |p: &PagePtr| p.holders.iter().filter(|h| up(h)).count() < REPLICAS;

@@ -74,17 +74,42 @@ pub const MAX_REST: Duration = Duration::from_secs(2);
 /// Busy answers a schedule takes from one node; past them it is failed.
 pub const MAX_RESTS: u32 = 6;
 
+/// The wait a node asked for, if `error` says it is busy (`RateLimited`).
+pub fn busy_asked(error: &cairn_net::Error) -> Option<Duration> {
+    match error {
+        cairn_net::Error::Refused { error: cairn_proto::shard::ShardError::RateLimited { retry_after_ms }, .. } => {
+            Some(Duration::from_millis(*retry_after_ms))
+        }
+        _ => None,
+    }
+}
+
 /// How long to wait before asking a node again after `error`, its `nth`
 /// busy answer to this request (from 0); `None` when the error is not
 /// "busy", or the node was asked [`MAX_RESTS`] times already.
 pub fn busy_wait(error: &cairn_net::Error, nth: u32) -> Option<Duration> {
-    match error {
-        cairn_net::Error::Refused { error: cairn_proto::shard::ShardError::RateLimited { retry_after_ms }, .. }
-            if nth < MAX_RESTS =>
-        {
-            Some(rest(Duration::from_millis(*retry_after_ms), nth))
-        }
-        _ => None,
+    busy_asked(error).filter(|_| nth < MAX_RESTS).map(|asked| rest(asked, nth))
+}
+
+/// Busy answers per node within one transfer.
+#[derive(Debug, Default)]
+pub struct Rests(Vec<(PeerId, u32)>);
+
+impl Rests {
+    /// `peer` answered busy, asking for `asked`: how long it rests before
+    /// it is asked again ([`rest`]), or `None` past [`MAX_RESTS`] answers.
+    pub fn busy(&mut self, peer: PeerId, asked: Duration) -> Option<Duration> {
+        let nth = match self.0.iter_mut().find(|r| r.0 == peer) {
+            Some(r) => {
+                r.1 += 1;
+                r.1 - 1
+            }
+            None => {
+                self.0.push((peer, 1));
+                0
+            }
+        };
+        (nth < MAX_RESTS).then(|| rest(asked, nth))
     }
 }
 
@@ -111,8 +136,7 @@ pub struct PutSchedule {
     stored: usize,
     /// Busy nodes, and when they are candidates again.
     resting: Vec<(Instant, PeerId)>,
-    /// Busy answers so far, per node.
-    rests: Vec<(PeerId, u32)>,
+    rests: Rests,
 }
 
 impl PutSchedule {
@@ -154,7 +178,7 @@ impl PutSchedule {
             next_hedge: None,
             stored: 0,
             resting: Vec::new(),
-            rests: Vec::new(),
+            rests: Rests::default(),
         };
         let mut steps = Vec::new();
         for i in 0..first {
@@ -268,18 +292,8 @@ impl PutSchedule {
             }
             Outcome::Abandoned => Vec::new(),
             Outcome::Busy(wait) => {
-                let nth = match self.rests.iter_mut().find(|r| r.0 == peer) {
-                    Some(r) => {
-                        r.1 += 1;
-                        r.1 - 1
-                    }
-                    None => {
-                        self.rests.push((peer, 1));
-                        0
-                    }
-                };
-                if nth < MAX_RESTS {
-                    self.resting.push((now + rest(wait, nth), peer));
+                if let Some(rest) = self.rests.busy(peer, wait) {
+                    self.resting.push((now + rest, peer));
                 }
                 self.retry(i)
             }
@@ -414,8 +428,7 @@ pub struct GetSchedule {
     good: usize,
     /// Busy holders and when they may be asked again.
     resting: Vec<(Instant, usize, PeerId)>,
-    /// Busy answers so far, per holder.
-    rests: Vec<(PeerId, u32)>,
+    rests: Rests,
 }
 
 impl GetSchedule {
@@ -441,7 +454,7 @@ impl GetSchedule {
             hedged: spare,
             good: 0,
             resting: Vec::new(),
-            rests: Vec::new(),
+            rests: Rests::default(),
         };
         let steps = (0..k + spare).filter_map(|_| s.next()).collect();
         (s, steps)
@@ -504,18 +517,8 @@ impl GetSchedule {
                 return Vec::new();
             }
             Got::Busy(asked) => {
-                let nth = match self.rests.iter_mut().find(|r| r.0 == peer) {
-                    Some(r) => {
-                        r.1 += 1;
-                        r.1
-                    }
-                    None => {
-                        self.rests.push((peer, 0));
-                        0
-                    }
-                };
-                if let Some(i) = shard.filter(|_| nth < MAX_RESTS) {
-                    self.resting.push((now + rest(asked, nth), i, peer));
+                if let (Some(i), Some(rest)) = (shard, self.rests.busy(peer, asked)) {
+                    self.resting.push((now + rest, i, peer));
                 }
             }
             Got::Corrupt | Got::Failed => {}

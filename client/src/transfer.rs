@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 use cairn_net::{NetHandle, PeerId, ShardClient, Timeouts};
-use cairn_proto::shard::{ShardError, owner_of, renew_token_of};
+use cairn_proto::shard::{owner_of, renew_token_of};
 use cairn_proto::{NodeId, ShardId};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -33,7 +33,7 @@ use tokio_util::task::TaskTracker;
 use crate::error::Error;
 use crate::placement::Nodes;
 use crate::policy::{self, Candidate, Placement};
-use crate::schedule::{Fetch, GetSchedule, Got, Holder, Outcome, PutSchedule, Step, read_order};
+use crate::schedule::{Fetch, GetSchedule, Got, Holder, Outcome, PutSchedule, Step, busy_asked, read_order};
 
 /// Spare candidate nodes asked for beyond one per shard, for retries.
 const SPARE_NODES: usize = 4;
@@ -342,14 +342,10 @@ impl Transfer {
                                 self.nodes.placed(&peer, shards[i].bytes.len() as u64);
                                 Outcome::Stored
                             }
-                            Err(
-                                e @ cairn_net::Error::Refused {
-                                    error: ShardError::RateLimited { retry_after_ms }, ..
-                                },
-                            ) => {
+                            Err(e) if let Some(wait) = busy_asked(&e) => {
                                 // Busy, not down: it is asked again after the wait.
                                 last_error = Some(e.to_string());
-                                Outcome::Busy(Duration::from_millis(retry_after_ms))
+                                Outcome::Busy(wait)
                             }
                             Err(e @ cairn_net::Error::Abandoned { .. }) => {
                                 // The put was told to finish (shutdown): not the node's fault.
@@ -479,14 +475,10 @@ impl Transfer {
                             last_error = format!("shard {i} from {peer} was corrupt");
                             Got::Corrupt
                         }
-                        Err(
-                            e @ cairn_net::Error::Refused {
-                                error: ShardError::RateLimited { retry_after_ms }, ..
-                            },
-                        ) => {
+                        Err(e) if let Some(wait) = busy_asked(&e) => {
                             // Busy, not down: asked again after its rest if needed.
                             last_error = e.to_string();
-                            Got::Busy(Duration::from_millis(retry_after_ms))
+                            Got::Busy(wait)
                         }
                         Err(e) => {
                             self.nodes.report(peer, false);

@@ -585,9 +585,9 @@ fn behaviour(key: &libp2p::identity::Keypair, heads: &Arc<Heads>, ip_limit: Opti
     // than kad's default packet limit (16 KiB); an answer also carries
     // up to 20 peers' addresses.
     kcfg.set_max_packet_size(2 * cairn_proto::head::MAX_HEAD_RECORD_SIZE + 16 * 1024);
-    // A node that refuses a record
-    // closes the substream without an answer, and the sender only
-    // gives up at this timeout (kad's default: 10 s).
+    // A node that refuses a record closes the substream without an
+    // answer, and the sender only gives up at this timeout (kad's
+    // default: 10 s).
     kcfg.set_substreams_timeout(Duration::from_secs(5));
     let store = HeadStore::new(peer, Arc::clone(heads));
     // Bounds what peers can open; streams per connection are bounded

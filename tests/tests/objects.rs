@@ -278,7 +278,6 @@ async fn abandoned_uploads_expire_and_their_data_leaves_the_nodes() {
 /// client reads every object from pages and journal alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_lived_client_names_its_journal_fold_before_it_stops() {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
     let cluster = TestCluster::start(6);
     let root = RootSecret::generate();
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
