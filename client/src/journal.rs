@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::index::{self, Clock, Conflict, Edit, Leaf, Op, Replaced, Root, Slot, Value};
+use crate::index::{self, Clock, Conflict, Edit, Leaf, Op, Replaced, Root, Slot, Stamp, Value};
 
 /// Journal entries: sorted by key, keys unique, tombstones included.
 pub type Entries = Vec<(String, Value)>;
@@ -53,6 +53,21 @@ impl<'a> JournalEdit<'a> {
         }
         let i = self.root.leaf_for(key)?;
         self.loaded.get(&i)?.get_any(key)
+    }
+
+    /// The stamp of the value now under `key`, tombstone or not.
+    pub fn stamp(&self, key: &str) -> Option<Stamp> {
+        self.current(key).map(|v| v.stamp)
+    }
+
+    /// Whether a group that an earlier attempt offered to the nodes is
+    /// already in this tree: one of its ops' values is there with the
+    /// stamp that attempt gave it. (A record that lost its race may still
+    /// have reached a few nodes, and a reader merges what they hold; a
+    /// retry must not apply the group twice, or a delete would find
+    /// nothing to delete and a create its own object.)
+    pub fn holds(&self, written: &[(String, Stamp)]) -> bool {
+        written.iter().any(|(k, s)| self.stamp(k) == Some(*s))
     }
 
     /// Applies a group of ops atomically, as [`Edit::apply`] does.
@@ -135,6 +150,25 @@ mod tests {
 
     fn val(t: u64, d: Option<u8>) -> Value {
         Value { stamp: Stamp { time: t, writer: 0 }, data: d.map(|b| vec![b]) }
+    }
+
+    #[test]
+    fn an_edit_knows_a_group_by_the_stamps_it_was_given() {
+        let leaf = Leaf { entries: vec![("a".into(), val(1, Some(1)))] };
+        let page = crate::index::PagePtr { id: cairn_proto::ShardId([1; 32]), len: 1, holders: Vec::new() };
+        let root = Root { leaves: vec![crate::index::LeafRef { first: "a".into(), page, count: 1 }] };
+        let loaded = BTreeMap::from([(0, leaf)]);
+        let ours = Stamp { time: 7, writer: 3 };
+        // The group's delete of `a` landed: its tombstone has our stamp.
+        let journal = vec![("a".into(), Value { stamp: ours, data: None })];
+        let edit = JournalEdit::new(&root, &loaded, &journal, 0);
+        assert!(edit.holds(&[("a".into(), ours)]));
+        assert!(edit.holds(&[("z".into(), ours), ("a".into(), ours)]), "one op is enough: a record is whole");
+        // Another writer's value, or the leaf's, is not ours.
+        assert!(!edit.holds(&[("a".into(), Stamp { time: 7, writer: 4 })]));
+        let edit = JournalEdit::new(&root, &loaded, &[], 1);
+        assert!(!edit.holds(&[("a".into(), ours)]));
+        assert!(!edit.holds(&[]));
     }
 
     #[test]

@@ -17,7 +17,12 @@
 //! majority of the record's closest nodes (see `heads`). Nodes refuse a
 //! sequence they already hold, and answer with the record they hold, so of
 //! two writers racing on one sequence at most one gets its majority; the
-//! other reads again and re-applies its ops on top. The first attempt
+//! other reads again and re-applies its ops on top, unless what it reads
+//! holds them already: a record that lost may have reached a few nodes,
+//! and readers merge what those hold, so a retry looks for its groups by
+//! the stamps it gave them and takes the earlier outcome for those it
+//! finds (a delete would otherwise find nothing to delete, and a create
+//! find its own object). The first attempt
 //! builds on the head this client last read or published, without asking
 //! the nodes again: if another writer was first, the refusals say so in
 //! the same round trip. Head reads ask the same nodes and end at a
@@ -49,7 +54,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::{Error, PageFault};
 use crate::formats::{self, HeadPayload, Mark, RecordPeers};
 use crate::heads;
-use crate::index::{self, Clock, Conflict, Expect, Leaf, LeafRef, Op, Page, PagePtr, Replaced, Root, Slot, Value};
+use crate::index::{
+    self, Clock, Conflict, Expect, Leaf, LeafRef, Op, Page, PagePtr, Replaced, Root, Slot, Stamp, Value,
+};
 use crate::journal::{self, Entries, JournalEdit};
 use crate::pages::Pages;
 use crate::tasks::Tasks;
@@ -144,6 +151,19 @@ enum Mode {
     Fold,
     /// Publish a finished background fold, if one still waits (no ops).
     NameFold,
+}
+
+/// Per group, what an attempt offered to the nodes: the stamps its ops'
+/// values got and what they replaced (`None`: it did not apply).
+type Offered = Vec<Option<(Vec<(String, Stamp)>, Replaced)>>;
+
+/// An attempt's edit of the journal.
+struct Edited {
+    journal: Entries,
+    count: u64,
+    results: Vec<Result<Replaced, Conflict>>,
+    clock: u64,
+    offered: Offered,
 }
 
 /// A journal folded into new pages, not yet named by a head record.
@@ -634,14 +654,16 @@ impl Inner {
 
     /// Applies the groups to `base`'s journal, with the ops that record
     /// what they replaced (see [`Retire`]); loads more leaves when those
-    /// ops need them. Returns the new journal, the live entries, each
-    /// group's outcome and the clock.
+    /// ops need them. A group that an earlier attempt offered (`offered`)
+    /// and that `base` already holds is not applied again: its outcome is
+    /// that attempt's.
     async fn edit(
         &self,
         base: &Snapshot,
         groups: &[Vec<Op>],
+        offered: &[Offered],
         now_ms: u64,
-    ) -> Result<(Entries, u64, Vec<Result<Replaced, Conflict>>, u64), Error> {
+    ) -> Result<Edited, Error> {
         let in_journal = |k: &str| journal::lookup(&base.journal, k).is_some();
         let mut keys: Vec<String> =
             groups.iter().flatten().map(|op| op.key.clone()).filter(|k| !in_journal(k)).collect();
@@ -649,11 +671,26 @@ impl Inner {
             let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
             let loaded = self.load_leaves(&base.root, &refs).await?;
             let mut edit = JournalEdit::new(&base.root, &loaded, &base.journal, base.count);
+            // Before any group of this attempt changes the journal.
+            let landed: Vec<Option<Replaced>> = (0..groups.len())
+                .map(|g| {
+                    offered.iter().find_map(|o| match &o[g] {
+                        Some((written, replaced)) if edit.holds(written) => Some(replaced.clone()),
+                        _ => None,
+                    })
+                })
+                .collect();
             let own = *self.clock.lock().unwrap_or_else(|e| e.into_inner());
             let mut clock = Clock { last: own.max(base.clock), writer: self.writer };
             let mut results = Vec::with_capacity(groups.len());
+            let mut offer = Vec::with_capacity(groups.len());
             let mut retired = Vec::new();
-            for ops in groups {
+            for (ops, landed) in groups.iter().zip(landed) {
+                if let Some(replaced) = landed {
+                    results.push(Ok(replaced));
+                    offer.push(None);
+                    continue;
+                }
                 let r = edit.apply(ops.clone(), &mut clock, now_ms);
                 if let (Ok(replaced), Some(hook)) = (&r, &self.opts.retire) {
                     for (op, old) in ops.iter().zip(replaced) {
@@ -662,6 +699,10 @@ impl Inner {
                         }
                     }
                 }
+                offer.push(r.as_ref().ok().map(|replaced| {
+                    let written = ops.iter().filter_map(|op| Some((op.key.clone(), edit.stamp(&op.key)?))).collect();
+                    (written, replaced.clone())
+                }));
                 results.push(r);
             }
             let missing: Vec<String> =
@@ -675,7 +716,7 @@ impl Inner {
                 debug_assert!(r.is_ok(), "retire ops carry no precondition");
             }
             let (journal, count) = edit.finish();
-            return Ok((journal, count, results, clock.last));
+            return Ok(Edited { journal, count, results, clock: clock.last, offered: offer });
         }
     }
 
@@ -804,6 +845,7 @@ impl Inner {
         groups: &[Vec<Op>],
         fold: bool,
         attempt: u32,
+        offered: &mut Vec<Offered>,
     ) -> Result<(Vec<Result<Replaced, Conflict>>, Vec<PagePtr>), Error> {
         let started = Instant::now();
         let known = if attempt == 0 { self.lock_latest().clone() } else { None };
@@ -813,7 +855,8 @@ impl Inner {
         };
         let based = started.elapsed();
         let now_ms = crate::bucket::now_ms();
-        let (journal, count, results, clock) = self.edit(&base, groups, now_ms).await?;
+        let Edited { journal, count, results, clock, offered: offer } =
+            self.edit(&base, groups, offered, now_ms).await?;
         if results.iter().all(Result::is_err) {
             // Nothing to publish: every group's precondition failed.
             return Ok((results, Vec::new()));
@@ -859,6 +902,9 @@ impl Inner {
         if let Some((f, _)) = &used {
             f.offered.store(true, Ordering::Release);
         }
+        // Groups that landed earlier are published again with the rest: a
+        // minority held them, now a majority must.
+        offered.push(offer);
         heads::publish(self.pages.transfer(), &self.tasks, &peers, &record).await?;
         if let Some((f, _)) = &used {
             self.fold_named(f);
@@ -893,8 +939,9 @@ impl Inner {
 
     async fn commit(&self, groups: &[Vec<Op>], fold: bool) -> Result<Vec<Result<Replaced, Conflict>>, Error> {
         let mut last = None;
+        let mut offered = Vec::new();
         for attempt in 0..ATTEMPTS {
-            match self.try_commit(groups, fold, attempt).await {
+            match self.try_commit(groups, fold, attempt, &mut offered).await {
                 Ok((results, garbage)) => {
                     for page in garbage {
                         self.pages.delete(&page);

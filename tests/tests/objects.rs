@@ -323,3 +323,48 @@ async fn a_short_lived_client_names_its_journal_fold_before_it_stops() {
     reader.shutdown().await;
     client.shutdown().await;
 }
+
+/// A commit whose record reached only a minority of the record's nodes
+/// (half of them died under it) retries, and a reader merges what that
+/// minority holds: the retry must find its own ops there and not apply
+/// them twice. Before, the delete answered "no such object" for the
+/// object it had just deleted, and a create-only put conflicted with
+/// itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_first_reached_a_minority_applies_once() {
+    let mut cluster = TestCluster::start(8);
+    let root = RootSecret::generate();
+    let client = cluster.client(&root).await;
+    let settings = BucketSettings { k: 2, n: 3, extra: 0, segment_size: 64 * 1024 };
+    client.create_bucket("once", Some(settings)).await.expect("mb");
+    let b = client.bucket("once").await.expect("bucket");
+    put_bytes(&b, "gone", b"x".to_vec()).await.expect("put");
+    for i in 4..8 {
+        cluster.kill(i);
+    }
+    b.delete("gone").await.expect("a delete whose first attempt reached a minority");
+    let got = get_bytes(&b, "gone").await;
+    assert!(
+        matches!(got.as_ref().map_err(cairn_client::Error::root), Err(cairn_client::Error::NoSuchKey { .. })),
+        "{got:?}"
+    );
+    // Half the nodes missed that commit: a new client (whose record nodes
+    // are all eight again) brings every node up to date, then the other
+    // half dies under a create-only put.
+    client.shutdown().await;
+    for i in 4..8 {
+        cluster.restart(i);
+    }
+    let client = cluster.client(&root).await;
+    let b = client.bucket("once").await.expect("bucket");
+    put_bytes(&b, "again", b"y".to_vec()).await.expect("put with every node up");
+    for i in 0..4 {
+        cluster.kill(i);
+    }
+    let opts = cairn_client::PutOptions { if_absent: true, ..Default::default() };
+    b.put("made", std::io::Cursor::new(b"new".to_vec()), opts)
+        .await
+        .expect("a create-only put whose first attempt reached a minority");
+    assert_eq!(get_bytes(&b, "made").await.expect("get"), b"new");
+    client.shutdown().await;
+}
