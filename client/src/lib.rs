@@ -48,6 +48,7 @@ pub mod policy;
 pub mod pool;
 pub mod range;
 mod ranged;
+pub mod recent;
 pub mod renew;
 pub mod repair;
 pub mod schedule;

@@ -2,7 +2,7 @@
 //! BLAKE3 of the ciphertext (so a node cannot swap one), stored whole on
 //! [`REPLICAS`] nodes, and kept in the local cache.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +13,7 @@ use crate::cache::Cache;
 use crate::error::{Error, PageFault};
 use crate::formats;
 use crate::index::{Page, PagePtr};
+use crate::recent::{self, Recent};
 use crate::schedule;
 use crate::transfer::{Outgoing, Transfer, delete_token, peer_of};
 use cairn_net::PeerId;
@@ -37,6 +38,8 @@ pub struct Pages {
     aad: Vec<u8>,
     transfer: Arc<Transfer>,
     cache: Option<Arc<Cache>>,
+    /// Pages lately read or written, decoded (shared by clones).
+    recent: Arc<Mutex<Recent<Arc<Page>>>>,
 }
 
 impl Pages {
@@ -49,7 +52,8 @@ impl Pages {
     ) -> Self {
         let mut aad = b"cairn 2026 index page v1\0".to_vec();
         aad.extend_from_slice(&tree_public_key);
-        Self { key, aad, transfer, cache }
+        let recent = Arc::new(Mutex::new(Recent::new(recent::BUDGET)));
+        Self { key, aad, transfer, cache, recent }
     }
 
     /// The local cache, if there is one.
@@ -73,6 +77,7 @@ impl Pages {
         let id = ShardId::of(&sealed);
         let len = sealed.len() as u32;
         let bytes = Bytes::from(sealed);
+        self.keep(id, Arc::new(page.clone()), len as usize);
         self.cache_put(id, bytes.clone()).await;
         let copies = vec![Outgoing { id, bytes, key: *self.key.as_bytes() }; ATTEMPTS];
         let holders = self.transfer.put_shards(id.0, &copies, REPLICAS).await?;
@@ -81,13 +86,27 @@ impl Pages {
 
     /// Fetches (or finds in the cache) and opens a page.
     pub async fn get(&self, ptr: &PagePtr) -> Result<Page, Error> {
+        if let Some(page) = self.lock_recent().get(&ptr.id) {
+            return Ok(Page::clone(&page));
+        }
         let sealed = match self.cache_get(ptr.id).await {
             Some(s) => Bytes::from(s),
             None => self.fetch(ptr).await?,
         };
         let bad = |fault| Error::BadPage { id: ptr.id, fault };
         let plain = self.key.open(&self.aad, &sealed).map_err(|_| bad(PageFault::DoesNotOpen))?;
-        formats::decode_page(&plain).map_err(|e| bad(PageFault::Malformed(e)))
+        let page = formats::decode_page(&plain).map_err(|e| bad(PageFault::Malformed(e)))?;
+        self.keep(ptr.id, Arc::new(page.clone()), sealed.len());
+        Ok(page)
+    }
+
+    fn lock_recent(&self) -> std::sync::MutexGuard<'_, Recent<Arc<Page>>> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps a page whose id is `id` (sealed, `len` bytes) in memory.
+    fn keep(&self, id: ShardId, page: Arc<Page>, len: usize) {
+        self.lock_recent().insert(id, page, len);
     }
 
     /// Fetches a page from its holders: the first at once, the next when
