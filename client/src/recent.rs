@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use cairn_proto::ShardId;
 
 /// Bytes of pages kept per tree.
-pub const BUDGET: usize = 32 << 20;
+pub const BUDGET: usize = 16 << 20;
 
 /// A least-recently-used map of pages by id, bounded by their sizes.
 #[derive(Debug)]
