@@ -179,11 +179,36 @@ pub(crate) async fn publish(
     peers: &[PeerId],
     head: &HeadRecord,
 ) -> Result<(), Error> {
+    offer(transfer, tasks, peers, head).await.map_err(|(e, _)| e)
+}
+
+/// As [`publish`]; a lost race also gives the records that the refusing
+/// nodes hold, when there are enough of them (see [`refusals_suffice`])
+/// for a retry to build on them without reading the head again.
+pub(crate) async fn offer(
+    transfer: &Arc<Transfer>,
+    tasks: &Tasks,
+    peers: &[PeerId],
+    head: &HeadRecord,
+) -> Result<(), (Error, Vec<HeadRecord>)> {
     let record = head.record_id();
     match round(transfer, tasks, record, peers, Some(head)).await {
         Outcome::Stored => Ok(()),
-        other => Err(failure(record, other)),
+        Outcome::Lost(held) => {
+            let error = failure(record, Outcome::Lost(held.clone()));
+            let held = if refusals_suffice(peers.len(), held.len()) { held } else { Vec::new() };
+            Err((error, held))
+        }
+        other => Err((failure(record, other), Vec::new())),
     }
+}
+
+/// Whether the records of `refusals` refusing nodes (of `peers`) stand for
+/// a read: so many nodes that they meet every majority, and so hold every
+/// acknowledged record or a newer one. Fewer (other nodes failed) might
+/// all be outside the majority that took the newest record.
+pub(crate) fn refusals_suffice(peers: usize, refusals: usize) -> bool {
+    refusals + (peers / 2 + 1) > peers
 }
 
 fn failure(record: RecordId, outcome: Outcome) -> Error {
@@ -331,6 +356,20 @@ mod tests {
         match r.answer(Answer::Stored) {
             Some(Outcome::Unreachable { last: Error::BadHeadAnswer { asked: "read", got: "stored" }, .. }) => {}
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn refusals_stand_for_a_read_only_when_they_meet_every_majority() {
+        for peers in 1..=25usize {
+            let needed = Round::new(Ask::Publish, peers).needed;
+            for refusals in 0..=peers {
+                // Two sets out of `peers` must share a node.
+                assert_eq!(refusals_suffice(peers, refusals), refusals + needed > peers, "{peers} {refusals}");
+            }
+            // A lost race decided by refusals alone always has enough.
+            assert!(refusals_suffice(peers, peers - needed + 1));
+            assert!(!refusals_suffice(peers, peers - needed));
         }
     }
 }

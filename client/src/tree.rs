@@ -17,7 +17,9 @@
 //! majority of the record's closest nodes (see `heads`). Nodes refuse a
 //! sequence they already hold, and answer with the record they hold, so of
 //! two writers racing on one sequence at most one gets its majority; the
-//! other reads again and re-applies its ops on top, unless what it reads
+//! other builds again on the newest record the refusing nodes hold (when
+//! so many refused that they meet every majority; else it reads the head
+//! again) and re-applies its ops on top, unless what it reads
 //! holds them already: a record that lost may have reached a few nodes,
 //! and readers merge what those hold, so a retry looks for its groups by
 //! the stamps it gave them and takes the earlier outcome for those it
@@ -67,8 +69,11 @@ const BEHIND_ATTEMPTS: u32 = 3;
 const QUEUE: usize = 1024;
 /// Most ops in one commit.
 const MAX_BATCH: usize = 4096;
-/// Attempts before a commit gives up.
+/// Failed attempts (other than lost races) before a commit gives up.
 const ATTEMPTS: u32 = 10;
+/// Races lost to other writers before a commit gives up: each means that
+/// another commit got through.
+const RACES: u32 = 64;
 /// How long a record's closest nodes are taken from the cache before they
 /// are looked up again. A head read or publish that cannot reach a
 /// majority of them looks them up again at once.
@@ -471,6 +476,12 @@ impl Inner {
     /// Reads the newest head from the record's nodes; merges diverged variants.
     async fn load(&self) -> Result<Snapshot, Error> {
         let records = self.read_heads().await?;
+        self.open_heads(records).await
+    }
+
+    /// The tree the newest of `records` name (merged if they diverged),
+    /// remembered as the latest.
+    async fn open_heads(&self, records: Vec<HeadRecord>) -> Result<Snapshot, Error> {
         let public = self.signer.public_key();
         let seq = records.iter().filter(|r| r.public_key == public).map(|r| r.sequence).max().unwrap_or(0);
         let seen = self.floor().await;
@@ -844,13 +855,16 @@ impl Inner {
         &self,
         groups: &[Vec<Op>],
         fold: bool,
-        attempt: u32,
+        tried: Tried,
         offered: &mut Vec<Offered>,
+        held: &mut Vec<HeadRecord>,
     ) -> Result<(Vec<Result<Replaced, Conflict>>, Vec<PagePtr>), Error> {
         let started = Instant::now();
-        let known = if attempt == 0 { self.lock_latest().clone() } else { None };
+        let known = if tried.attempts == 0 { self.lock_latest().clone() } else { None };
         let base = match known {
             Some(s) => s,
+            // The refusals of the race just lost showed the newer head.
+            None if !held.is_empty() => self.open_heads(std::mem::take(held)).await?,
             None => self.load().await?,
         };
         let based = started.elapsed();
@@ -896,7 +910,7 @@ impl Inner {
         let public_key = self.signer.public_key();
         let signature = self.signer.sign(&HeadRecord::signing_bytes(&public_key, seq, &sealed));
         let record = HeadRecord { public_key, sequence: seq, payload: sealed, signature };
-        let peers = self.record_peers(attempt > 1).await?;
+        let peers = self.record_peers(tried.failed > 1).await?;
         // Pages of an attempt that lost are left to expire: a minority of
         // nodes may hold its record, and a reader merges what it names.
         if let Some((f, _)) = &used {
@@ -905,7 +919,10 @@ impl Inner {
         // Groups that landed earlier are published again with the rest: a
         // minority held them, now a majority must.
         offered.push(offer);
-        heads::publish(self.pages.transfer(), &self.tasks, &peers, &record).await?;
+        if let Err((e, newer)) = heads::offer(self.pages.transfer(), &self.tasks, &peers, &record).await {
+            *held = newer;
+            return Err(e);
+        }
         if let Some((f, _)) = &used {
             self.fold_named(f);
         }
@@ -940,8 +957,10 @@ impl Inner {
     async fn commit(&self, groups: &[Vec<Op>], fold: bool) -> Result<Vec<Result<Replaced, Conflict>>, Error> {
         let mut last = None;
         let mut offered = Vec::new();
-        for attempt in 0..ATTEMPTS {
-            match self.try_commit(groups, fold, attempt, &mut offered).await {
+        let mut held = Vec::new();
+        let mut tried = Tried::default();
+        while tried.failed < ATTEMPTS && tried.races < RACES {
+            match self.try_commit(groups, fold, tried, &mut offered, &mut held).await {
                 Ok((results, garbage)) => {
                     for page in garbage {
                         self.pages.delete(&page);
@@ -950,26 +969,48 @@ impl Inner {
                 }
                 // The tree went back or cannot be read: retrying would
                 // build on it. Say so at once.
-                Err(e @ (Error::HeadBehind { .. } | Error::HeadUnreadable { .. })) if attempt + 1 >= 3 => {
+                Err(e @ (Error::HeadBehind { .. } | Error::HeadUnreadable { .. })) if tried.failed + 1 >= 3 => {
                     return Err(e);
                 }
-                // The first attempt built on a head that was not the newest:
-                // read it and go again at once.
-                Err(e @ Error::HeadRaced { .. }) if attempt == 0 => {
-                    tracing::debug!(error = %e, "commit built on an old head; reading the new one");
+                // Another writer published first: go again at once on the
+                // head its refusals showed (the first time, on a head this
+                // client knew, that is expected). A pause would only make
+                // that head old before the next try; racing again and
+                // again, wait up to a millisecond at random, so that two
+                // writers that keep splitting the nodes stop meeting.
+                Err(e @ Error::HeadRaced { .. }) => {
+                    tracing::debug!(races = tried.races, error = %e, "another writer published first; going again on its head");
+                    tried.races += 1;
                     last = Some(e);
+                    if tried.races > 2 {
+                        tokio::time::sleep(Duration::from_micros(rand::random::<u64>() % 1000)).await;
+                    }
                 }
                 Err(e) => {
-                    tracing::debug!(attempt, error = %e, "commit attempt failed; retrying");
+                    tracing::debug!(failed = tried.failed, error = %e, "commit attempt failed; retrying");
+                    let wait = 20u64 << tried.failed.min(6);
+                    tried.failed += 1;
                     last = Some(e);
+                    held.clear();
                     let jitter = u64::from(rand::random::<u8>());
-                    let wait = 20u64 << attempt.min(6);
                     tokio::time::sleep(Duration::from_millis(wait + jitter)).await;
                 }
             }
+            tried.attempts += 1;
         }
-        Err(Error::CommitFailed { attempts: ATTEMPTS, last: Arc::new(last.unwrap_or(Error::Stopped)) })
+        Err(Error::CommitFailed { attempts: tried.attempts, last: Arc::new(last.unwrap_or(Error::Stopped)) })
     }
+}
+
+/// The attempts of one commit so far.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tried {
+    /// All of them.
+    attempts: u32,
+    /// Those that failed for another reason than a lost race.
+    failed: u32,
+    /// Those that another writer's publish beat.
+    races: u32,
 }
 
 async fn committer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Work>) {

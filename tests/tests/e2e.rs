@@ -223,6 +223,54 @@ async fn two_writers_on_one_bucket_lose_nothing() {
     }
 }
 
+/// A writer whose every commit meets another writer's steady stream of
+/// commits on the same bucket (one every few milliseconds, as a busy
+/// gateway's) still gets each of its own through: it
+/// builds its next attempt on the head that the refusals showed, as fast
+/// as the busy writer does. Before, it read the head again after each
+/// lost race and backed off, and a commit could lose ten races in a row
+/// and fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_gets_through_while_another_commits_without_pause() {
+    let cluster = TestCluster::start(8);
+    let root = RootSecret::generate();
+    let a = cluster.client(&root).await;
+    a.create_bucket("busy", None).await.expect("mb");
+    let b = cluster.client(&root).await;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let busy = async {
+        let bucket = a.bucket("busy").await.expect("bucket");
+        let mut n = 0u32;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            put_bytes(&bucket, &format!("busy/{n:05}"), vec![1; 100]).await.expect("busy put");
+            n += 1;
+            // What a gateway or a mount spends on a request between commits.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        n
+    };
+    let quiet = async {
+        let bucket = b.bucket("busy").await.expect("bucket");
+        for i in 0..40 {
+            let key = format!("quiet/{i:02}");
+            put_bytes(&bucket, &key, vec![2; 100]).await.expect("a put beside a busy writer");
+            if i % 2 == 0 {
+                bucket.delete(&key).await.expect("a delete beside a busy writer");
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let (n, ()) = tokio::join!(busy, quiet);
+    let c = cluster.client(&root).await;
+    let listed = keys(&c, "busy").await;
+    let quiet: Vec<&String> = listed.iter().filter(|k| k.starts_with("quiet/")).collect();
+    assert_eq!(quiet.len(), 20, "{quiet:?}");
+    assert_eq!(listed.len() - quiet.len(), n as usize, "the busy writer's puts");
+    for client in [a, b, c] {
+        client.shutdown().await;
+    }
+}
+
 async fn write_many(client: &Client, who: &'static str) {
     let bucket = client.bucket("shared").await.expect("bucket");
     futures::stream::iter(0..200)
