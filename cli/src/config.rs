@@ -79,7 +79,8 @@ fn template(cfg: &ConfigFile) -> anyhow::Result<String> {
         "# Cairn client configuration.\n\
          # key_file: your key. Whoever has it (and its passphrase) can read all your data;\n\
          #   without it nobody can, including you. Keep a copy somewhere safe.\n\
-         # cache_dir: local cache of index pages and known nodes (safe to delete).\n\
+         # cache_dir: local cache of index pages and known nodes (safe to delete);\n\
+         #   while one process holds it (a gateway, a mount), others use cache_dir.1 to .3.\n\
          # bootstrap: storage nodes to join through, each ending in /p2p/<peer id>.\n\
          # identity.key (beside this file, or identity_file): this device's peer id,\n\
          #   created on first use; nodes count your usage against it.\n\

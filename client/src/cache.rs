@@ -11,7 +11,7 @@
 //! was last renewed ([`crate::renew`]).
 //! Pages stay sealed on disk: the cache holds nothing a node does not.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cairn_proto::{RecordId, ShardId};
 
@@ -20,6 +20,9 @@ use rocksdb::{DB, Direction, IteratorMode, Options};
 
 /// Pages above this size are not cached.
 const MAX_CACHED_PAGE: usize = 4 * 1024 * 1024;
+
+/// Sibling caches tried when the cache is held by another process.
+pub const SPARE_SLOTS: usize = 3;
 
 /// An open cache. Reads and writes are small; callers may use it from async
 /// code (RocksDB point operations on a local SSD take microseconds).
@@ -84,6 +87,27 @@ impl Cache {
         opts.set_skip_stats_update_on_db_open(true);
         let db = DB::open(&opts, dir)?;
         Ok(Self { db })
+    }
+
+    /// Opens the cache in `dir`, or, when another process holds it (a
+    /// gateway or a mount beside CLI calls on the same config), in the first
+    /// free one of up to [`SPARE_SLOTS`] siblings (`dir.1`, `dir.2`, …), so
+    /// that each process keeps its memory of nodes and pages. Returns the
+    /// cache and the directory it opened; the first error if none opens.
+    pub fn open_free(dir: &Path) -> Result<(Self, PathBuf), CacheError> {
+        let first = match Self::open(dir) {
+            Ok(c) => return Ok((c, dir.to_path_buf())),
+            Err(e) => e,
+        };
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "cache".into());
+        for slot in 1..=SPARE_SLOTS {
+            let spare = dir.with_file_name(format!("{name}.{slot}"));
+            if let Ok(c) = Self::open(&spare) {
+                tracing::info!(error = %first, dir = %spare.display(), "the cache is busy; using a spare one");
+                return Ok((c, spare));
+            }
+        }
+        Err(first)
     }
 
     /// A sealed page, if cached and still matching its id.
@@ -167,6 +191,20 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_cache_gives_way_to_a_spare_one() {
+        let top = tempfile::tempdir().expect("tempdir");
+        let dir = top.path().join("cache");
+        let (first, at) = Cache::open_free(&dir).expect("open");
+        assert_eq!(at, dir);
+        let (second, at) = Cache::open_free(&dir).expect("a spare");
+        assert_eq!(at, top.path().join("cache.1"));
+        let held: Vec<Cache> = (2..=SPARE_SLOTS).map(|_| Cache::open_free(&dir).expect("a spare").0).collect();
+        assert!(Cache::open_free(&dir).is_err(), "every slot is held");
+        drop((first, second, held));
+        assert_eq!(Cache::open_free(&dir).expect("free again").1, dir);
+    }
 
     #[test]
     fn pages_are_checked_against_their_id_and_nodes_round_trip() {

@@ -160,7 +160,7 @@ impl Client {
     pub async fn connect(root: &RootSecret, cfg: ClientConfig) -> Result<Self, Error> {
         // The cache opens (RocksDB replays its log) while the network
         // starts dialling the configured nodes.
-        let opening = cfg.cache_dir.clone().map(|dir| tokio::task::spawn_blocking(move || Cache::open(&dir)));
+        let opening = cfg.cache_dir.clone().map(|dir| tokio::task::spawn_blocking(move || Cache::open_free(&dir)));
         let start = |bootstrap| {
             let mut net = NetConfig { network_key: cfg.network_key, ..NetConfig::client(bootstrap) };
             if let Some(k) = &cfg.identity {
@@ -170,7 +170,7 @@ impl Client {
         };
         let started = if cfg.bootstrap.is_empty() { None } else { Some(start(cfg.bootstrap.clone())?) };
         let cache = match opening {
-            Some(task) => match task.await {
+            Some(task) => match task.await.map(|r| r.map(|(c, _)| c)) {
                 Ok(Ok(c)) => Some(Arc::new(c)),
                 Ok(Err(e)) => {
                     tracing::info!(error = %e, "going on without the local cache");
