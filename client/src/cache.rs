@@ -89,11 +89,13 @@ impl Cache {
         Ok(Self { db })
     }
 
-    /// Opens the cache in `dir`, or, when another process holds it (a
-    /// gateway or a mount beside CLI calls on the same config), in the first
-    /// free one of up to [`SPARE_SLOTS`] siblings (`dir.1`, `dir.2`, …), so
-    /// that each process keeps its memory of nodes and pages. Returns the
-    /// cache and the directory it opened; the first error if none opens.
+    /// Opens the cache in `dir`, or, when it cannot be opened (above all
+    /// because another process holds it: a gateway or a mount beside CLI
+    /// calls on the same config), the first of up to [`SPARE_SLOTS`]
+    /// siblings (`dir.1`, `dir.2`, …) that opens, so that each process
+    /// keeps its memory of nodes and pages; why `dir` did not open is
+    /// logged. Returns the cache and the directory it opened; the first
+    /// error if none opens.
     pub fn open_free(dir: &Path) -> Result<(Self, PathBuf), CacheError> {
         let first = match Self::open(dir) {
             Ok(c) => return Ok((c, dir.to_path_buf())),
