@@ -7,7 +7,7 @@
 //! | value | version | where it lives |
 //! |---|---|---|
 //! | [`Page`] | 2 (1 read) | sealed, on nodes and in the cache |
-//! | [`HeadPayload`] | 3 (1, 2 read) | sealed, inside the signed head record |
+//! | [`HeadPayload`] | 4 (1–3 read) | sealed, inside the signed head record |
 //! | [`Entry`] | 2 (1 read) | inside a leaf page's value |
 //! | [`BucketInfo`] | 2 (1 read) | inside a bucket-list leaf's value |
 //! | [`Garbage`] | 1 | inside a leaf's value under `\0g/…` |
@@ -46,6 +46,10 @@ const HEAD_V1: u8 = 1;
 const HEAD_V2: u8 = 2;
 /// Version 2 with the journal, padded to its Padmé length.
 const HEAD_V3: u8 = 3;
+/// Version 3 with the runs, padded to its Padmé length.
+const HEAD_V4: u8 = 4;
+/// Most runs a head payload names.
+pub const MAX_RUNS: usize = 32;
 const ENTRY_V1: u8 = 1;
 const ENTRY_V2: u8 = 2;
 const BUCKET_V1: u8 = 1;
@@ -70,8 +74,21 @@ pub struct HeadPayload {
     /// The largest stamp time in the tree (the writers' clocks start past it).
     pub clock: u64,
     /// Entries written since the pages were last rewritten, sorted by key,
-    /// keys unique, tombstones included: they override the pages' values.
+    /// keys unique, tombstones included: they override the runs' values
+    /// and the leaves'.
     pub journal: Vec<(String, Value)>,
+    /// Journals that outgrew the head record, each stored as a leaf page
+    /// (a run), newest first: a run's values override older runs' and the
+    /// leaves' (see [`crate::journal`]). At most [`MAX_RUNS`].
+    pub runs: Vec<PagePtr>,
+}
+
+#[derive(Deserialize)]
+struct HeadPayloadV3 {
+    root: Option<PagePtr>,
+    count: u64,
+    clock: u64,
+    journal: Vec<(String, Value)>,
 }
 
 #[derive(Deserialize)]
@@ -92,7 +109,7 @@ struct HeadPayloadV2 {
 /// within [`MAX_HEAD`] (see [`head_fits`]).
 pub fn encode_head(h: &HeadPayload) -> Vec<u8> {
     let len = codec::to_bytes(h).len() as u64 + 1;
-    codec::to_versioned_padded(HEAD_V3, h, (crate::padding::padme(len) as usize).min(MAX_HEAD))
+    codec::to_versioned_padded(HEAD_V4, h, (crate::padding::padme(len) as usize).min(MAX_HEAD))
 }
 
 /// Whether `h` encodes within [`MAX_HEAD`].
@@ -110,12 +127,19 @@ pub fn decode_head(bytes: &[u8]) -> Result<HeadPayload, ProtoError> {
         }
         HEAD_V2 => {
             let v: HeadPayloadV2 = codec::from_versioned(WHAT, HEAD_V2, bytes, MAX_HEAD)?;
-            HeadPayload { root: v.root, count: v.count, clock: v.clock, journal: Vec::new() }
+            HeadPayload { root: v.root, count: v.count, clock: v.clock, ..HeadPayload::default() }
         }
-        _ => codec::from_versioned_padded(WHAT, HEAD_V3, bytes, MAX_HEAD)?,
+        HEAD_V3 => {
+            let v: HeadPayloadV3 = codec::from_versioned_padded(WHAT, HEAD_V3, bytes, MAX_HEAD)?;
+            HeadPayload { root: v.root, count: v.count, clock: v.clock, journal: v.journal, runs: Vec::new() }
+        }
+        _ => codec::from_versioned_padded(WHAT, HEAD_V4, bytes, MAX_HEAD)?,
     };
     if !head.journal.windows(2).all(|w| w[0].0 < w[1].0) {
         return Err(ProtoError::Inconsistent { what: WHAT, reason: "journal keys are not sorted and unique".into() });
+    }
+    if head.runs.len() > MAX_RUNS {
+        return Err(ProtoError::Inconsistent { what: WHAT, reason: "more runs than a head names".into() });
     }
     Ok(head)
 }
@@ -430,25 +454,38 @@ mod tests {
     #[test]
     fn golden_bytes_pin_every_format() {
         let ptr = PagePtr { id: ShardId([8; 32]), len: 9, holders: vec![NodeId::from_bytes(vec![1]).expect("id")] };
-        let head = HeadPayload { root: Some(ptr.clone()), count: 3, clock: 0x1_0000, journal: Vec::new() };
-        // 43 bytes (the v2 fields, then an empty journal), padded to Padmé(43) = 44.
-        assert_eq!(hex(&encode_head(&head)), format!("0301{}09010101038080040000", "08".repeat(32)));
+        let head = HeadPayload { root: Some(ptr.clone()), count: 3, clock: 0x1_0000, ..HeadPayload::default() };
+        // 44 bytes (the v2 fields, then an empty journal and no runs), Padmé(44).
+        assert_eq!(hex(&encode_head(&head)), format!("0401{}09010101038080040000", "08".repeat(32)));
         let journal = vec![
             ("a".into(), Value { stamp: Stamp { time: 1, writer: 2 }, data: Some(vec![3]) }),
             ("b".into(), Value { stamp: Stamp { time: 4, writer: 5 }, data: None }),
         ];
-        let head = HeadPayload { root: None, count: 1, clock: 4, journal };
+        let head = HeadPayload { root: None, count: 1, clock: 4, journal, runs: vec![ptr.clone()] };
         // Version, no root, count 1, clock 4, two entries ("a": stamp
-        // (1, 2), Some([3]); "b": stamp (4, 5), None): 17 bytes, padded to
-        // Padmé(17) = 18.
-        assert_eq!(hex(&encode_head(&head)), "030001040201610102010103016204050000");
-        assert_eq!(decode_head(&encode_head(&head)).expect("v3 head"), head);
+        // (1, 2), Some([3]); "b": stamp (4, 5), None), one run (the page
+        // pointer as above): 54 bytes with the version, padded to
+        // Padmé(54) = 56.
+        assert_eq!(
+            hex(&encode_head(&head)),
+            format!("0400010402016101020101030162040500 01{}09 01 01 01 0000", "08".repeat(32)).replace(' ', "")
+        );
+        assert_eq!(decode_head(&encode_head(&head)).expect("v4 head"), head);
         let unsorted = HeadPayload { journal: head.journal.iter().rev().cloned().collect(), ..head.clone() };
-        assert!(decode_head(&codec::to_versioned(3, &unsorted)).is_err());
+        assert!(decode_head(&codec::to_versioned(4, &unsorted)).is_err());
+        let crowded = HeadPayload { runs: vec![ptr.clone(); MAX_RUNS + 1], ..head.clone() };
+        assert!(decode_head(&codec::to_versioned(4, &crowded)).is_err());
+        // Version 3 (a journal, no runs), as session 13 wrote it.
+        let v3 = HeadPayload { runs: Vec::new(), ..head.clone() };
+        assert_eq!(decode_head(&unhex("030001040201610102010103016204050000")).expect("v3 head"), v3);
+        assert_eq!(
+            decode_head(&unhex(&format!("0301{}09010101038080040000", "08".repeat(32)))).expect("v3 head"),
+            HeadPayload { root: Some(ptr.clone()), count: 3, clock: 0x1_0000, ..HeadPayload::default() }
+        );
         let h2 = codec::to_versioned(2, &(Some(ptr.clone()), 3u64, 0x1_0000u64));
         assert_eq!(
             decode_head(&h2).expect("v2 head"),
-            HeadPayload { root: Some(ptr.clone()), count: 3, clock: 0x1_0000, journal: Vec::new() }
+            HeadPayload { root: Some(ptr.clone()), count: 3, clock: 0x1_0000, ..HeadPayload::default() }
         );
         let leaf = Page::Leaf(Leaf {
             entries: vec![
@@ -559,7 +596,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn arbitrary_bytes_never_panic_a_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512), v in 0u8..4) {
+        fn arbitrary_bytes_never_panic_a_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512), v in 0u8..5) {
             let mut b = bytes;
             if let Some(first) = b.first_mut() {
                 *first = v;

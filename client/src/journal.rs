@@ -1,15 +1,23 @@
 //! A tree's journal, without any I/O: the entries written since the tree's
-//! pages were last rewritten, carried inside the head record.
+//! leaves were last rewritten.
 //!
 //! A commit adds its entries to the journal and publishes the head: one
 //! round trip to the record's nodes, where a commit that rewrote its
-//! leaves and root first took three. Reads look in the journal before the
-//! leaves ([`lookup`], [`overlay`]). Once the journal grows past a share of
-//! what a head record carries, the committer folds it into the leaves in
-//! the background ([`fold`]: new leaves and a new root, stored but not
-//! named); the next commit names the new root and keeps in its journal
-//! only the entries the fold did not cover ([`uncovered`]). A journal that
-//! would not fit in a head record is folded before its commit publishes.
+//! leaves and root first took three. The newest entries ride inside the
+//! head record; when they outgrow it, the commit stores them as one page,
+//! a *run*, and the head names the run instead (level 0 of a log-structured
+//! merge tree: one page store and the publish, two round trips). A tree
+//! thus reads as its head's entries over its runs, newest first, over its
+//! leaves ([`lookup`], [`overlay`], [`stack`]); the tree keeps that view
+//! as one sorted list in memory, and [`beyond`] gives the part of it that
+//! the runs do not hold, which the head carries.
+//!
+//! Once the journal (runs included) grows past a size, the committer folds
+//! it into the leaves in the background ([`fold`]: new leaves and a new
+//! root, stored but not named); the next commit names the new root, drops
+//! the runs, and keeps only the entries the fold did not cover
+//! ([`uncovered`]). A commit that would need more runs than a head names
+//! folds first.
 
 use std::collections::BTreeMap;
 
@@ -117,6 +125,24 @@ pub fn uncovered(journal: &[(String, Value)], covered: &[(String, Value)]) -> Op
     Some(journal.iter().filter(|(k, v)| lookup(covered, k) != Some(v)).cloned().collect())
 }
 
+/// The entries of `journal` that `runs` (what the runs hold, merged) does
+/// not hold as they are: those the head record carries.
+pub fn beyond(journal: &[(String, Value)], runs: &[(String, Value)]) -> Entries {
+    journal.iter().filter(|(k, v)| lookup(runs, k) != Some(v)).cloned().collect()
+}
+
+/// Runs (each sorted, keys unique), newest first, merged into one: a key
+/// in several takes the newest run's value.
+pub fn stack(runs: Vec<Entries>) -> Entries {
+    runs.into_iter().rev().fold(Vec::new(), |older, newer| overlay(older, &newer))
+}
+
+/// About what `entries` take encoded (within a few bytes per entry): what
+/// decides when a journal is folded.
+pub fn size(entries: &[(String, Value)]) -> usize {
+    entries.iter().map(|(k, v)| k.len() + v.data.as_ref().map_or(0, Vec::len) + 24).sum()
+}
+
 /// Joins a sorted run of leaf entries with the journal's entries in the
 /// same key range: a key in both takes the journal's value. Tombstones are
 /// kept (the caller filters).
@@ -196,6 +222,22 @@ mod tests {
     }
 
     #[test]
+    fn runs_stack_newest_first_and_the_head_carries_the_rest() {
+        let old = vec![("a".into(), val(1, Some(1))), ("b".into(), val(2, Some(2)))];
+        let new = vec![("b".into(), val(3, None)), ("c".into(), val(4, Some(3)))];
+        let runs = stack(vec![new, old]);
+        assert_eq!(
+            runs,
+            vec![("a".into(), val(1, Some(1))), ("b".into(), val(3, None)), ("c".into(), val(4, Some(3)))]
+        );
+        // The tree's view: the head's entries over the runs.
+        let view = overlay(runs.clone(), &[("a".into(), val(5, Some(9))), ("d".into(), val(6, Some(4)))]);
+        assert_eq!(beyond(&view, &runs), vec![("a".into(), val(5, Some(9))), ("d".into(), val(6, Some(4)))]);
+        assert_eq!(beyond(&runs, &runs), Vec::new());
+        assert_eq!(stack(Vec::new()), Vec::new());
+    }
+
+    #[test]
     fn a_fold_leaves_what_was_written_after_it() {
         let covered = vec![("a".into(), val(1, Some(1))), ("b".into(), val(2, Some(2)))];
         let journal = vec![("a".into(), val(1, Some(1))), ("b".into(), val(3, None)), ("c".into(), val(4, Some(3)))];
@@ -217,12 +259,16 @@ mod tests {
         })
     }
 
-    /// A tree in memory kept as a journal over leaves, folded now and then.
+    /// A tree in memory kept as a journal over leaves, its head's part
+    /// spilled into runs and folded now and then.
     #[derive(Default)]
     struct Journaled {
         pages: Vec<Leaf>,
         root: Root,
+        /// The head's journal over the runs, as a tree keeps it.
         journal: Entries,
+        /// Newest first.
+        runs: Vec<Entries>,
         count: u64,
         clock: u64,
     }
@@ -265,6 +311,22 @@ mod tests {
             }
             self.root = Root { leaves };
             self.journal.clear();
+            self.runs.clear();
+        }
+
+        /// The head's part of the journal becomes the newest run.
+        fn spill(&mut self) {
+            let own = beyond(&self.journal, &stack(self.runs.clone()));
+            if !own.is_empty() {
+                self.runs.insert(0, own);
+            }
+        }
+
+        /// The journal as a reader rebuilds it from the runs and the head.
+        fn reopened(&self) -> Entries {
+            let in_runs = stack(self.runs.clone());
+            let head = beyond(&self.journal, &in_runs);
+            overlay(in_runs, &head)
         }
 
         fn live(&self) -> BTreeMap<String, Vec<u8>> {
@@ -280,6 +342,8 @@ mod tests {
         Delete(u8),
         PutIfAbsent(u8, u8),
         Fold,
+        Spill,
+        Reopen,
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -288,11 +352,14 @@ mod tests {
             2 => (0..40u8).prop_map(Step::Delete),
             1 => (0..40u8, any::<u8>()).prop_map(|(k, v)| Step::PutIfAbsent(k, v)),
             1 => Just(Step::Fold),
+            1 => Just(Step::Spill),
+            1 => Just(Step::Reopen),
         ]
     }
 
     proptest! {
-        /// A tree written through its journal and folded at random points
+        /// A tree written through its journal, spilled into runs, read
+        /// again from its runs and head, and folded at random points
         /// answers every op as a plain map does (what each op replaced,
         /// which preconditions fail) and ends with the same live entries
         /// and count.
@@ -306,6 +373,12 @@ mod tests {
                 let key = |k: u8| format!("k{k:02}");
                 match s {
                     Step::Fold => tree.fold(),
+                    Step::Spill => tree.spill(),
+                    Step::Reopen => {
+                        let reopened = tree.reopened();
+                        prop_assert_eq!(&reopened, &tree.journal);
+                        tree.journal = reopened;
+                    }
                     Step::Put(k, v) => {
                         let r = tree.commit(vec![Op::put(key(k), value(v))], now as u64).expect("no precondition");
                         prop_assert_eq!(r[0].as_ref().and_then(|v| v.data.clone()), model.insert(key(k), value(v)));

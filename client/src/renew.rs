@@ -254,14 +254,16 @@ pub(crate) async fn renew_tree(
     let transfer = tree.pages().transfer();
     let key = *tree.pages().token_key();
     let mut report = RenewReport { trees: 1, ..RenewReport::default() };
-    // The root page, every walk (one page: cheap).
-    if let Some(root) = snap.root_ptr() {
-        let copies: Vec<(usize, Copy)> = page_copies(root, &key).map(|c| (0, c)).collect();
+    // The root page and the runs, every walk (a few pages: cheap).
+    let copies: Vec<(usize, Copy)> =
+        snap.root_ptr().into_iter().chain(snap.runs()).flat_map(|p| page_copies(p, &key)).map(|c| (0, c)).collect();
+    if !copies.is_empty() {
         let mut tally = Tally::new(1);
         renew_copies(transfer, lease_secs, &copies, &mut tally).await;
         report.add(&tally.into_report());
     }
-    // What the journal's entries reference, every walk (it is small).
+    // What the journal's entries reference (the runs' included), every
+    // walk (it is small).
     let mut copies: Vec<(usize, Copy)> = Vec::new();
     for (k, v) in snap.journal.iter().filter(|(_, v)| v.data.is_some()) {
         copies.extend(refs(k, v)?.into_iter().map(|c| (0, c)));

@@ -441,7 +441,9 @@ pub(crate) async fn repair_pages(tree: &Tree, up: &impl Fn(&NodeId) -> bool) -> 
             ops.push(Op::put(k, v.live().unwrap_or_default().to_vec()).expecting(still(v)));
         }
     }
-    let root = snap.root_ptr().is_some_and(short);
+    // A short root or run is stored again by the fold itself (a new root,
+    // and the runs written into the leaves).
+    let root = snap.root_ptr().is_some_and(short) || snap.runs().iter().any(short);
     if ops.is_empty() && !root {
         return Ok(0);
     }

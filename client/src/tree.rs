@@ -6,9 +6,11 @@
 //! so a burst of small writes costs a few DHT round trips, not one each.
 //! A commit writes its entries into the journal that the head record
 //! carries (see [`crate::journal`]): it costs one round trip, the publish.
-//! The journal is folded into new leaves and a new root in the background
-//! once it grows past [`FOLD_AT`], and before a commit whose journal would
-//! not fit in a head record.
+//! A journal that outgrows the head record is stored as a run page that
+//! the head names (one page store more). The journal, runs included, is
+//! folded into new leaves and a new root in the background once it grows
+//! past [`FOLD_AT`], and before a commit that would need more than
+//! [`formats::MAX_RUNS`] runs.
 //! Each group applies atomically or not at all (its preconditions, see
 //! [`Expect`]); the tree stamps every op from its hybrid logical clock.
 //!
@@ -48,7 +50,6 @@ use std::time::{Duration, Instant};
 use cairn_crypto::{RecordSigner, SymmetricKey};
 use cairn_net::PeerId;
 use cairn_proto::RecordId;
-use cairn_proto::codec;
 use cairn_proto::head::HeadRecord;
 use futures::{StreamExt, TryStreamExt, stream};
 use tokio::sync::{mpsc, oneshot};
@@ -82,10 +83,15 @@ const PEERS_KEPT: Duration = Duration::from_secs(600);
 const RECORD_PEERS: usize = 20;
 /// Pages fetched at once.
 const FETCH_PARALLEL: usize = 16;
-/// A journal this large (encoded) is folded into the pages in the
-/// background: a quarter of what a head payload carries, so that commits
-/// go on adding to it while the fold runs.
-pub const FOLD_AT: usize = formats::MAX_HEAD / 4;
+/// A journal this large (runs included, see [`journal::size`]) is folded
+/// into the leaves in the background: half of what [`formats::MAX_RUNS`]
+/// runs of a full head's journal hold, so that commits go on adding runs
+/// while the fold runs.
+pub const FOLD_AT: usize = formats::MAX_RUNS * formats::MAX_HEAD / 2;
+
+/// Largest journal (see [`journal::size`]) stored as one run; a larger
+/// one is folded into leaves, which split.
+const MAX_RUN: usize = 4 << 20;
 
 /// Records what a commit replaced, in the same commit: given a key and the
 /// live value an op replaced or removed, an op to add (a bucket queues the
@@ -117,11 +123,16 @@ pub struct Snapshot {
     pub seq: u64,
     /// The root page.
     pub root: Arc<Root>,
-    /// Entries newer than the pages' (see [`crate::journal`]).
+    /// Entries newer than the leaves': the head record's journal over its
+    /// runs (see [`crate::journal`]).
     pub journal: Arc<Entries>,
     /// Live entries in the tree.
     pub count: u64,
     root_ptr: Option<PagePtr>,
+    /// The run pages the head names, newest first.
+    runs: Vec<PagePtr>,
+    /// What the runs hold, merged: the part of `journal` not in the head.
+    in_runs: Arc<Entries>,
     clock: u64,
     taken: Instant,
 }
@@ -132,9 +143,14 @@ impl Snapshot {
         self.root_ptr.as_ref()
     }
 
-    /// Every page of the tree: the root, then the leaves.
+    /// The run pages the head names, newest first.
+    pub fn runs(&self) -> &[PagePtr] {
+        &self.runs
+    }
+
+    /// Every page of the tree: the root, the runs, then the leaves.
     pub fn pages(&self) -> impl Iterator<Item = &PagePtr> {
-        self.root_ptr.iter().chain(self.root.leaves.iter().map(|l| &l.page))
+        self.root_ptr.iter().chain(&self.runs).chain(self.root.leaves.iter().map(|l| &l.page))
     }
 }
 
@@ -502,18 +518,19 @@ impl Inner {
         if seq > 0 && variants.is_empty() {
             return Err(Error::HeadUnreadable { record: self.id, seq });
         }
-        let (root_ptr, root, clock, journal, count) = match variants.len() {
-            0 => (None, Root::default(), 0, Vec::new(), 0),
+        let (root_ptr, root, clock, journal, count, runs, in_runs) = match variants.len() {
+            0 => (None, Root::default(), 0, Vec::new(), 0, Vec::new(), Vec::new()),
             1 => {
                 let v = variants.remove(0);
-                let root = self.root(&v.root).await?;
-                (v.root, root, v.clock, v.journal, v.count)
+                let (root, in_runs) = tokio::try_join!(self.root(&v.root), self.load_runs(&v.runs))?;
+                let journal = journal::overlay(in_runs.clone(), &v.journal);
+                (v.root, root, v.clock, journal, v.count, v.runs, in_runs)
             }
             n => {
                 tracing::info!(seq, variants = n, "head records diverged; merging");
                 let (ptr, root, clock) = self.merge(variants).await?;
                 let count = root.count();
-                (ptr, root, clock, Vec::new(), count)
+                (ptr, root, clock, Vec::new(), count, Vec::new(), Vec::new())
             }
         };
         let snap = Snapshot {
@@ -522,6 +539,8 @@ impl Inner {
             journal: Arc::new(journal),
             count,
             root_ptr,
+            runs,
+            in_runs: Arc::new(in_runs),
             clock,
             taken: Instant::now(),
         };
@@ -536,9 +555,10 @@ impl Inner {
         let mut loaded = 0;
         let mut last_error = None;
         for v in variants {
-            match self.all_entries(&v.root).await {
-                Ok(e) => {
-                    let e = journal::overlay(e, &v.journal);
+            let read = async { tokio::try_join!(self.all_entries(&v.root), self.load_runs(&v.runs)) };
+            match read.await {
+                Ok((e, in_runs)) => {
+                    let e = journal::overlay(journal::overlay(e, &in_runs), &v.journal);
                     entries = index::merge(entries, e);
                     clock = clock.max(v.clock);
                     loaded += 1;
@@ -566,6 +586,21 @@ impl Inner {
         let loads: Vec<_> = root.leaves.iter().map(|l| self.leaf(l)).collect();
         let leaves: Vec<Leaf> = stream::iter(loads).buffered(FETCH_PARALLEL).try_collect().await?;
         Ok(leaves.into_iter().flat_map(|l| l.entries).collect())
+    }
+
+    /// What the run pages `runs` (newest first) hold, merged.
+    async fn load_runs(&self, runs: &[PagePtr]) -> Result<Entries, Error> {
+        let loads: Vec<_> = runs
+            .iter()
+            .map(|ptr| async move {
+                match self.pages.get(ptr).await? {
+                    Page::Leaf(l) => Ok(l.entries),
+                    Page::Root(_) => Err(Error::BadPage { id: ptr.id, fault: PageFault::WrongKind }),
+                }
+            })
+            .collect();
+        let runs: Vec<Entries> = stream::iter(loads).buffered(FETCH_PARALLEL).try_collect().await?;
+        Ok(journal::stack(runs))
     }
 
     async fn store_slots(&self, slots: Vec<Slot>) -> Result<Root, Error> {
@@ -806,7 +841,7 @@ impl Inner {
             return;
         }
         let Some(snap) = self.lock_latest().clone() else { return };
-        if snap.journal.is_empty() || codec::to_bytes(&*snap.journal).len() < FOLD_AT {
+        if journal::size(&snap.journal) < FOLD_AT {
             return;
         }
         if self.folding.swap(true, Ordering::AcqRel) {
@@ -878,10 +913,20 @@ impl Inner {
         let edited = started.elapsed();
         let mut garbage = Vec::new();
         let mut root = Arc::clone(&base.root);
-        let mut payload = HeadPayload { root: base.root_ptr.clone(), count, clock, journal };
-        // A journal that will not fit waits for a background fold under way
-        // (it holds most of it) rather than folding it all again.
-        if !fold && !formats::head_fits(&payload) {
+        let mut runs = base.runs.clone();
+        let mut in_runs = Arc::clone(&base.in_runs);
+        let mut payload = HeadPayload {
+            root: base.root_ptr.clone(),
+            count,
+            clock,
+            journal: journal::beyond(&journal, &in_runs),
+            runs: runs.clone(),
+        };
+        let mut journal = journal;
+        // A journal that will not fit in the head or a new run waits for a
+        // background fold under way (it holds most of it) rather than
+        // folding it all again.
+        if !fold && !formats::head_fits(&payload) && runs.len() >= formats::MAX_RUNS {
             let done = self.fold_done.notified();
             tokio::pin!(done);
             done.as_mut().enable();
@@ -889,20 +934,43 @@ impl Inner {
                 done.await;
             }
         }
-        let used = self.usable_fold(base.root_ptr.as_ref(), &payload.journal);
+        let used = self.usable_fold(base.root_ptr.as_ref(), &journal);
         if let Some((f, left)) = &used {
             garbage = f.replaced.clone();
+            garbage.append(&mut runs);
             root = Arc::clone(&f.root);
-            payload.root = f.root_ptr.clone();
-            payload.journal = left.clone();
+            in_runs = Arc::default();
+            journal = left.clone();
+            payload = HeadPayload { root: f.root_ptr.clone(), journal: left.clone(), runs: Vec::new(), ..payload };
+        }
+        let mut spilled = false;
+        if !fold
+            && !formats::head_fits(&payload)
+            && runs.len() < formats::MAX_RUNS
+            && journal::size(&payload.journal) <= MAX_RUN
+        {
+            // The head's journal becomes the newest run.
+            let own = std::mem::take(&mut payload.journal);
+            let run = self.pages.put(&Page::Leaf(Leaf { entries: own })).await?;
+            runs.insert(0, run);
+            payload.runs = runs.clone();
+            in_runs = Arc::new(journal.clone());
+            spilled = true;
         }
         let folded_now = fold || !formats::head_fits(&payload);
         if folded_now {
-            let f = self.fold(&root, payload.root.as_ref(), &payload.journal, now_ms).await?;
+            let f = self.fold(&root, payload.root.as_ref(), &journal, now_ms).await?;
             garbage.extend(f.replaced);
+            // A run stored by this attempt is named by no head: the fold
+            // holds what it held.
+            if spilled {
+                self.pages.delete(&runs.remove(0));
+            }
+            garbage.append(&mut runs);
             root = f.root;
-            payload.root = f.root_ptr;
-            payload.journal = Vec::new();
+            in_runs = Arc::default();
+            journal = Vec::new();
+            payload = HeadPayload { root: f.root_ptr, journal: Vec::new(), runs: Vec::new(), ..payload };
         }
         let folded = started.elapsed();
         let sealed = self.key.seal(&self.payload_aad(), &formats::encode_head(&payload));
@@ -930,6 +998,8 @@ impl Inner {
             seq,
             groups = groups.len(),
             journal = payload.journal.len(),
+            runs = payload.runs.len(),
+            spilled,
             folded_now,
             ?based,
             ?edited,
@@ -944,9 +1014,11 @@ impl Inner {
         let snap = Snapshot {
             seq,
             root,
-            journal: Arc::new(payload.journal),
+            journal: Arc::new(journal),
             count,
             root_ptr: payload.root,
+            runs: payload.runs,
+            in_runs,
             clock,
             taken: Instant::now(),
         };

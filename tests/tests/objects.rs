@@ -271,24 +271,29 @@ async fn abandoned_uploads_expire_and_their_data_leaves_the_nodes() {
     client.shutdown().await;
 }
 
-/// A commit adds to the journal in the head record; past a few KiB the
-/// journal is folded into pages in the background. A client that shuts
-/// down right after (a CLI call) still names its fold in a head record
-/// before it stops, so the fold's pages are not left unnamed, and a fresh
-/// client reads every object from pages and journal alike.
+/// A commit adds to the journal in the head record; a journal that
+/// outgrows the head is stored as a run page the head names, and past
+/// `FOLD_AT` the journal and its runs are folded into leaves in the
+/// background. A client that shuts down right after (a CLI call) still
+/// names its fold in a head record before it stops, so the fold's pages
+/// are not left unnamed, and a fresh client reads every object from
+/// leaves, runs and journal alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_lived_client_names_its_journal_fold_before_it_stops() {
     let cluster = TestCluster::start(6);
     let root = RootSecret::generate();
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let objects: Vec<(String, Vec<u8>)> = (0..5).map(|i| (format!("small-{i}"), data(5000, &mut rng))).collect();
+    // Objects of 30,000 bytes live inside their entries, and a head
+    // record's journal holds one: every commit past the first stores a run.
+    let size = 30_000;
+    let first = cairn_client::tree::FOLD_AT / size + 2;
+    let objects: Vec<(String, Vec<u8>)> =
+        (0..first + 3).map(|i| (format!("small-{i:02}"), data(size, &mut rng))).collect();
     {
         let client = cluster.client(&root).await;
         client.create_bucket("journal", None).await.expect("mb");
         let b = client.bucket("journal").await.expect("bucket");
-        // Two 5,000-byte objects (inline in their entries) pass the 8 KiB
-        // at which a fold starts.
-        for (key, bytes) in &objects[..2] {
+        for (key, bytes) in &objects[..first] {
             put_bytes(&b, key, bytes.clone()).await.expect("put");
         }
         client.shutdown().await;
@@ -297,29 +302,31 @@ async fn a_short_lived_client_names_its_journal_fold_before_it_stops() {
     let b = client.bucket("journal").await.expect("bucket");
     let snap = b.tree().snapshot(std::time::Duration::ZERO).await.expect("snapshot");
     let (leaves, journal) = (snap.root.leaves.len(), snap.journal.len());
-    assert!(leaves > 0 && journal == 0, "the fold was named: {leaves} leaves, {journal} journal entries");
-    put_bytes(&b, &objects[2].0, objects[2].1.clone()).await.expect("put");
+    assert!(leaves > 0 && journal < first, "the fold was named: {leaves} leaves, {journal} journal entries");
+    put_bytes(&b, &objects[first].0, objects[first].1.clone()).await.expect("put");
     let snap = b.tree().snapshot(std::time::Duration::ZERO).await.expect("snapshot");
-    assert_eq!(snap.journal.len(), 1, "a new write goes into the journal");
-    assert_eq!(snap.count, 3);
+    assert_eq!(snap.journal.len(), journal + 1, "a new write goes into the journal");
+    assert_eq!(snap.count, first as u64 + 1);
     // A one-shot client (a CLI command) folds only when it must: its two
-    // puts stay in the journal, past the 8 KiB a serving client folds at.
+    // puts go into the journal and a run, not into the leaves.
     let once = cairn_client::ClientConfig { one_shot: true, ..cluster.client_config(None) };
     let once = Client::connect(&root, once).await.expect("connect");
     let ob = once.bucket("journal").await.expect("bucket");
-    for (key, bytes) in &objects[3..] {
+    for (key, bytes) in &objects[first + 1..] {
         put_bytes(&ob, key, bytes.clone()).await.expect("put");
     }
     once.shutdown().await;
     let snap = b.tree().snapshot(std::time::Duration::ZERO).await.expect("snapshot");
-    assert_eq!((snap.journal.len(), snap.root.leaves.len(), snap.count), (3, leaves, 5));
+    assert_eq!((snap.journal.len(), snap.root.leaves.len(), snap.count), (journal + 3, leaves, first as u64 + 3));
+    assert!(!snap.runs().is_empty(), "a journal that outgrew the head went into a run");
     let reader = cluster.client(&root).await;
     let rb = reader.bucket("journal").await.expect("bucket");
     for (key, bytes) in &objects {
         assert!(get_bytes(&rb, key).await.expect("get") == *bytes, "{key}");
     }
-    let listed = rb.list("", None, "", 10).await.expect("list");
-    assert_eq!(listed.objects.len(), 5, "{listed:?}");
+    let listed = rb.list("", None, "", 1000).await.expect("list");
+    let keys: Vec<&str> = listed.objects.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(keys, objects.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>());
     reader.shutdown().await;
     client.shutdown().await;
 }
