@@ -211,6 +211,17 @@ async fn full_turnover_every_original_node_replaced_with_repair_loses_nothing() 
         put_bytes(&b, &key, bytes.clone()).await.expect("put");
         objects.push((key, bytes));
     }
+    // The index lives in pages too, all of which the turnover must carry
+    // over: leaves and a root (a fold), and a run (two entries of 30,000
+    // bytes outgrow the head record's journal).
+    b.tree().commit_folded(Vec::new()).await.expect("fold");
+    for i in 0..2 {
+        let (key, bytes) = (format!("dir{i}/inline-{i}"), data(30_000, 40 + i as u8));
+        put_bytes(&b, &key, bytes.clone()).await.expect("put");
+        objects.push((key, bytes));
+    }
+    let snap = b.tree().snapshot(Duration::ZERO).await.expect("snapshot");
+    assert!(!snap.root.leaves.is_empty() && !snap.runs().is_empty(), "leaves and a run");
     let mut total = cairn_client::RepairReport::default();
     for round in 0..NODES {
         cluster.kill(round);
