@@ -9,7 +9,7 @@
 //! A journal that outgrows the head record is stored as a run page that
 //! the head names (one page store more). The journal, runs included, is
 //! folded into new leaves and a new root in the background once it grows
-//! past [`FOLD_AT`], and before a commit that would need more than
+//! past [`FOLD_AT`] or [`FOLD_RUNS`] runs, and before a commit that would need more than
 //! [`formats::MAX_RUNS`] runs.
 //! Each group applies atomically or not at all (its preconditions, see
 //! [`Expect`]); the tree stamps every op from its hybrid logical clock.
@@ -70,6 +70,9 @@ const BEHIND_ATTEMPTS: u32 = 3;
 const QUEUE: usize = 1024;
 /// Most ops in one commit.
 const MAX_BATCH: usize = 4096;
+/// How long the committer waits for the writers it just answered to queue
+/// again before it commits what it has (see [`gather`]).
+const GATHER: Duration = Duration::from_millis(2);
 /// Failed attempts (other than lost races) before a commit gives up.
 const ATTEMPTS: u32 = 10;
 /// Races lost to other writers before a commit gives up: each means that
@@ -83,11 +86,15 @@ const PEERS_KEPT: Duration = Duration::from_secs(600);
 const RECORD_PEERS: usize = 20;
 /// Pages fetched at once.
 const FETCH_PARALLEL: usize = 16;
-/// A journal this large (runs included, see [`journal::size`]) is folded
-/// into the leaves in the background: half of what [`formats::MAX_RUNS`]
-/// runs of a full head's journal hold, so that commits go on adding runs
-/// while the fold runs.
-pub const FOLD_AT: usize = formats::MAX_RUNS * formats::MAX_HEAD / 2;
+/// A journal this large (runs included, see [`journal::size`]), or one in
+/// [`FOLD_RUNS`] runs or more, is folded into the leaves in the
+/// background. A fold rewrites every leaf the journal's keys fall in, so
+/// the larger the journal it takes, the less it rewrites per entry; the
+/// tree keeps the journal in memory and copies it once per commit.
+pub const FOLD_AT: usize = 2 << 20;
+/// Runs past which the journal is folded in the background: half of what
+/// a head names, so that commits go on adding runs while the fold runs.
+pub const FOLD_RUNS: usize = formats::MAX_RUNS / 2;
 
 /// Largest journal (see [`journal::size`]) stored as one run; a larger
 /// one is folded into leaves, which split.
@@ -835,13 +842,13 @@ impl Inner {
     }
 
     /// Starts folding the newest journal in the background if it grew past
-    /// [`FOLD_AT`] and no fold is running.
+    /// [`FOLD_AT`] or [`FOLD_RUNS`] and no fold is running.
     fn fold_later(self: &Arc<Self>) {
         if self.opts.one_shot {
             return;
         }
         let Some(snap) = self.lock_latest().clone() else { return };
-        if journal::size(&snap.journal) < FOLD_AT {
+        if journal::size(&snap.journal) < FOLD_AT && snap.runs.len() < FOLD_RUNS {
             return;
         }
         if self.folding.swap(true, Ordering::AcqRel) {
@@ -1085,19 +1092,38 @@ struct Tried {
     races: u32,
 }
 
-async fn committer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Work>) {
-    while let Some(first) = rx.recv().await {
-        let mut size = first.ops.len();
-        let mut batch = vec![first];
-        while size < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(more) => {
-                    size += more.ops.len();
-                    batch.push(more);
+/// Takes `first` and what is queued behind it, up to [`MAX_BATCH`] ops
+/// (`ops` weighs an item). Fewer than `expect` items (the last batch's
+/// size) means their writers were answered a moment ago and are sending
+/// again: it waits up to [`GATHER`] for them, so that a burst keeps going
+/// out as one commit rather than as one of a single group and one of the
+/// rest.
+async fn gather<T>(rx: &mut mpsc::Receiver<T>, first: T, expect: usize, ops: impl Fn(&T) -> usize) -> Vec<T> {
+    let mut size = ops(&first);
+    let mut batch = vec![first];
+    let deadline = tokio::time::Instant::now() + GATHER;
+    while size < MAX_BATCH {
+        let more = match rx.try_recv() {
+            Ok(more) => more,
+            Err(mpsc::error::TryRecvError::Empty) if batch.len() < expect => {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(more)) => more,
+                    _ => break,
                 }
-                Err(_) => break,
             }
-        }
+            Err(_) => break,
+        };
+        size += ops(&more);
+        batch.push(more);
+    }
+    batch
+}
+
+async fn committer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Work>) {
+    let mut expect = 1;
+    while let Some(first) = rx.recv().await {
+        let batch = gather(&mut rx, first, expect, |w| w.ops.len()).await;
+        expect = batch.len();
         let fold = batch.iter().any(|w| w.mode == Mode::Fold);
         if batch.iter().all(|w| w.mode == Mode::NameFold)
             && inner.folded.lock().unwrap_or_else(|e| e.into_inner()).is_none()
@@ -1128,4 +1154,37 @@ async fn committer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Work>) {
 /// A precondition on a key: its current value's stamp, or absent.
 pub fn expect_current(value: Option<&Value>) -> Expect {
     value.map_or(Expect::Absent, |v| Expect::Stamp(v.stamp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_batch_waits_for_as_many_writers_as_the_last_had() {
+        let (tx, mut rx) = mpsc::channel::<usize>(16);
+        // A lone writer is never held up, and whatever is queued comes along.
+        assert_eq!(gather(&mut rx, 1, 1, |_| 1).await, vec![1]);
+        for i in 2..=4 {
+            tx.send(i).await.expect("send");
+        }
+        assert_eq!(gather(&mut rx, 1, 1, |_| 1).await, vec![1, 2, 3, 4]);
+        // The last batch had four: the writers sending again are waited for.
+        let late = tx.clone();
+        tokio::spawn(async move {
+            for i in 2..=4 {
+                tokio::task::yield_now().await;
+                late.send(i).await.expect("send");
+            }
+        });
+        assert_eq!(gather(&mut rx, 1, 4, |_| 1).await, vec![1, 2, 3, 4]);
+        // Not forever: one that does not come is given up on.
+        tx.send(2).await.expect("send");
+        assert_eq!(gather(&mut rx, 1, 4, |_| 1).await, vec![1, 2]);
+        // Nor past the most ops a commit takes.
+        tx.send(MAX_BATCH).await.expect("send");
+        tx.send(1).await.expect("send");
+        assert_eq!(gather(&mut rx, 1, 4, |&w| w).await, vec![1, MAX_BATCH]);
+        assert_eq!(rx.try_recv().ok(), Some(1));
+    }
 }
