@@ -72,7 +72,7 @@ const QUEUE: usize = 1024;
 const MAX_BATCH: usize = 4096;
 /// How long the committer waits for the writers it just answered to queue
 /// again before it commits what it has (see [`gather`]).
-const GATHER: Duration = Duration::from_millis(2);
+const GATHER: Duration = Duration::from_millis(5);
 /// Failed attempts (other than lost races) before a commit gives up.
 const ATTEMPTS: u32 = 10;
 /// Races lost to other writers before a commit gives up: each means that
