@@ -468,9 +468,14 @@ impl Inner {
     }
 
     async fn leaf(&self, r: &LeafRef) -> Result<Leaf, Error> {
-        match self.pages.get(&r.page).await? {
+        self.leaf_at(&r.page).await
+    }
+
+    /// The leaf page at `ptr` (a leaf of the root, or a run).
+    async fn leaf_at(&self, ptr: &PagePtr) -> Result<Leaf, Error> {
+        match self.pages.get(ptr).await? {
             Page::Leaf(l) => Ok(l),
-            Page::Root(_) => Err(Error::BadPage { id: r.page.id, fault: PageFault::WrongKind }),
+            Page::Root(_) => Err(Error::BadPage { id: ptr.id, fault: PageFault::WrongKind }),
         }
     }
 
@@ -597,15 +602,8 @@ impl Inner {
 
     /// What the run pages `runs` (newest first) hold, merged.
     async fn load_runs(&self, runs: &[PagePtr]) -> Result<Entries, Error> {
-        let loads: Vec<_> = runs
-            .iter()
-            .map(|ptr| async move {
-                match self.pages.get(ptr).await? {
-                    Page::Leaf(l) => Ok(l.entries),
-                    Page::Root(_) => Err(Error::BadPage { id: ptr.id, fault: PageFault::WrongKind }),
-                }
-            })
-            .collect();
+        let loads: Vec<_> =
+            runs.iter().map(|ptr| async move { Ok::<_, Error>(self.leaf_at(ptr).await?.entries) }).collect();
         let runs: Vec<Entries> = stream::iter(loads).buffered(FETCH_PARALLEL).try_collect().await?;
         Ok(journal::stack(runs))
     }
@@ -961,7 +959,6 @@ impl Inner {
             let run = self.pages.put(&Page::Leaf(Leaf { entries: own })).await?;
             runs.insert(0, run);
             payload.runs = runs.clone();
-            in_runs = Arc::new(journal.clone());
             spilled = true;
         }
         let folded_now = fold || !formats::head_fits(&payload);
@@ -970,7 +967,7 @@ impl Inner {
             garbage.extend(f.replaced);
             // A run stored by this attempt is named by no head: the fold
             // holds what it held.
-            if spilled {
+            if std::mem::take(&mut spilled) {
                 self.pages.delete(&runs.remove(0));
             }
             garbage.append(&mut runs);
@@ -1018,10 +1015,15 @@ impl Inner {
             let mut c = self.clock.lock().unwrap_or_else(|e| e.into_inner());
             *c = (*c).max(clock);
         }
+        // A spill leaves the whole journal in runs: the two share it.
+        let journal = Arc::new(journal);
+        if spilled {
+            in_runs = Arc::clone(&journal);
+        }
         let snap = Snapshot {
             seq,
             root,
-            journal: Arc::new(journal),
+            journal,
             count,
             root_ptr: payload.root,
             runs: payload.runs,
