@@ -36,6 +36,11 @@ pub struct NodeConfig {
     /// memory for other work and measured faster (docs/BENCHMARKS.md).
     #[serde(default = "default_direct_io")]
     pub direct_io: bool,
+    /// Shards up to this size (`128KiB`) are kept in the node's database
+    /// beside their metadata rather than in files of their own: index
+    /// pages and the shards of small objects. `0`: every shard in a file.
+    #[serde(default = "default_small_shard")]
+    pub small_shard_size: String,
     /// The region this node is in (`eu-west`): clients keep buckets
     /// inside regions and spread segments over them. Lowercase letters,
     /// digits, `-` and `_`; empty for none.
@@ -153,6 +158,9 @@ fn default_max_shard() -> String {
 fn default_direct_io() -> bool {
     true
 }
+fn default_small_shard() -> String {
+    "128KiB".into()
+}
 fn default_admin() -> String {
     "127.0.0.1:9101".into()
 }
@@ -168,6 +176,7 @@ impl NodeConfig {
             max_shard_size: default_max_shard(),
             admin_listen: default_admin(),
             direct_io: default_direct_io(),
+            small_shard_size: default_small_shard(),
             region: String::new(),
             zone: String::new(),
             network_key_file: String::new(),
@@ -192,6 +201,9 @@ impl NodeConfig {
         }
         if let Err(e) = self.max_shard_bytes() {
             return bad(format!("max_shard_size: {e}"));
+        }
+        if let Err(e) = self.small_shard_bytes() {
+            return bad(format!("small_shard_size: {e}"));
         }
         for a in self.listen.iter().chain(&self.bootstrap) {
             if a.parse::<cairn_net::Multiaddr>().is_err() {
@@ -226,6 +238,16 @@ impl NodeConfig {
     /// `capacity` in bytes.
     pub fn capacity_bytes(&self) -> Result<u64, String> {
         parse_size(&self.capacity)
+    }
+
+    /// [`Self::small_shard_size`] in bytes; at most 1 MiB (a RocksDB value
+    /// is read whole).
+    pub fn small_shard_bytes(&self) -> Result<u64, String> {
+        let n = parse_size(&self.small_shard_size)?;
+        if n > 1 << 20 {
+            return Err("at most 1MiB: larger shards are better in files".into());
+        }
+        Ok(n)
     }
 
     /// `max_shard_size` in bytes, capped by the protocol's maximum.
@@ -275,6 +297,10 @@ admin_listen = "{admin}"
 # Write shard bodies with direct I/O (O_DIRECT) where the file system allows it.
 direct_io = {direct_io}
 
+# Shards up to this size (index pages, small objects' shards) are kept in the
+# node's database beside their metadata, not in files of their own. "0": all in files.
+small_shard_size = "{small_shard}"
+
 [limits]
 # Streams one peer may have open at once, and all peers together.
 max_streams_per_peer = {per_peer}
@@ -315,6 +341,7 @@ collect_interval_secs = {collect}
             network_key = self.network_key_file,
             admin = self.admin_listen,
             direct_io = self.direct_io,
+            small_shard = self.small_shard_size,
             per_peer = l.max_streams_per_peer,
             streams = l.max_streams,
             rps = l.requests_per_second_per_peer,

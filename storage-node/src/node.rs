@@ -71,6 +71,7 @@ impl Node {
             tracing::warn!(?recovery, "cleaned up after an interrupted run");
         }
         store.set_max_records(cfg.limits.max_records);
+        store.set_small_shard_size(cfg.small_shard_bytes().map_err(bad)?);
         store.set_peer_quota(cfg.limits.max_mib_per_peer.saturating_mul(1 << 20));
         let store = Arc::new(store);
         let keypair = crate::identity::load_or_create(&cfg.data_dir)?;

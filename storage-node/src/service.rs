@@ -13,7 +13,6 @@ use cairn_proto::shard::{ByteRange, MAX_MESSAGE_SIZE, NodeState, Request, Respon
 use cairn_proto::{ShardId, shard};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
-use tokio::io::AsyncSeekExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +21,7 @@ use crate::leaving::Leaving;
 use crate::limits::{Limiter, RecordQuota, Refusal};
 use crate::metrics::Metrics;
 use crate::shard_file::{ChunkBuf, ShardWriter};
-use crate::store::ShardStore;
+use crate::store::{Body, NewBody, Reservation, ShardStore};
 use crate::usage::Book;
 
 /// Bytes per disk write while a put streams in; two buffers per stream.
@@ -354,14 +353,14 @@ impl Service {
         }
     }
 
-    /// Opens the shard's file positioned at the range start.
+    /// Opens a stored shard's bytes and checks the range asked for.
     async fn open_range(
         &self,
         shard: ShardId,
         range: Option<ByteRange>,
-    ) -> Result<(tokio::fs::File, ByteRange), Option<ShardError>> {
+    ) -> Result<(Body, ByteRange), Option<ShardError>> {
         let store = Arc::clone(&self.store);
-        let meta = tokio::task::spawn_blocking(move || store.meta(&shard))
+        let (meta, body) = tokio::task::spawn_blocking(move || store.open_shard(&shard))
             .await
             .map_err(|_| Some(ShardError::Internal))?
             .map_err(|_| Some(ShardError::Internal))?
@@ -370,10 +369,7 @@ impl Service {
         if !range.within(meta.len) {
             return Err(Some(ShardError::BadRange { offset: range.offset, len: range.len, total: meta.len }));
         }
-        let mut file =
-            tokio::fs::File::open(self.store.path(&shard)).await.map_err(|_| Some(ShardError::NotFound(shard)))?;
-        file.seek(std::io::SeekFrom::Start(range.offset)).await.map_err(|_| Some(ShardError::Internal))?;
-        Ok((file, range))
+        Ok((body, range))
     }
 
     /// Charges a body of `bytes` to the peer's byte rate.
@@ -391,10 +387,22 @@ impl Service {
         range: Option<ByteRange>,
         moved: &mut Moved,
     ) -> Result<(), Option<ShardError>> {
-        let (file, range) = self.open_range(shard, range).await?;
+        let (body, range) = self.open_range(shard, range).await?;
         self.charge(peer, range.len)?;
-        let file = Arc::new(file.into_std().await);
         self.respond(stream, Response::Data { len: range.len }).await?;
+        let file = match body {
+            Body::File(f) => Arc::new(f),
+            Body::Small(bytes) => {
+                // `open_range` checked the range against the length.
+                let (from, to) = (range.offset as usize, (range.offset + range.len) as usize);
+                let slice = bytes.get(from..to).ok_or(None)?;
+                self.timed(stream.write_all(slice)).await?;
+                self.metrics.bytes_out.fetch_add(range.len, Ordering::Relaxed);
+                moved.sent += range.len;
+                self.metrics.gets.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        };
         // One `pread` per chunk on the blocking pool, the next one started
         // before the current chunk is sent: the disk and the network
         // overlap. The two buffers take turns.
@@ -464,6 +472,9 @@ impl Service {
                 .map_err(|_| Some(ShardError::Internal))?
                 .map_err(Some)?
         };
+        if self.store.keeps_small(len) {
+            return self.put_small(stream, Upload { shard, len, owner, lease_secs }, reservation, moved).await;
+        }
         let temp = self.store.temp_path();
         let guard = TempGuard(Some(temp.clone()));
         let direct = self.direct_io;
@@ -522,7 +533,7 @@ impl Service {
         let path = guard.0.take();
         tokio::task::spawn_blocking(move || {
             let path = path.unwrap_or_default();
-            let r = store.commit(&shard, &path, len, owner, expires_at, reservation);
+            let r = store.commit(&shard, NewBody::File(&path), len, owner, expires_at, reservation);
             if r.is_err() {
                 let _ = std::fs::remove_file(&path);
             }
@@ -534,6 +545,46 @@ impl Service {
             tracing::error!(error = %e, "cannot commit a shard");
             Some(ShardError::Internal)
         })?;
+        self.metrics.puts.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Receives a small shard whole, checks its hash and stores it in the
+    /// metadata's synced batch ([`crate::store`]: no file).
+    async fn put_small(
+        &self,
+        stream: &mut Stream,
+        upload: Upload,
+        reservation: Reservation,
+        moved: &mut Moved,
+    ) -> Result<(), Option<ShardError>> {
+        let Upload { shard, len, owner, lease_secs } = upload;
+        let mut bytes = vec![0u8; usize::try_from(len).map_err(|_| Some(ShardError::Internal))?];
+        let mut filled = 0;
+        while filled < bytes.len() {
+            let got = self.timed(stream.read(&mut bytes[filled..])).await?;
+            if got == 0 {
+                return Err(None); // the peer hung up mid-body
+            }
+            filled += got;
+            self.metrics.bytes_in.fetch_add(got as u64, Ordering::Relaxed);
+            moved.received += got as u64;
+        }
+        let expires_at = now_secs().saturating_add(lease_secs.min(self.max_lease_secs));
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || {
+            if !shard.matches(&bytes) {
+                return Ok(Err(ShardError::HashMismatch(shard)));
+            }
+            store.commit(&shard, NewBody::Small(&bytes), len, owner, expires_at, reservation).map(Ok)
+        })
+        .await
+        .map_err(|_| Some(ShardError::Internal))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot commit a shard");
+            Some(ShardError::Internal)
+        })?
+        .map_err(Some)?;
         self.metrics.puts.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! DATA_DIR/shards/ab/abcdef…   one file per shard, named by its id (hex)
 //! DATA_DIR/tmp/                 puts in progress
 //! DATA_DIR/db/                  RocksDB:  's' ‖ shard id           → ShardMeta
+//!                                         'b' ‖ shard id           → a small shard's bytes
 //!                                         'e' ‖ expiry (BE) ‖ id   → ()   (lease index)
 //!                                         'r' ‖ record id          → head record
 //!                                         'q' ‖ record id          → when last offered (u64 LE)
@@ -16,6 +17,17 @@
 //! hashed, where a RocksDB value must be buffered whole (up to the maximum
 //! shard size, per concurrent put); a range read is one `pread`, where a
 //! blob `get` reads the whole value. Measured in docs/BENCHMARKS.md.
+//!
+//! Small shards (index pages, the shards of small objects: up to
+//! [`ShardStore::set_small_shard_size`], 128 KiB by default) are the
+//! exception: their bytes go into RocksDB in the batch that records their
+//! metadata. Buffering them costs nothing, and a file would cost a create,
+//! a rename, an unlink later and a second synced write; on an ext4 without
+//! a journal, creating a file after many deletes also scans the inode
+//! bitmap past every recently freed inode (~1 ms each on these machines:
+//! docs/BENCHMARKS.md, session 15). A shard is read from RocksDB when its
+//! bytes are there and from its file otherwise, so a node whose threshold
+//! changes keeps reading what it stored before.
 //!
 //! Crash safety: a put writes `tmp/…`, checks its hash, `fsync`s, renames
 //! it into `shards/`, and only then commits its metadata in one RocksDB
@@ -44,6 +56,36 @@ const LEASE_PREFIX: u8 = b'e';
 const RECORD_PREFIX: u8 = b'r';
 /// `'p' ‖ shard id → the peer that uploaded it`, for per-peer quotas.
 const UPLOADER_PREFIX: u8 = b'p';
+/// `'b' ‖ shard id → the bytes of a small shard`.
+const BODY_PREFIX: u8 = b'b';
+
+/// Shards up to this many bytes are kept in RocksDB by default.
+pub const DEFAULT_SMALL_SHARD: u64 = 128 * 1024;
+
+fn body_key(id: &ShardId) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = BODY_PREFIX;
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
+/// The bytes of a new shard, as [`ShardStore::commit`] takes them.
+#[derive(Debug, Clone, Copy)]
+pub enum NewBody<'a> {
+    /// A verified, synced temp file, moved into `shards/`.
+    File(&'a Path),
+    /// A small shard's bytes, verified, stored in the metadata's batch.
+    Small(&'a [u8]),
+}
+
+/// A stored shard's bytes, opened for reading.
+#[derive(Debug)]
+pub enum Body {
+    /// A small shard, read whole from RocksDB.
+    Small(Vec<u8>),
+    /// A shard file.
+    File(fs::File),
+}
 
 fn uploader_key(id: &ShardId) -> [u8; 33] {
     let mut k = [0u8; 33];
@@ -179,6 +221,8 @@ pub struct ShardStore {
     /// Whether puts are being refused because the disk is full (logged
     /// when it starts and ends).
     disk_full: std::sync::atomic::AtomicBool,
+    /// Shards up to this size are kept in RocksDB, not in files.
+    small_shard: std::sync::atomic::AtomicU64,
 }
 
 /// Lock stripes for [`ShardStore::stripes`].
@@ -216,6 +260,7 @@ impl ShardStore {
             max_records: AtomicUsize::new(usize::MAX),
             usage: Arc::default(),
             disk_full: std::sync::atomic::AtomicBool::new(false),
+            small_shard: std::sync::atomic::AtomicU64::new(DEFAULT_SMALL_SHARD),
         };
         let recovery = store.recover()?;
         Ok((store, recovery))
@@ -249,7 +294,10 @@ impl ShardStore {
         let mut shards = 0u64;
         let mut batch = WriteBatch::default();
         self.for_each_shard(|id, meta| {
-            let on_disk = fs::metadata(self.path(&id)).map(|m| m.len()).ok();
+            let on_disk = match self.db.get_pinned(body_key(&id))? {
+                Some(b) => Some(b.len() as u64),
+                None => fs::metadata(self.path(&id)).map(|m| m.len()).ok(),
+            };
             if on_disk == Some(meta.len) {
                 used += meta.len;
                 shards += 1;
@@ -258,6 +306,7 @@ impl ShardStore {
                 batch.delete(lease_key(meta.expires_at, &id));
                 batch.delete(outboard_key(&id));
                 batch.delete(uploader_key(&id));
+                batch.delete(body_key(&id));
                 let _ = fs::remove_file(self.path(&id));
                 r.lost_shards += 1;
             }
@@ -422,24 +471,27 @@ impl ShardStore {
         Ok(peer)
     }
 
-    /// Moves a verified, synced temp file into place and records it, in one
-    /// batch with the byte count. If the shard is already stored, adds the
-    /// uploader as an owner and extends the lease instead. Blocking.
+    /// Stores a verified shard: moves a synced temp file into place, or
+    /// puts a small shard's bytes in the batch that records it, with the
+    /// byte count. If the shard is already stored, adds the uploader as an
+    /// owner and extends the lease instead. Blocking.
     pub fn commit(
         &self,
         id: &ShardId,
-        temp: &Path,
+        body: NewBody<'_>,
         len: u64,
         owner: [u8; 32],
         expires_at: u64,
         reservation: Reservation,
     ) -> Result<(), Error> {
-        let _stripe =
-            self.stripe(id).map_err(|()| Error::Io { path: temp.into(), source: std::io::Error::other("poisoned") })?;
+        let poisoned = || Error::Io { path: self.shards_dir.clone(), source: std::io::Error::other("poisoned") };
+        let _stripe = self.stripe(id).map_err(|()| poisoned())?;
         let mut batch = WriteBatch::default();
         let fresh = match self.meta(id)? {
             Some(mut meta) => {
-                fs::remove_file(temp).map_err(Error::io(temp))?;
+                if let NewBody::File(temp) = body {
+                    fs::remove_file(temp).map_err(Error::io(temp))?;
+                }
                 if !meta.owners.contains(&owner) && meta.owners.len() < MAX_OWNERS {
                     meta.owners.push(owner);
                 }
@@ -452,11 +504,16 @@ impl ShardStore {
                 false
             }
             None => {
-                let path = self.path(id);
-                if let Some(dir) = path.parent() {
-                    fs::create_dir_all(dir).map_err(Error::io(dir))?;
+                match body {
+                    NewBody::File(temp) => {
+                        let path = self.path(id);
+                        if let Some(dir) = path.parent() {
+                            fs::create_dir_all(dir).map_err(Error::io(dir))?;
+                        }
+                        fs::rename(temp, &path).map_err(Error::io(&path))?;
+                    }
+                    NewBody::Small(bytes) => batch.put(body_key(id), bytes),
                 }
-                fs::rename(temp, &path).map_err(Error::io(&path))?;
                 let meta = ShardMeta { len, owners: vec![owner], expires_at };
                 batch.put(shard_key(id), meta.to_bytes());
                 batch.put(lease_key(expires_at, id), []);
@@ -468,10 +525,7 @@ impl ShardStore {
         wo.set_sync(true);
         self.db.write_opt(batch, &wo)?;
         if fresh {
-            let mut a = self
-                .accounting
-                .lock()
-                .map_err(|_| Error::Io { path: temp.into(), source: std::io::Error::other("poisoned") })?;
+            let mut a = self.accounting.lock().map_err(|_| poisoned())?;
             a.used += len;
             a.shards += 1;
             drop(a);
@@ -494,10 +548,12 @@ impl ShardStore {
         let mut batch = WriteBatch::default();
         let gone = meta.owners.is_empty();
         let mut uploader = None;
+        let small = gone && self.is_small(id).map_err(|_| ShardError::Internal)?;
         if gone {
             batch.delete(shard_key(id));
             batch.delete(lease_key(meta.expires_at, id));
             batch.delete(outboard_key(id));
+            batch.delete(body_key(id));
             uploader = self.forget_uploader(id, &mut batch).map_err(|_| ShardError::Internal)?;
         } else {
             batch.put(shard_key(id), meta.to_bytes());
@@ -513,9 +569,43 @@ impl ShardStore {
             a.used = a.used.saturating_sub(meta.len);
             a.shards = a.shards.saturating_sub(1);
             drop(a);
-            let _ = fs::remove_file(self.path(id));
+            if !small {
+                let _ = fs::remove_file(self.path(id));
+            }
         }
         Ok(())
+    }
+
+    /// Whether the shard's bytes are in RocksDB (else in its file).
+    fn is_small(&self, id: &ShardId) -> Result<bool, Error> {
+        Ok(self.db.get_pinned(body_key(id))?.is_some())
+    }
+
+    /// Keeps shards up to `bytes` in RocksDB rather than in files of their
+    /// own (0: every shard in a file). Shards already stored stay where
+    /// they are.
+    pub fn set_small_shard_size(&self, bytes: u64) {
+        self.small_shard.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether a new shard of `len` bytes goes into RocksDB.
+    pub fn keeps_small(&self, len: u64) -> bool {
+        len <= self.small_shard.load(Ordering::Relaxed)
+    }
+
+    /// A stored shard's metadata and bytes, or `None`. Blocking (a small
+    /// shard is read whole).
+    pub fn open_shard(&self, id: &ShardId) -> Result<Option<(ShardMeta, Body)>, Error> {
+        let Some(meta) = self.meta(id)? else { return Ok(None) };
+        if let Some(bytes) = self.db.get(body_key(id))? {
+            return Ok(Some((meta, Body::Small(bytes))));
+        }
+        match fs::File::open(self.path(id)) {
+            Ok(f) => Ok(Some((meta, Body::File(f)))),
+            // Deleted since its metadata was read.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Io { path: self.path(id), source: e }),
+        }
     }
 
     /// Extends the leases of `shards` to at least `expires_at`, each only if
@@ -595,8 +685,10 @@ impl ShardStore {
             let mut batch = WriteBatch::default();
             batch.delete(lease_key(at, &id));
             if let Some(meta) = self.meta(&id)?.filter(|m| m.expires_at == at) {
+                let small = self.is_small(&id)?;
                 batch.delete(shard_key(&id));
                 batch.delete(outboard_key(&id));
+                batch.delete(body_key(&id));
                 let uploader = self.forget_uploader(&id, &mut batch)?;
                 self.db.write(batch)?;
                 if let Some(peer) = uploader {
@@ -606,7 +698,9 @@ impl ShardStore {
                 a.used = a.used.saturating_sub(meta.len);
                 a.shards = a.shards.saturating_sub(1);
                 drop(a);
-                let _ = fs::remove_file(self.path(&id));
+                if !small {
+                    let _ = fs::remove_file(self.path(&id));
+                }
                 n += 1;
             } else {
                 self.db.write(batch)?;
@@ -624,20 +718,22 @@ impl ShardStore {
             tracing::error!(shard = %id, error = %e, "cannot prove a shard");
             ShardError::Internal
         };
-        let meta = self.meta(id).map_err(|e| internal(&e))?.ok_or(ShardError::NotFound(*id))?;
+        let (meta, body) = self.open_shard(id).map_err(|e| internal(&e))?.ok_or(ShardError::NotFound(*id))?;
         let Some(range) = proof::proved_range(range, meta.len) else {
             return Err(ShardError::BadRange { offset: range.offset, len: range.len, total: meta.len });
         };
-        let path = self.path(id);
-        let file = fs::File::open(&path).map_err(|_| ShardError::NotFound(*id))?;
         let damaged = || {
-            tracing::error!(shard = %id, path = %path.display(), "shard bytes no longer match the id");
+            tracing::error!(shard = %id, "shard bytes no longer match the id");
             ShardError::Damaged(*id)
         };
         let outboard = match self.db.get(outboard_key(id)).map_err(|e| internal(&e))? {
             Some(o) => o,
             None => {
-                let (root, o) = proof::outboard(std::io::BufReader::new(&file), meta.len).map_err(|e| internal(&e))?;
+                let made = match &body {
+                    Body::Small(b) => proof::outboard(b.as_slice(), meta.len),
+                    Body::File(f) => proof::outboard(std::io::BufReader::new(f), meta.len),
+                };
+                let (root, o) = made.map_err(|e| internal(&e))?;
                 if root != *id {
                     return Err(damaged());
                 }
@@ -646,7 +742,11 @@ impl ShardStore {
                 o
             }
         };
-        proof::slice(&file, id, meta.len, &outboard, range).map_err(|e| match e {
+        let sliced = match &body {
+            Body::Small(b) => proof::slice(b.as_slice(), id, meta.len, &outboard, range),
+            Body::File(f) => proof::slice(f, id, meta.len, &outboard, range),
+        };
+        sliced.map_err(|e| match e {
             ProofError::Damaged => damaged(),
             e => internal(&e),
         })
@@ -658,15 +758,17 @@ impl ShardStore {
         let mut report = CheckReport::default();
         self.for_each_shard(|id, meta| {
             report.bytes += meta.len;
-            let path = self.path(&id);
-            let ok = fs::File::open(&path)
-                .and_then(|f| {
-                    let mut h = blake3::Hasher::new();
-                    h.update_reader(f)?;
-                    Ok(h.finalize())
-                })
-                .map(|h| h.as_bytes() == &id.0)
-                .unwrap_or(false);
+            let ok = match self.db.get_pinned(body_key(&id))? {
+                Some(b) => ShardId::of(&b) == id,
+                None => fs::File::open(self.path(&id))
+                    .and_then(|f| {
+                        let mut h = blake3::Hasher::new();
+                        h.update_reader(f)?;
+                        Ok(h.finalize())
+                    })
+                    .map(|h| h.as_bytes() == &id.0)
+                    .unwrap_or(false),
+            };
             if ok {
                 report.good += 1;
             } else {
@@ -798,7 +900,7 @@ mod tests {
         let r = store.reserve(&id, bytes.len() as u64, b"peer").expect("space");
         let tmp = store.temp_path();
         fs::write(&tmp, bytes).expect("write");
-        store.commit(&id, &tmp, bytes.len() as u64, owner, u64::MAX, r).expect("commit");
+        store.commit(&id, NewBody::File(&tmp), bytes.len() as u64, owner, u64::MAX, r).expect("commit");
         id
     }
 
@@ -839,6 +941,75 @@ mod tests {
         assert!(!store.path(&a).exists());
     }
 
+    fn put_small(store: &ShardStore, bytes: &[u8], owner: [u8; 32], expires_at: u64) -> ShardId {
+        let id = ShardId::of(bytes);
+        let r = store.reserve(&id, bytes.len() as u64, b"peer").expect("space");
+        store.commit(&id, NewBody::Small(bytes), bytes.len() as u64, owner, expires_at, r).expect("commit");
+        id
+    }
+
+    fn read(store: &ShardStore, id: &ShardId) -> Option<Vec<u8>> {
+        let (meta, body) = store.open_shard(id).expect("open")?;
+        let bytes = match body {
+            Body::Small(b) => b,
+            Body::File(f) => {
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(&mut &f, &mut v).expect("read");
+                v
+            }
+        };
+        assert_eq!(bytes.len() as u64, meta.len);
+        Some(bytes)
+    }
+
+    #[test]
+    fn small_shards_live_in_the_database_and_behave_as_files_do() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (store, _) = ShardStore::open(dir.path(), 1 << 20, 1 << 20).expect("open");
+        assert!(store.keeps_small(DEFAULT_SMALL_SHARD) && !store.keeps_small(DEFAULT_SMALL_SHARD + 1));
+        let token = [1u8; 32];
+        let owner = owner_for(&token);
+        let small: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        let id = put_small(&store, &small, owner, u64::MAX);
+        let big = put(&store, &[9u8; 200_000], owner);
+        // No file for the small one; both read back.
+        assert!(!store.path(&id).exists() && store.path(&big).exists());
+        assert_eq!(read(&store, &id).as_deref(), Some(small.as_slice()));
+        assert_eq!(read(&store, &big).map(|b| b.len()), Some(200_000));
+        // A second owner of a small shard adds no bytes.
+        let other = [2u8; 32];
+        put_small(&store, &small, owner_for(&other), u64::MAX);
+        assert_eq!((store.stats().used, store.stats().shards), (270_000, 2));
+        // Proofs and checks read it from the database.
+        let at = ByteRange { offset: 65_000, len: 100 };
+        let slice = store.prove(&id, at).expect("prove");
+        proof::verify(&id, small.len() as u64, at, &slice).expect("verifies");
+        assert_eq!(store.check().expect("check").good, 2);
+        // Kept across a restart, counted once.
+        drop(store);
+        let (store, rec) = ShardStore::open(dir.path(), 1 << 20, 1 << 20).expect("reopen");
+        assert_eq!(rec, Recovery::default());
+        assert_eq!((store.stats().used, store.stats().shards), (270_000, 2));
+        // Rotten bytes in the database are found as a rotten file is.
+        let mut rotten = small.clone();
+        rotten[10] ^= 1;
+        store.db.put(body_key(&id), &rotten).expect("rot");
+        store.db.delete(outboard_key(&id)).expect("drop the outboard");
+        assert_eq!(store.prove(&id, at), Err(ShardError::Damaged(id)));
+        assert_eq!(store.check().expect("check").bad, vec![id]);
+        store.db.put(body_key(&id), &small).expect("mend");
+        // The last owner's delete removes the bytes; a lease's end too.
+        store.delete(&id, &token).expect("first owner");
+        assert!(read(&store, &id).is_some());
+        store.delete(&id, &other).expect("last owner");
+        assert!(read(&store, &id).is_none());
+        assert!(store.db.get(body_key(&id)).expect("get").is_none());
+        let brief = put_small(&store, b"brief", owner, 50);
+        assert_eq!(store.collect_expired(100).expect("collect"), 1);
+        assert!(read(&store, &brief).is_none() && store.db.get(body_key(&brief)).expect("get").is_none());
+        assert_eq!((store.stats().used, store.stats().shards), (200_000, 1));
+    }
+
     #[test]
     fn concurrent_commits_of_one_shard_count_it_once_and_keep_every_owner() {
         let dir = tempfile::tempdir().expect("tmp");
@@ -861,7 +1032,7 @@ mod tests {
             for (i, r, tmp) in puts {
                 let store = Arc::clone(&store);
                 let owner = owner_for(&[i; 32]);
-                s.spawn(move || store.commit(&id, &tmp, 100, owner, u64::MAX, r).expect("commit"));
+                s.spawn(move || store.commit(&id, NewBody::File(&tmp), 100, owner, u64::MAX, r).expect("commit"));
             }
         });
         let meta = store.meta(&id).expect("meta").expect("stored");
@@ -898,7 +1069,7 @@ mod tests {
         let r = store.reserve(&id, 8, b"peer").expect("space");
         let tmp = store.temp_path();
         fs::write(&tmp, b"renew me").expect("write");
-        store.commit(&id, &tmp, 8, owner_for(&token), 50, r).expect("commit");
+        store.commit(&id, NewBody::File(&tmp), 8, owner_for(&token), 50, r).expect("commit");
         let renew = renew_token_of(&token);
         let missing = ShardId::of(b"never stored");
         let got = store.renew(&[(id, renew), (missing, renew), (id, token)], 100).expect("renew");
@@ -950,7 +1121,7 @@ mod tests {
         let r = store.reserve(&id, 11, b"peer").expect("space");
         let tmp = store.temp_path();
         fs::write(&tmp, b"short lease").expect("write");
-        store.commit(&id, &tmp, 11, [0; 32], 50, r).expect("commit");
+        store.commit(&id, NewBody::File(&tmp), 11, [0; 32], 50, r).expect("commit");
         assert_eq!(store.collect_expired(49).expect("gc"), 0);
         assert_eq!(store.collect_expired(51).expect("gc"), 1);
         assert_eq!(store.stats().used, 0);

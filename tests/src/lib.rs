@@ -149,6 +149,14 @@ impl TestCluster {
         Self { dir, nodes, bootstrap, via }
     }
 
+    /// A config edit that keeps every shard in a file of its own (none in
+    /// the node's database), for tests that read or alter shard files.
+    pub fn shards_in_files(config: String) -> String {
+        let small = "small_shard_size = \"128KiB\"";
+        assert!(config.contains(small), "the node config names small_shard_size");
+        config.replace(small, "small_shard_size = \"0\"")
+    }
+
     /// A config edit that puts node `i` in `regions[i % len]`.
     pub fn in_region(regions: &[&str], i: usize, config: String) -> String {
         config.replace("region = \"\"", &format!("region = \"{}\"", regions[i % regions.len()]))

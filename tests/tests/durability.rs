@@ -258,7 +258,8 @@ async fn full_turnover_every_original_node_replaced_with_repair_loses_nothing() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_whose_bytes_are_wrong_fails_its_audits_and_its_shards_are_rebuilt_elsewhere() {
-    let cluster = TestCluster::start(8);
+    // In files, so that the test can alter every one.
+    let cluster = TestCluster::start_with(8, TestCluster::shards_in_files);
     let root = RootSecret::generate();
     let client = cluster.client(&root).await;
     let (b, objects) = filled(&client, "audited", &[300_000, 1 << 20, 3 << 20, 5 << 20]).await;

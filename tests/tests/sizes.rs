@@ -15,7 +15,8 @@ fn shard_files(cluster: &TestCluster) -> HashSet<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_see_padded_lengths_and_no_shard_is_all_zeros() {
-    let cluster = TestCluster::start(6);
+    // Shard files show the lengths a node sees.
+    let cluster = TestCluster::start_with(6, TestCluster::shards_in_files);
     let root = RootSecret::generate();
     let client = cluster.client(&root).await;
     // 64 KiB segments: objects of a few segments, a short last one.
