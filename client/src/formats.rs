@@ -147,6 +147,7 @@ pub fn decode_head(bytes: &[u8]) -> Result<HeadPayload, ProtoError> {
 #[derive(Deserialize)]
 struct ValueV1 {
     stamp: (u64, u64),
+    #[serde(with = "cairn_proto::codec::bytes")]
     data: Vec<u8>,
 }
 

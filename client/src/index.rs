@@ -90,6 +90,7 @@ pub struct Value {
     pub stamp: Stamp,
     /// The encoded entry (an object entry, a bucket description); `None`
     /// is a tombstone: the key was deleted.
+    #[serde(with = "cairn_proto::codec::opt_bytes")]
     pub data: Option<Vec<u8>>,
 }
 

@@ -135,9 +135,129 @@ pub mod bytes64 {
     }
 }
 
+/// `#[serde(with = "codec::bytes")]` for a `Vec<u8>`: written as a byte
+/// string (postcard: the length, then the bytes: the same bytes as a
+/// sequence of `u8`, which serde's default writes one call per byte).
+pub mod bytes {
+    use serde::de::{SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    /// Serializes as a byte string.
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    /// Deserializes a byte string (or a sequence of bytes).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_byte_buf(BytesVisitor)
+    }
+
+    pub(super) struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+            while let Some(b) = seq.next_element()? {
+                v.push(b);
+            }
+            Ok(v)
+        }
+    }
+}
+
+/// `#[serde(with = "codec::opt_bytes")]` for an `Option<Vec<u8>>`, as
+/// [`bytes`] does for a `Vec<u8>`.
+pub mod opt_bytes {
+    use serde::de::Visitor;
+    use serde::{Deserializer, Serialize, Serializer};
+
+    struct Bytes<'a>(&'a [u8]);
+
+    impl Serialize for Bytes<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    /// Serializes `None`, or `Some` and a byte string.
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => s.serialize_some(&Bytes(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Deserializes what [`serialize`] wrote.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        d.deserialize_option(OptVisitor)
+    }
+
+    struct OptVisitor;
+
+    impl<'de> Visitor<'de> for OptVisitor {
+        type Value = Option<Vec<u8>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an optional byte string")
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_byte_buf(super::bytes::BytesVisitor).map(Some)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_strings_are_written_as_sequences_of_bytes_are() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Fast {
+            #[serde(with = "bytes")]
+            a: Vec<u8>,
+            #[serde(with = "opt_bytes")]
+            b: Option<Vec<u8>>,
+            #[serde(with = "opt_bytes")]
+            c: Option<Vec<u8>>,
+        }
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Plain {
+            a: Vec<u8>,
+            b: Option<Vec<u8>>,
+            c: Option<Vec<u8>>,
+        }
+        let a: Vec<u8> = (0..=255).cycle().take(300).collect();
+        let fast = Fast { a: a.clone(), b: Some(vec![0, 200, 7]), c: None };
+        let plain = Plain { a, b: Some(vec![0, 200, 7]), c: None };
+        let bytes = to_bytes(&fast);
+        assert_eq!(bytes, to_bytes(&plain));
+        assert_eq!(from_bytes::<Fast>("fast", &bytes, 1024), Ok(fast));
+        assert_eq!(from_bytes::<Plain>("plain", &bytes, 1024), Ok(plain));
+        // A length past the end is refused, not allocated.
+        let mut short = bytes.clone();
+        short.truncate(100);
+        assert!(from_bytes::<Fast>("fast", &short, 1024).is_err());
+    }
 
     #[test]
     fn trailing_bytes_are_refused() {

@@ -34,6 +34,7 @@ pub struct HeadRecord {
     /// Strictly increases with every publish.
     pub sequence: u64,
     /// Opaque (encrypted) payload, at most [`MAX_HEAD_PAYLOAD`] bytes.
+    #[serde(with = "codec::bytes")]
     pub payload: Vec<u8>,
     /// Ed25519 signature over [`HeadRecord::signing_bytes`].
     #[serde(with = "codec::bytes64")]
