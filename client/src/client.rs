@@ -160,7 +160,14 @@ impl Client {
     pub async fn connect(root: &RootSecret, cfg: ClientConfig) -> Result<Self, Error> {
         // The cache opens (RocksDB replays its log) while the network
         // starts dialling the configured nodes.
-        let opening = cfg.cache_dir.clone().map(|dir| tokio::task::spawn_blocking(move || Cache::open_free(&dir)));
+        let began = Instant::now();
+        let opening = cfg.cache_dir.clone().map(|dir| {
+            tokio::task::spawn_blocking(move || {
+                let r = Cache::open_free(&dir);
+                tracing::debug!(took = ?began.elapsed(), "cache opened");
+                r
+            })
+        });
         let start = |bootstrap| {
             let mut net = NetConfig { network_key: cfg.network_key, ..NetConfig::client(bootstrap) };
             if let Some(k) = &cfg.identity {
@@ -214,6 +221,7 @@ impl Client {
             network.shutdown().await;
             return Err(Error::NoNodes);
         }
+        tracing::debug!(took = ?began.elapsed(), "connected");
         // Filling the routing table can wait on dead peers; nothing needs it done.
         let tasks = Tasks::new();
         let boot = net.clone();
