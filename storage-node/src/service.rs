@@ -21,7 +21,7 @@ use crate::leaving::Leaving;
 use crate::limits::{Limiter, RecordQuota, Refusal};
 use crate::metrics::Metrics;
 use crate::shard_file::{ChunkBuf, ShardWriter};
-use crate::store::{Body, NewBody, Reservation, ShardStore};
+use crate::store::{Body, NewBody, ShardStore};
 use crate::usage::Book;
 
 /// Bytes per disk write while a put streams in; two buffers per stream.
@@ -464,6 +464,9 @@ impl Service {
         if len > shard::MAX_SHARD_SIZE.min(self.store.max_shard()) {
             return Err(Some(ShardError::TooLarge { len, max: self.store.max_shard() }));
         }
+        if self.store.keeps_small(len) {
+            return self.put_small(peer, stream, Upload { shard, len, owner, lease_secs }, moved).await;
+        }
         let reservation = {
             let store = Arc::clone(&self.store);
             let peer = peer.to_bytes();
@@ -472,9 +475,6 @@ impl Service {
                 .map_err(|_| Some(ShardError::Internal))?
                 .map_err(Some)?
         };
-        if self.store.keeps_small(len) {
-            return self.put_small(stream, Upload { shard, len, owner, lease_secs }, reservation, moved).await;
-        }
         let temp = self.store.temp_path();
         let guard = TempGuard(Some(temp.clone()));
         let direct = self.direct_io;
@@ -492,17 +492,7 @@ impl Service {
         while left > 0 {
             let n = (left as usize).min(PUT_CHUNK);
             let mut buf = spare.take().unwrap_or_else(|| ChunkBuf::new(PUT_CHUNK.min(len as usize)));
-            let bytes = buf.fill(n);
-            let mut filled = 0;
-            while filled < n {
-                let got = self.timed(stream.read(&mut bytes[filled..])).await?;
-                if got == 0 {
-                    return Err(None); // the peer hung up mid-body
-                }
-                filled += got;
-                self.metrics.bytes_in.fetch_add(got as u64, Ordering::Relaxed);
-                moved.received += got as u64;
-            }
+            self.read_body(stream, buf.fill(n), moved).await?;
             left -= n as u64;
             if let Some(w) = writing.take() {
                 let (writer, old) = w.await.map_err(internal)?.map_err(|e| self.write_failed(&e, len))?;
@@ -549,20 +539,16 @@ impl Service {
         Ok(())
     }
 
-    /// Receives a small shard whole, checks its hash and stores it in the
-    /// metadata's synced batch ([`crate::store`]: no file).
-    async fn put_small(
+    /// Fills `buf` from a shard body, under the idle timeout.
+    async fn read_body(
         &self,
         stream: &mut Stream,
-        upload: Upload,
-        reservation: Reservation,
+        buf: &mut [u8],
         moved: &mut Moved,
     ) -> Result<(), Option<ShardError>> {
-        let Upload { shard, len, owner, lease_secs } = upload;
-        let mut bytes = vec![0u8; usize::try_from(len).map_err(|_| Some(ShardError::Internal))?];
         let mut filled = 0;
-        while filled < bytes.len() {
-            let got = self.timed(stream.read(&mut bytes[filled..])).await?;
+        while filled < buf.len() {
+            let got = self.timed(stream.read(&mut buf[filled..])).await?;
             if got == 0 {
                 return Err(None); // the peer hung up mid-body
             }
@@ -570,9 +556,31 @@ impl Service {
             self.metrics.bytes_in.fetch_add(got as u64, Ordering::Relaxed);
             moved.received += got as u64;
         }
+        Ok(())
+    }
+
+    /// Receives a small shard whole, then in one blocking call reserves
+    /// its space, checks its hash and stores it in the metadata's synced
+    /// batch ([`crate::store`]: no file). A refusal for space comes after
+    /// the body (at most `small_shard_size`), not before it.
+    async fn put_small(
+        &self,
+        peer: PeerId,
+        stream: &mut Stream,
+        upload: Upload,
+        moved: &mut Moved,
+    ) -> Result<(), Option<ShardError>> {
+        let Upload { shard, len, owner, lease_secs } = upload;
+        let mut bytes = vec![0u8; usize::try_from(len).map_err(|_| Some(ShardError::Internal))?];
+        self.read_body(stream, &mut bytes, moved).await?;
         let expires_at = now_secs().saturating_add(lease_secs.min(self.max_lease_secs));
         let store = Arc::clone(&self.store);
+        let peer = peer.to_bytes();
         tokio::task::spawn_blocking(move || {
+            let reservation = match store.reserve(&shard, len, &peer) {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
             if !shard.matches(&bytes) {
                 return Ok(Err(ShardError::HashMismatch(shard)));
             }
