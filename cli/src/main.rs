@@ -472,12 +472,19 @@ where
     F: for<'a> FnOnce(&'a cairn_client::Client) -> futures::future::BoxFuture<'a, anyhow::Result<()>>,
 {
     let path = config::config_path(config);
-    runtime()?.block_on(async {
+    let rt = runtime()?;
+    let result = rt.block_on(async {
         let client = commands::connect_as(&path, true).await?;
         let result = f(&client).await;
+        let done = std::time::Instant::now();
         client.shutdown().await;
+        tracing::debug!(took = ?done.elapsed(), "left the network");
         result
-    })
+    });
+    let done = std::time::Instant::now();
+    drop(rt);
+    tracing::debug!(took = ?done.elapsed(), "runtime stopped");
+    result
 }
 
 fn init(

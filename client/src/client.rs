@@ -257,8 +257,11 @@ impl Client {
 
     /// Remembers the nodes seen, leaves the network.
     pub async fn shutdown(mut self) {
+        let began = Instant::now();
         self.tasks.shutdown(SHUTDOWN_GRACE).await;
+        tracing::debug!(took = ?began.elapsed(), "background tasks ended");
         self.transfer.finish().await;
+        tracing::debug!(took = ?began.elapsed(), "transfers ended");
         if let Some(c) = &self.cache {
             self.note_unreachable().await;
             for n in self.transfer.nodes().report_all() {
@@ -272,9 +275,13 @@ impl Client {
                 c.put_node(&n.peer.to_bytes(), &memo);
             }
         }
+        tracing::debug!(took = ?began.elapsed(), "nodes remembered");
         if let Some(n) = self.network.take() {
             n.shutdown().await;
         }
+        tracing::debug!(took = ?began.elapsed(), "network stopped");
+        drop(self.cache.take());
+        tracing::debug!(took = ?began.elapsed(), "cache closed");
     }
 
     /// Nodes this client asked but never reached (no request answered, no
