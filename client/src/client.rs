@@ -280,8 +280,6 @@ impl Client {
             n.shutdown().await;
         }
         tracing::debug!(took = ?began.elapsed(), "network stopped");
-        drop(self.cache.take());
-        tracing::debug!(took = ?began.elapsed(), "cache closed");
     }
 
     /// Nodes this client asked but never reached (no request answered, no

@@ -460,13 +460,13 @@ impl Service {
         upload: Upload,
         moved: &mut Moved,
     ) -> Result<(), Option<ShardError>> {
+        if upload.len > shard::MAX_SHARD_SIZE.min(self.store.max_shard()) {
+            return Err(Some(ShardError::TooLarge { len: upload.len, max: self.store.max_shard() }));
+        }
+        if self.store.keeps_small(upload.len) {
+            return self.put_small(peer, stream, upload, moved).await;
+        }
         let Upload { shard, len, owner, lease_secs } = upload;
-        if len > shard::MAX_SHARD_SIZE.min(self.store.max_shard()) {
-            return Err(Some(ShardError::TooLarge { len, max: self.store.max_shard() }));
-        }
-        if self.store.keeps_small(len) {
-            return self.put_small(peer, stream, Upload { shard, len, owner, lease_secs }, moved).await;
-        }
         let reservation = {
             let store = Arc::clone(&self.store);
             let peer = peer.to_bytes();

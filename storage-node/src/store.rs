@@ -62,11 +62,15 @@ const BODY_PREFIX: u8 = b'b';
 /// Shards up to this many bytes are kept in RocksDB by default.
 pub const DEFAULT_SMALL_SHARD: u64 = 128 * 1024;
 
-fn body_key(id: &ShardId) -> [u8; 33] {
-    let mut k = [0u8; 33];
-    k[0] = BODY_PREFIX;
-    k[1..].copy_from_slice(&id.0);
+/// `prefix ‖ id`: the key of every per-shard and per-record row.
+fn id_key(prefix: u8, id: &[u8; 32]) -> [u8; 33] {
+    let mut k = [prefix; 33];
+    k[1..].copy_from_slice(id);
     k
+}
+
+fn body_key(id: &ShardId) -> [u8; 33] {
+    id_key(BODY_PREFIX, &id.0)
 }
 
 /// The bytes of a new shard, as [`ShardStore::commit`] takes them.
@@ -88,10 +92,7 @@ pub enum Body {
 }
 
 fn uploader_key(id: &ShardId) -> [u8; 33] {
-    let mut k = [0u8; 33];
-    k[0] = UPLOADER_PREFIX;
-    k[1..].copy_from_slice(&id.0);
-    k
+    id_key(UPLOADER_PREFIX, &id.0)
 }
 
 /// Disk space a node leaves free beside its shards, for RocksDB, its
@@ -111,9 +112,7 @@ const OFFERED_PREFIX: u8 = b'q';
 const OFFERED_INDEX: u8 = b'x';
 
 fn offered_key(id: &RecordId) -> [u8; 33] {
-    let mut k = [OFFERED_PREFIX; 33];
-    k[1..].copy_from_slice(&id.0);
-    k
+    id_key(OFFERED_PREFIX, &id.0)
 }
 
 fn offered_index(at: u64, id: &RecordId) -> [u8; 41] {
@@ -124,17 +123,11 @@ fn offered_index(at: u64, id: &RecordId) -> [u8; 41] {
 }
 
 fn shard_key(id: &ShardId) -> [u8; 33] {
-    let mut k = [0u8; 33];
-    k[0] = SHARD_PREFIX;
-    k[1..].copy_from_slice(&id.0);
-    k
+    id_key(SHARD_PREFIX, &id.0)
 }
 
 fn outboard_key(id: &ShardId) -> [u8; 33] {
-    let mut k = [0u8; 33];
-    k[0] = OUTBOARD_PREFIX;
-    k[1..].copy_from_slice(&id.0);
-    k
+    id_key(OUTBOARD_PREFIX, &id.0)
 }
 
 fn lease_key(expires_at: u64, id: &ShardId) -> [u8; 41] {
@@ -146,10 +139,7 @@ fn lease_key(expires_at: u64, id: &ShardId) -> [u8; 41] {
 }
 
 fn record_key(id: &RecordId) -> [u8; 33] {
-    let mut k = [0u8; 33];
-    k[0] = RECORD_PREFIX;
-    k[1..].copy_from_slice(&id.0);
-    k
+    id_key(RECORD_PREFIX, &id.0)
 }
 
 /// Bytes and shards stored, and bytes promised to puts in progress.
@@ -759,7 +749,7 @@ impl ShardStore {
         self.for_each_shard(|id, meta| {
             report.bytes += meta.len;
             let ok = match self.db.get_pinned(body_key(&id))? {
-                Some(b) => ShardId::of(&b) == id,
+                Some(b) => id.matches(&b),
                 None => fs::File::open(self.path(&id))
                     .and_then(|f| {
                         let mut h = blake3::Hasher::new();
