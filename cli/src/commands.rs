@@ -1,22 +1,73 @@
 //! The object and bucket commands: connect, do one thing, print, leave.
+//! Those a script calls often ([`Call`]) also run in `cairn agent`, with
+//! the caller's input and output ([`Io`]).
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use cairn_client::{Bucket, Client, ClientConfig, Kind, MetadataDirective, PutOptions};
 use cairn_proto::units::format_size;
-use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
 
+use crate::io::Io;
 use cairn_cli::config::{ConfigFile, open_key};
 
-/// `println!` that returns an error instead of panicking when stdout is
-/// gone (`cairn stat … | head`); `main` ends quietly on a broken pipe.
+/// A line of text for standard output, sent at the next `Io::flush`
+/// (which returns an error when stdout is gone: `cairn stat … | head`;
+/// `main` ends quietly on a broken pipe).
 macro_rules! out {
-    ($($t:tt)*) => {{
+    ($io:expr, $($t:tt)*) => {{
         use std::io::Write as _;
-        writeln!(std::io::stdout(), $($t)*)?;
+        writeln!($io.text, $($t)*)?;
     }};
+}
+
+/// An object or bucket command that `cairn agent` can run for a caller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Call {
+    /// `cairn put`.
+    Put { local: PathBuf, target: String, content_type: Option<String>, meta: Vec<(String, String)> },
+    /// `cairn get`.
+    Get { source: String, local: PathBuf, range: Option<(u64, Option<u64>)> },
+    /// `cairn cp` (`remove`: `cairn mv`).
+    Cp { source: String, target: String, remove: bool },
+    /// `cairn ls`.
+    Ls { path: String, recursive: bool },
+    /// `cairn rm`.
+    Rm { path: String },
+    /// `cairn stat`.
+    Stat { path: String },
+    /// `cairn buckets`.
+    Buckets,
+    /// `cairn rb`.
+    Rb { bucket: String },
+}
+
+impl Call {
+    /// Runs the command; what it printed is flushed even when it fails.
+    pub async fn run(self, client: &Client, io: &mut Io) -> anyhow::Result<()> {
+        let result = match self {
+            Call::Put { local, target, content_type, meta } => {
+                put(client, io, &local, &target, content_type, meta).await
+            }
+            Call::Get { source, local, range } => get(client, io, &source, &local, range).await,
+            Call::Cp { source, target, remove } => cp(client, io, &source, &target, remove).await,
+            Call::Ls { path, recursive } => ls(client, io, &path, recursive).await,
+            Call::Rm { path } => rm(client, io, &path).await,
+            Call::Stat { path } => stat(client, io, &path).await,
+            Call::Buckets => buckets(client, io).await,
+            Call::Rb { bucket } => match client.delete_bucket(&bucket).await {
+                Ok(()) => {
+                    out!(io, "removed bucket {bucket}");
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            },
+        };
+        let flushed = io.flush().await;
+        result?;
+        Ok(flushed?)
+    }
 }
 
 /// `BUCKET/KEY` (or `BUCKET`, `BUCKET/PREFIX`) split in two.
@@ -50,20 +101,6 @@ pub async fn connect_as(path: &Path, one_shot: bool) -> anyhow::Result<Client> {
     Client::connect(&root, cfg).await.context("cannot join the network")
 }
 
-fn bar(len: Option<u64>, what: &str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let style = ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let pb = match len {
-        Some(l) => ProgressBar::new(l).with_style(style),
-        None => ProgressBar::new_spinner(),
-    };
-    pb.set_message(what.to_string());
-    pb
-}
-
 /// Parses `NAME=VALUE` user metadata.
 pub fn parse_meta(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -87,6 +124,7 @@ pub fn parse_range(s: &str) -> Result<(u64, Option<u64>), String> {
 /// `cairn put LOCAL BUCKET/KEY` (`-` = stdin).
 pub async fn put(
     client: &Client,
+    io: &mut Io,
     local: &Path,
     target: &str,
     content_type: Option<String>,
@@ -96,21 +134,28 @@ pub async fn put(
     let bucket = client.bucket(b).await?;
     let opts = PutOptions { content_type, meta, ..PutOptions::default() };
     let info = if local == Path::new("-") {
-        bucket.put(key, std::io::stdin(), opts).await?
+        bucket.put(key, io.stdin().await?, opts).await?
     } else {
-        let file = std::fs::File::open(local).with_context(|| format!("cannot open {}", local.display()))?;
+        let local = io.path(local);
+        let file = std::fs::File::open(&local).with_context(|| format!("cannot open {}", local.display()))?;
         let len = file.metadata().map(|m| m.len()).ok();
-        let pb = bar(len, key);
+        let pb = io.bar(len, key);
         let info = bucket.put(key, pb.wrap_read(file), opts).await;
         pb.finish_and_clear();
         info?
     };
-    out!("stored {b}/{} ({} bytes)", info.key, info.size);
+    out!(io, "stored {b}/{} ({} bytes)", info.key, info.size);
     Ok(())
 }
 
 /// `cairn get BUCKET/KEY LOCAL [--range START-END]` (`-` = stdout).
-pub async fn get(client: &Client, source: &str, local: &Path, range: Option<(u64, Option<u64>)>) -> anyhow::Result<()> {
+pub async fn get(
+    client: &Client,
+    io: &mut Io,
+    source: &str,
+    local: &Path,
+    range: Option<(u64, Option<u64>)>,
+) -> anyhow::Result<()> {
     let (b, key) = need_key(source)?;
     let bucket = client.bucket(b).await?;
     let info = bucket.head(key).await?;
@@ -123,16 +168,16 @@ pub async fn get(client: &Client, source: &str, local: &Path, range: Option<(u64
     };
     let len = range.as_ref().map_or(info.size, |r| r.end - r.start);
     if local == Path::new("-") {
-        let mut out = tokio::io::stdout();
-        bucket.get(key, range, &mut out).await?;
+        bucket.get(key, range, io.stdout().await?).await?;
         return Ok(());
     }
     // Write next to the target and rename, so a failed get never leaves a
     // half-written file under the real name.
+    let local = &io.path(local);
     let tmp = tmp_name(local);
     let file = tokio::fs::File::create(&tmp).await.with_context(|| format!("cannot create {}", tmp.display()))?;
     let sync = file.try_clone().await?;
-    let pb = bar(Some(len), key);
+    let pb = io.bar(Some(len), key);
     let mut out = pb.wrap_async_write(file);
     let result = bucket.get(key, range, &mut out).await;
     pb.finish_and_clear();
@@ -143,13 +188,13 @@ pub async fn get(client: &Client, source: &str, local: &Path, range: Option<(u64
     drop(out);
     sync.sync_all().await?;
     std::fs::rename(&tmp, local).with_context(|| format!("cannot write {}", local.display()))?;
-    eprintln!("fetched {b}/{key} ({len} bytes) to {}", local.display());
+    io.note(format!("fetched {b}/{key} ({len} bytes) to {}", local.display())).await?;
     Ok(())
 }
 
 /// `cairn cp|mv BUCKET/KEY BUCKET/KEY`: index-only within a bucket; across
 /// buckets the bytes are read and stored again (each bucket has its own keys).
-pub async fn cp(client: &Client, source: &str, target: &str, remove: bool) -> anyhow::Result<()> {
+pub async fn cp(client: &Client, io: &mut Io, source: &str, target: &str, remove: bool) -> anyhow::Result<()> {
     let (sb, sk) = need_key(source)?;
     let (tb, tk) = need_key(target)?;
     let src = client.bucket(sb).await?;
@@ -180,7 +225,7 @@ pub async fn cp(client: &Client, source: &str, target: &str, remove: bool) -> an
             src.delete(sk).await?;
         }
     }
-    out!("{} {sb}/{sk} to {tb}/{tk}", if remove { "moved" } else { "copied" });
+    out!(io, "{} {sb}/{sk} to {tb}/{tk}", if remove { "moved" } else { "copied" });
     Ok(())
 }
 
@@ -206,7 +251,7 @@ fn date(ms: u64) -> String {
 }
 
 /// `cairn ls BUCKET[/PREFIX] [-r]`.
-pub async fn ls(client: &Client, path: &str, recursive: bool) -> anyhow::Result<()> {
+pub async fn ls(client: &Client, io: &mut Io, path: &str, recursive: bool) -> anyhow::Result<()> {
     let (b, prefix) = split_path(path);
     let bucket = client.bucket(b).await?;
     let delimiter = if recursive { None } else { Some('/') };
@@ -214,11 +259,12 @@ pub async fn ls(client: &Client, path: &str, recursive: bool) -> anyhow::Result<
     loop {
         let page = bucket.list(prefix, delimiter, &after, 1000).await?;
         for p in &page.prefixes {
-            out!("{:>19} {:>12}  {p}", "", "DIR");
+            out!(io, "{:>19} {:>12}  {p}", "", "DIR");
         }
         for o in &page.objects {
-            out!("{} {:>12}  {}", date(o.modified_ms), o.size, o.key);
+            out!(io, "{} {:>12}  {}", date(o.modified_ms), o.size, o.key);
         }
+        io.flush().await?;
         match page.next_after {
             Some(a) => after = a,
             None => return Ok(()),
@@ -227,56 +273,74 @@ pub async fn ls(client: &Client, path: &str, recursive: bool) -> anyhow::Result<
 }
 
 /// `cairn rm BUCKET/KEY`.
-pub async fn rm(client: &Client, path: &str) -> anyhow::Result<()> {
+pub async fn rm(client: &Client, io: &mut Io, path: &str) -> anyhow::Result<()> {
     let (b, key) = need_key(path)?;
     client.bucket(b).await?.delete(key).await?;
-    out!("removed {b}/{key}");
+    out!(io, "removed {b}/{key}");
     Ok(())
 }
 
 /// `cairn stat BUCKET/KEY`.
-pub async fn stat(client: &Client, path: &str) -> anyhow::Result<()> {
+pub async fn stat(client: &Client, io: &mut Io, path: &str) -> anyhow::Result<()> {
     let (b, key) = need_key(path)?;
     let bucket: Bucket = client.bucket(b).await?;
     let (info, health) = bucket.stat(key).await?;
-    out!("object:   {b}/{}", info.key);
-    out!("size:     {} bytes", info.size);
-    out!("modified: {} UTC", date(info.modified_ms));
+    out!(io, "object:   {b}/{}", info.key);
+    out!(io, "size:     {} bytes", info.size);
+    out!(io, "modified: {} UTC", date(info.modified_ms));
     match &info.kind {
         Kind::File => {}
-        Kind::Directory => out!("kind:     directory"),
-        Kind::Symlink(t) => out!("kind:     symlink to {t}"),
+        Kind::Directory => out!(io, "kind:     directory"),
+        Kind::Symlink(t) => out!(io, "kind:     symlink to {t}"),
     }
     if let Some(ct) = &info.content_type {
-        out!("type:     {ct}");
+        out!(io, "type:     {ct}");
     }
     if let Some(etag) = &info.etag {
-        out!("etag:     \"{etag}\"");
+        out!(io, "etag:     \"{etag}\"");
     }
     for (k, v) in info.headers.iter().chain(&info.meta) {
-        out!("meta:     {k}: {v}");
+        out!(io, "meta:     {k}: {v}");
     }
     if info.extents > 0 {
-        out!("extents:  {}", info.extents);
+        out!(io, "extents:  {}", info.extents);
     }
     match info.layout {
-        None => out!("stored:   inside the bucket index (objects under 32 KiB)"),
+        None => out!(io, "stored:   inside the bucket index (objects under 32 KiB)"),
         Some(l) => {
             let s = bucket.settings();
-            out!("segments: {} of up to {} bytes", info.segments, l.segment_size);
-            out!("code:     any {} of {} shards read a segment ({} stored, {} extra tried)", l.k, s.n, s.n, s.extra);
-            out!("placement: {}", placement_text(bucket.placement()));
+            out!(io, "segments: {} of up to {} bytes", info.segments, l.segment_size);
+            out!(
+                io,
+                "code:     any {} of {} shards read a segment ({} stored, {} extra tried)",
+                l.k,
+                s.n,
+                s.n,
+                s.extra
+            );
+            out!(io, "placement: {}", placement_text(bucket.placement()));
             for h in health {
                 let state = match h.healthy {
                     x if x < h.k => "UNREADABLE",
                     x if x < cairn_client::repair::threshold(h.k as u16, s.n) => "degraded: repair will rebuild",
                     _ => "healthy",
                 };
-                out!("  segment {:>5}: {}/{} holders answer, {} needed: {state}", h.index, h.healthy, h.stored, h.k);
+                out!(
+                    io,
+                    "  segment {:>5}: {}/{} holders answer, {} needed: {state}",
+                    h.index,
+                    h.healthy,
+                    h.stored,
+                    h.k
+                );
                 let regions: Vec<&str> = h.regions.iter().map(|r| r.as_deref().unwrap_or("-")).collect();
-                out!("                 regions: {}", regions.join(" "));
+                out!(io, "                 regions: {}", regions.join(" "));
                 if h.crowded > 0 {
-                    out!("                 {} shards share a network with another shard: too few networks", h.crowded);
+                    out!(
+                        io,
+                        "                 {} shards share a network with another shard: too few networks",
+                        h.crowded
+                    );
                 }
             }
         }
@@ -298,10 +362,11 @@ pub fn placement_text(p: &cairn_client::policy::Placement) -> String {
 }
 
 /// `cairn buckets`.
-pub async fn buckets(client: &Client) -> anyhow::Result<()> {
+pub async fn buckets(client: &Client, io: &mut Io) -> anyhow::Result<()> {
     for b in client.buckets().await? {
         let s = b.settings;
         out!(
+            io,
             "{}  {}  k={} n={} extra={}  {}",
             date(b.created_ms),
             b.name,
@@ -315,12 +380,13 @@ pub async fn buckets(client: &Client) -> anyhow::Result<()> {
 }
 
 /// `cairn status`.
-pub async fn status(client: &Client) -> anyhow::Result<()> {
+pub async fn status(client: &Client, io: &mut Io) -> anyhow::Result<()> {
     let nodes = client.status().await;
     let up = nodes.iter().filter(|n| n.stats.is_ok()).count();
-    out!("{} storage nodes known, {up} reachable", nodes.len());
+    out!(io, "{} storage nodes known, {up} reachable", nodes.len());
     match client.lookup().await {
         Ok(l) => out!(
+            io,
             "DHT lookup of a random key: {} requests ({} answered, {} failed), {} nodes found, {:.1} ms",
             l.requests,
             l.answered,
@@ -328,11 +394,12 @@ pub async fn status(client: &Client) -> anyhow::Result<()> {
             l.found,
             l.took.as_secs_f64() * 1000.0
         ),
-        Err(e) => out!("DHT lookup of a random key failed: {e}"),
+        Err(e) => out!(io, "DHT lookup of a random key failed: {e}"),
     }
     for n in nodes {
         match &n.stats {
             Ok(s) => out!(
+                io,
                 "  {}  {}  {:<12} {:>6.1} ms  {} shards, {} of {} bytes used{}{}",
                 n.node.peer,
                 if n.leaving_until.is_some() { "leaving" } else { "up   " },
@@ -361,7 +428,7 @@ pub async fn status(client: &Client) -> anyhow::Result<()> {
                     None => String::new(),
                 }
             ),
-            Err(e) => out!("  {}  DOWN  {e}", n.node.peer),
+            Err(e) => out!(io, "  {}  DOWN  {e}", n.node.peer),
         }
     }
     if up == 0 {
@@ -371,10 +438,11 @@ pub async fn status(client: &Client) -> anyhow::Result<()> {
 }
 
 /// `cairn renew`: renews leases and says what could not be.
-pub async fn renew(client: &Client, buckets: &[String]) -> anyhow::Result<()> {
+pub async fn renew(client: &Client, io: &mut Io, buckets: &[String]) -> anyhow::Result<()> {
     let only = (!buckets.is_empty()).then_some(buckets);
     let r = client.renew(only).await?;
     out!(
+        io,
         "renewed {} copies in {} requests ({} trees, {} leaf pages walked, {} skipped as renewed lately)",
         r.renewed,
         r.requests,
@@ -383,11 +451,12 @@ pub async fn renew(client: &Client, buckets: &[String]) -> anyhow::Result<()> {
         r.skipped
     );
     if let Some(t) = r.earliest {
-        out!("earliest lease end: {} UTC", date(t * 1000));
+        out!(io, "earliest lease end: {} UTC", date(t * 1000));
     }
-    out!("head records published again: {}", r.heads);
+    out!(io, "head records published again: {}", r.heads);
     if !r.complete() {
         out!(
+            io,
             "not renewed: {} copies no longer held, {} refused, {} at nodes that did not answer (repair rebuilds them)",
             r.missing,
             r.refused,
@@ -397,27 +466,10 @@ pub async fn renew(client: &Client, buckets: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--watch` intervals: `90s`, `10m`, `1h`, `1d` (a bare number is seconds).
-pub fn parse_interval(s: &str) -> anyhow::Result<std::time::Duration> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().with_context(|| format!("`{s}` is not an interval like 90s, 10m, 1h"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => bail!("`{s}` is not an interval like 90s, 10m, 1h"),
-    };
-    if secs == 0 {
-        bail!("an interval must be at least 1 s");
-    }
-    Ok(std::time::Duration::from_secs(secs))
-}
-
 /// `cairn repair`: one walk, or one every `every` until Ctrl-C.
 pub async fn repair(
     client: &Client,
+    io: &mut Io,
     buckets: &[String],
     every: Option<std::time::Duration>,
     budget: u64,
@@ -427,6 +479,7 @@ pub async fn repair(
     loop {
         let r = client.repair(only, opts).await?;
         out!(
+            io,
             "{} objects, {} holders ({} down, {} leaving, {} outside the bucket's regions; {} failed of {} audits): {} segments below threshold or misplaced, {} repaired ({} shards, {} bytes moved), {} failed, {} changed meanwhile; {} index pages stored again, {} head records published again",
             r.objects,
             r.holders,
@@ -444,6 +497,7 @@ pub async fn repair(
             r.pages,
             r.heads
         );
+        io.flush().await?;
         let Some(every) = every else {
             if r.failed > 0 {
                 bail!("{} segments could not be repaired (too few shards or nodes left); see the log", r.failed);

@@ -33,6 +33,10 @@ pub struct ConfigFile {
     /// (created on first use; default `identity.key` beside the config).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_file: Option<PathBuf>,
+    /// How long `cairn agent` waits for the next command before it ends
+    /// (`90s`, `5m`, `1h`; `off`: every command joins the network itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_idle: Option<String>,
 }
 
 /// Settings of new buckets.
@@ -57,6 +61,9 @@ impl Default for Defaults {
         Self { k: s.k, n: s.n, extra: s.extra, segment_size: "16MiB".into(), lease_days: 365 }
     }
 }
+
+/// How long the agent waits for a command unless the config says otherwise.
+pub const DEFAULT_AGENT_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Where the config is: the flag, then `CAIRN_CONFIG`, then the platform default.
 pub fn config_path(flag: Option<PathBuf>) -> PathBuf {
@@ -84,6 +91,9 @@ fn template(cfg: &ConfigFile) -> anyhow::Result<String> {
          # bootstrap: storage nodes to join through, each ending in /p2p/<peer id>.\n\
          # identity.key (beside this file, or identity_file): this device's peer id,\n\
          #   created on first use; nodes count your usage against it.\n\
+         # agent_idle: object commands (put, get, ls, ...) are run by `cairn agent`, a\n\
+         #   background process that stays joined to the network and ends after this\n\
+         #   long without a command (default 5m; \"off\": each command joins itself).\n\
          # [defaults]: how new buckets store objects: any k of n shards read a\n\
          #   segment; `extra` more are uploaded and the slowest cancelled.\n\n{body}"
     ))
@@ -118,6 +128,15 @@ impl ConfigFile {
     /// This device's identity file.
     pub fn identity_path(&self, path: &Path) -> PathBuf {
         self.resolve(path, self.identity_file.as_deref().unwrap_or(Path::new(IDENTITY_FILE)))
+    }
+
+    /// How long the agent waits for a command before it ends; `None`: no agent.
+    pub fn agent_idle(&self) -> anyhow::Result<Option<std::time::Duration>> {
+        match self.agent_idle.as_deref().map(str::trim) {
+            None => Ok(Some(DEFAULT_AGENT_IDLE)),
+            Some("off" | "0" | "no" | "false") => Ok(None),
+            Some(s) => Ok(Some(parse_interval(s).context("agent_idle")?)),
+        }
     }
 
     /// The client settings this file describes.
@@ -191,4 +210,22 @@ pub fn create_key(path: &Path, no_passphrase: bool, params: KdfParams) -> anyhow
     }
     keyfile::create(path, &RootSecret::generate(), pass.as_deref(), params)
         .with_context(|| format!("cannot write the key file {}", path.display()))
+}
+
+/// Intervals (`--watch`, `agent_idle`): `90s`, `10m`, `1h`, `1d` (a bare number is seconds).
+pub fn parse_interval(s: &str) -> anyhow::Result<std::time::Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().with_context(|| format!("`{s}` is not an interval like 90s, 10m, 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => bail!("`{s}` is not an interval like 90s, 10m, 1h"),
+    };
+    if secs == 0 {
+        bail!("an interval must be at least 1 s");
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }

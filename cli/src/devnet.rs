@@ -319,6 +319,7 @@ pub fn write_client_config_in(
             defaults: Defaults::default(),
             network_key_file: network_key.map(Path::to_path_buf),
             identity_file: None,
+            agent_idle: None,
         },
     };
     let key = cfg.key_path(&path);

@@ -2,6 +2,7 @@
 //!
 //! Argument parsing and printing only; the work lives in library crates.
 
+mod agent;
 mod bench_cli;
 mod bench_durability;
 mod bench_e2e;
@@ -10,6 +11,8 @@ mod bench_node;
 mod bench_placement;
 mod bench_s3;
 mod commands;
+mod io;
+mod wire;
 
 use cairn_cli::{config, devnet, gateway, mount};
 
@@ -20,6 +23,8 @@ use std::process::ExitCode;
 use cairn_client::bench::PipelineBench;
 use cairn_proto::layout::{DEFAULT_BLOCK_SIZE, DEFAULT_SEGMENT_SIZE, Layout};
 use clap::{Parser, Subcommand};
+use commands::Call;
+use io::Io;
 
 /// Cairn: a zero-knowledge, encrypted, erasure-coded, distributed object store.
 #[derive(Debug, Parser)]
@@ -133,6 +138,13 @@ enum Command {
     },
     /// Show the storage nodes known and whether they answer.
     Status,
+    /// The background process that runs object commands (put, get, ls,
+    /// ...) for this config: started by the first, ended after
+    /// `agent_idle` (default 5 min) without one.
+    Agent {
+        #[command(subcommand)]
+        action: AgentAction,
+    },
     /// Renew the leases of everything your buckets use (or only BUCKETs),
     /// so that nodes keep it; the gateway and the mount do this daily by
     /// themselves. Prints what was renewed and what nodes no longer hold.
@@ -267,6 +279,17 @@ enum GatewayCommand {
     /// Manage the gateway's access keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentAction {
+    /// Whether an agent runs, since when, and how many commands it ran.
+    Status,
+    /// End the agent (and forget the key it holds) once its commands end.
+    Stop,
+    /// Serve (what a command that starts the agent runs).
+    #[command(hide = true)]
+    Serve,
 }
 
 #[derive(Debug, Subcommand)]
@@ -462,12 +485,12 @@ fn parse_size(s: &str) -> Result<u64, String> {
     cairn_proto::units::parse_size(s)
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 /// Connects, runs `f`, and leaves the network cleanly whatever `f` returned.
-fn with_client<F>(config: Option<PathBuf>, f: F) -> anyhow::Result<()>
+pub(crate) fn with_client<F>(config: Option<PathBuf>, f: F) -> anyhow::Result<()>
 where
     F: for<'a> FnOnce(&'a cairn_client::Client) -> futures::future::BoxFuture<'a, anyhow::Result<()>>,
 {
@@ -507,6 +530,7 @@ fn init(
         defaults: config::Defaults::default(),
         network_key_file: network_key.map(|f| f.canonicalize()).transpose()?,
         identity_file: None,
+        agent_idle: None,
     };
     let key = cfg.key_path(&path);
     config::create_key(&key, no_passphrase, cairn_crypto::KdfParams::default())?;
@@ -591,41 +615,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             .boxed()
         })?,
-        Command::Rb { bucket } => with_client(config, |c| {
+        Command::Rb { bucket } => agent::call(config, Call::Rb { bucket })?,
+        Command::Buckets => agent::call(config, Call::Buckets)?,
+        Command::Put { local, target, content_type, meta } => {
+            agent::call(config, Call::Put { local, target, content_type, meta })?
+        }
+        Command::Get { source, local, range } => agent::call(config, Call::Get { source, local, range })?,
+        Command::Cp { source, target } => agent::call(config, Call::Cp { source, target, remove: false })?,
+        Command::Mv { source, target } => agent::call(config, Call::Cp { source, target, remove: true })?,
+        Command::Ls { path, recursive } => agent::call(config, Call::Ls { path, recursive })?,
+        Command::Rm { path } => agent::call(config, Call::Rm { path })?,
+        Command::Stat { path } => agent::call(config, Call::Stat { path })?,
+        Command::Agent { action: AgentAction::Status } => agent::status(config)?,
+        Command::Agent { action: AgentAction::Stop } => agent::stop(config)?,
+        Command::Agent { action: AgentAction::Serve } => agent::serve(config)?,
+        Command::Status => with_client(config, |c| {
             async move {
-                c.delete_bucket(&bucket).await?;
-                println!("removed bucket {bucket}");
-                Ok(())
+                let mut io = Io::local();
+                let r = commands::status(c, &mut io).await;
+                io.flush().await?;
+                r
             }
             .boxed()
         })?,
-        Command::Buckets => with_client(config, |c| commands::buckets(c).boxed())?,
-        Command::Put { local, target, content_type, meta } => {
-            with_client(config, |c| async move { commands::put(c, &local, &target, content_type, meta).await }.boxed())?
-        }
-        Command::Get { source, local, range } => {
-            with_client(config, |c| async move { commands::get(c, &source, &local, range).await }.boxed())?
-        }
-        Command::Cp { source, target } => {
-            with_client(config, |c| async move { commands::cp(c, &source, &target, false).await }.boxed())?
-        }
-        Command::Mv { source, target } => {
-            with_client(config, |c| async move { commands::cp(c, &source, &target, true).await }.boxed())?
-        }
-        Command::Ls { path, recursive } => {
-            with_client(config, |c| async move { commands::ls(c, &path, recursive).await }.boxed())?
-        }
-        Command::Rm { path } => with_client(config, |c| async move { commands::rm(c, &path).await }.boxed())?,
-        Command::Stat { path } => with_client(config, |c| async move { commands::stat(c, &path).await }.boxed())?,
-        Command::Status => with_client(config, |c| commands::status(c).boxed())?,
         Command::Repair { buckets, watch, budget } => {
-            let every = watch.as_deref().map(commands::parse_interval).transpose()?;
+            let every = watch.as_deref().map(config::parse_interval).transpose()?;
             let budget = cairn_proto::units::parse_size(budget.trim_end_matches("/s")).map_err(anyhow::Error::msg)?;
-            with_client(config, |c| async move { commands::repair(c, &buckets, every, budget).await }.boxed())?
+            with_client(config, |c| {
+                async move {
+                    let mut io = Io::local();
+                    let r = commands::repair(c, &mut io, &buckets, every, budget).await;
+                    io.flush().await?;
+                    r
+                }
+                .boxed()
+            })?
         }
-        Command::Renew { buckets } => {
-            with_client(config, |c| async move { commands::renew(c, &buckets).await }.boxed())?
-        }
+        Command::Renew { buckets } => with_client(config, |c| {
+            async move {
+                let mut io = Io::local();
+                let r = commands::renew(c, &mut io, &buckets).await;
+                io.flush().await?;
+                r
+            }
+            .boxed()
+        })?,
         Command::Devnet { nodes, dir, capacity, s3, no_s3, mount, regions, private } => {
             runtime()?.block_on(devnet::run(&dir, nodes, &capacity, regions, private, (!no_s3).then_some(s3), mount))?
         }
@@ -697,7 +731,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 r: cairn_client::repair::threshold(d.k, d.n) as u16,
                 churn,
                 failures,
-                interval: commands::parse_interval(&interval)?,
+                interval: config::parse_interval(&interval)?,
                 shard,
                 budget: budget as f64,
                 stored: stored as f64,
@@ -728,7 +762,13 @@ const TUNABLES: &str = "glibc.malloc.mmap_threshold=1048576:glibc.malloc.arena_m
 /// so such a command starts itself again (same pid) with them set.
 fn tune_malloc(command: &Command) {
     use std::os::unix::process::CommandExt;
-    let long = matches!(command, Command::Gateway { keys: None, .. } | Command::Devnet { .. } | Command::Mount { .. });
+    let long = matches!(
+        command,
+        Command::Gateway { keys: None, .. }
+            | Command::Devnet { .. }
+            | Command::Mount { .. }
+            | Command::Agent { action: AgentAction::Serve }
+    );
     let set = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
     if !long || set.contains("glibc.malloc.mmap_threshold") || !cfg!(target_env = "gnu") {
         return;

@@ -45,8 +45,9 @@ pub const INLINE_MAX: usize = 32 * 1024;
 pub const MAX_KEY_LEN: usize = 1024;
 /// Segments uploading (or downloading) at once.
 const SEGMENTS_IN_FLIGHT: usize = 2;
-/// How old a cached index view may be for reads.
-const READ_FRESHNESS: Duration = Duration::from_millis(500);
+/// How old a cached index view may be for reads, unless the client says
+/// otherwise ([`crate::ClientConfig::read_freshness`]).
+pub const READ_FRESHNESS: Duration = Duration::from_millis(500);
 /// Entries read per batch when listing or sweeping.
 const LIST_BATCH: usize = 1000;
 
@@ -250,6 +251,8 @@ pub struct Bucket {
     par: Parallelism,
     collector: Arc<Collector>,
     tasks: Tasks,
+    /// How old a cached index view may be for reads.
+    freshness: Duration,
 }
 
 /// What a stored upload produced.
@@ -281,7 +284,15 @@ impl Bucket {
         collector: Arc<Collector>,
         tasks: Tasks,
     ) -> Self {
-        Self { name, keys, settings, placement: Default::default(), tree, transfer, par, collector, tasks }
+        let placement = Default::default();
+        let freshness = READ_FRESHNESS;
+        Self { name, keys, settings, placement, tree, transfer, par, collector, tasks, freshness }
+    }
+
+    /// The bucket with reads on index views at most `freshness` old.
+    pub(crate) fn with_freshness(mut self, freshness: Duration) -> Self {
+        self.freshness = freshness;
+        self
     }
 
     /// The bucket with placement rules.
@@ -320,7 +331,7 @@ impl Bucket {
     }
 
     pub(crate) async fn snapshot(&self) -> Result<Snapshot, Error> {
-        self.tree.snapshot(READ_FRESHNESS).await
+        self.tree.snapshot(self.freshness).await
     }
 
     /// The entry under `key` and its value (for preconditions).
@@ -337,7 +348,7 @@ impl Bucket {
     /// The entry under `key`. A key missing from a cached view is looked
     /// up again at the newest head, so an object another client has just
     /// written is found (a changed object may still read as its version of
-    /// up to `READ_FRESHNESS` ago).
+    /// up to the bucket's freshness ago, `READ_FRESHNESS` by default).
     async fn entry(&self, key: &str) -> Result<Entry, Error> {
         let snap = self.snapshot().await?;
         match self.entry_at(&snap, key).await {
@@ -389,6 +400,7 @@ impl Bucket {
         })
         .await
         .map_err(|_| Error::WorkerPanicked)??;
+        let started = std::time::Instant::now();
         let (body, md5, fresh) = if head.len() < INLINE_MAX {
             let md5 = etag::md5_hex(&head);
             (Body::Inline(head), md5, None)
@@ -404,7 +416,9 @@ impl Bucket {
         entry.posix = opts.posix;
         entry.etag = Some(md5);
         let expect = if opts.if_absent { Expect::Absent } else { Expect::Any };
+        let uploaded = started.elapsed();
         let stored = self.store(key, entry, expect).await;
+        tracing::debug!(key, ?uploaded, committed = ?started.elapsed() - uploaded, "put");
         if let (Err(_), Some(m)) = (&stored, &fresh) {
             // Not in the index: nothing points at the shards.
             self.delete_manifest(m);

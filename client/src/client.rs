@@ -65,6 +65,11 @@ pub struct ClientConfig {
     /// journals are folded only when they must be (see
     /// [`crate::tree::TreeOptions::one_shot`]).
     pub one_shot: bool,
+    /// How old a cached view of a bucket's index may be when an object is
+    /// read ([`crate::bucket::READ_FRESHNESS`] by default). A missing key
+    /// is always looked up again at the newest head; zero reads every
+    /// object at the newest head, as a new process would (`cairn agent`).
+    pub read_freshness: Duration,
 }
 
 impl Default for ClientConfig {
@@ -80,6 +85,7 @@ impl Default for ClientConfig {
             network_key: None,
             identity: None,
             one_shot: false,
+            read_freshness: crate::bucket::READ_FRESHNESS,
         }
     }
 }
@@ -576,7 +582,8 @@ impl Client {
             collector,
             self.tasks.clone(),
         )
-        .with_placement(info.placement);
+        .with_placement(info.placement)
+        .with_freshness(self.cfg.read_freshness);
         let mut open = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         Ok(open.entry(name.into()).or_insert(bucket).clone())
     }

@@ -35,8 +35,15 @@ pub struct MountProcess {
     pub log: PathBuf,
 }
 
+/// Setup commands, each joining the network itself (no agent left behind).
 fn cairn(config: &Path, args: &[&str]) -> String {
-    let out = Command::new(binary("cairn")).arg("--config").arg(config).args(args).output().expect("run cairn");
+    let out = Command::new(binary("cairn"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("CAIRN_AGENT", "off")
+        .output()
+        .expect("run cairn");
     assert!(out.status.success(), "cairn {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -1,10 +1,26 @@
-//! The `cairn` command against a real cluster, as a user runs it.
+//! The `cairn` command against a real cluster, as a user runs it: object
+//! commands through `cairn agent` (the default) and, with
+//! `CAIRN_AGENT=off`, each in its own process.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use cairn_tests::{TestCluster, binary};
+
+thread_local! {
+    /// Whether this test's object commands may go through an agent.
+    static AGENT: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Stops the config's agent when the test ends, passed or not.
+struct StopAgent(PathBuf);
+
+impl Drop for StopAgent {
+    fn drop(&mut self) {
+        let _ = Command::new(binary("cairn")).arg("--config").arg(&self.0).args(["agent", "stop"]).output();
+    }
+}
 
 fn cairn(config: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(binary("cairn"))
@@ -12,6 +28,7 @@ fn cairn(config: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
         .arg(config)
         .args(args)
         .env("CAIRN_PASSPHRASE", "correct horse battery staple")
+        .env("CAIRN_AGENT", if AGENT.get() { "on" } else { "off" })
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -31,8 +48,19 @@ fn ok(config: &Path, args: &[&str]) -> String {
 
 #[test]
 fn the_cli_does_what_a_user_expects() {
+    a_user_session(true);
+}
+
+#[test]
+fn the_cli_does_the_same_with_each_command_in_its_own_process() {
+    a_user_session(false);
+}
+
+fn a_user_session(agent: bool) {
+    AGENT.set(agent);
     let cluster = TestCluster::start(6);
     let config = cluster.dir().join("home/config.toml");
+    let _stop = StopAgent(config.clone());
     let boot = cluster.bootstrap().remove(0);
     // With a passphrase from CAIRN_PASSPHRASE; a second init refuses to overwrite.
     ok(&config, &["init", "--bootstrap", &boot]);
@@ -82,7 +110,9 @@ fn the_cli_does_what_a_user_expects() {
     ok(&config, &["rm", "docs/notes.txt"]);
     ok(&config, &["rb", "docs"]);
     assert_eq!(ok(&config, &["buckets"]), "");
-    // A wrong passphrase is told apart from a damaged key file.
+    // A wrong passphrase is told apart from a damaged key file. (A
+    // running agent holds the key it was started with: stop it first.)
+    ok(&config, &["agent", "stop"]);
     let out = Command::new(binary("cairn"))
         .args(["--config", config.to_str().expect("utf-8"), "buckets"])
         .env("CAIRN_PASSPHRASE", "wrong")
@@ -99,6 +129,7 @@ fn the_cli_does_what_a_user_expects() {
 fn many_cli_calls_of_one_device_at_once_all_succeed() {
     let cluster = TestCluster::start(6);
     let config = cluster.dir().join("home/config.toml");
+    let _stop = StopAgent(config.clone());
     let boot = cluster.bootstrap().remove(0);
     ok(&config, &["init", "--bootstrap", &boot]);
     ok(&config, &["mb", "many", "--k", "3", "--n", "4"]);
@@ -121,4 +152,91 @@ fn many_cli_calls_of_one_device_at_once_all_succeed() {
     let copy = cluster.dir().join("back.bin");
     ok(&config, &["get", "many/f7", copy.to_str().expect("utf-8")]);
     assert!(std::fs::read(&copy).expect("copy") == body);
+}
+
+/// The pid in `cairn agent status`, if an agent runs.
+fn agent_pid(config: &Path) -> Option<u32> {
+    let status = ok(config, &["agent", "status"]);
+    status.strip_prefix("agent ")?.split_whitespace().next()?.parse().ok()
+}
+
+/// Runs `check` every 100 ms until it holds (or fails the test after 15 s).
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !check() {
+        assert!(std::time::Instant::now() < until, "{what}: not after 15 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Puts `line` before the config's first line (top-level keys go first).
+fn prepend(config: &Path, line: &str) {
+    let text = std::fs::read_to_string(config).expect("config");
+    std::fs::write(config, format!("{line}\n{text}")).expect("write config");
+}
+
+#[test]
+fn the_agent_serves_until_it_should_end_and_a_caller_that_leaves_stores_nothing() {
+    let cluster = TestCluster::start(6);
+    let config = cluster.dir().join("home/config.toml");
+    let _stop = StopAgent(config.clone());
+    let boot = cluster.bootstrap().remove(0);
+    ok(&config, &["init", "--bootstrap", &boot]);
+    assert!(ok(&config, &["agent", "status"]).starts_with("no agent runs"));
+    ok(&config, &["mb", "agent", "--k", "3", "--n", "4"]);
+    // The first object command starts the agent; the next ones use it.
+    let piped = cairn(&config, &["put", "-", "agent/a.txt"], Some(b"through the agent\n"));
+    assert!(piped.status.success(), "{}", String::from_utf8_lossy(&piped.stderr));
+    assert_eq!(ok(&config, &["get", "agent/a.txt", "-"]), "through the agent\n");
+    let pid = agent_pid(&config).expect("an agent runs");
+    assert!(ok(&config, &["agent", "status"]).contains("2 commands run"));
+    let socket = cluster.dir().join("home/cache-agent/sock");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).expect("socket").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only its user may talk to the agent");
+
+    // A caller killed while its input still flows stores nothing, and the
+    // agent goes on serving others.
+    let mut child = Command::new(binary("cairn"))
+        .arg("--config")
+        .arg(&config)
+        .args(["put", "-", "agent/cut.bin"])
+        .env("CAIRN_PASSPHRASE", "correct horse battery staple")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run cairn");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(&vec![7u8; 3 << 20]).expect("write stdin");
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    drop(input);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let cut = cairn(&config, &["get", "agent/cut.bin", "-"], None);
+    assert!(!cut.status.success(), "a put cut short was stored");
+    assert!(String::from_utf8_lossy(&cut.stderr).contains("no object"), "{}", String::from_utf8_lossy(&cut.stderr));
+    assert!(ok(&config, &["ls", "agent"]).contains("a.txt"));
+    assert_eq!(agent_pid(&config), Some(pid));
+
+    // A changed config ends the agent; commands go on (here or in a new one).
+    prepend(&config, "agent_idle = \"1s\"");
+    eventually("a new agent after the config changed", || {
+        assert!(ok(&config, &["ls", "agent"]).contains("a.txt"));
+        agent_pid(&config).is_some_and(|p| p != pid)
+    });
+    // One second without a command ends it.
+    eventually("the agent ends when idle", || agent_pid(&config).is_none());
+    assert!(!socket.exists(), "the socket outlived its agent");
+
+    // Stopped on request, and never started where the config says off.
+    ok(&config, &["ls", "agent"]);
+    assert!(agent_pid(&config).is_some());
+    assert!(ok(&config, &["agent", "stop"]).contains("agent stopped"));
+    assert!(agent_pid(&config).is_none());
+    prepend(&config, "agent_idle = \"off\"");
+    let text = std::fs::read_to_string(&config).expect("config").replacen("agent_idle = \"1s\"\n", "", 1);
+    std::fs::write(&config, text).expect("write config");
+    assert_eq!(ok(&config, &["get", "agent/a.txt", "-"]), "through the agent\n");
+    assert!(agent_pid(&config).is_none());
 }
