@@ -143,7 +143,7 @@ fn start(path: &Path, file: &ConfigFile, place: &Place) -> anyhow::Result<Option
     stdin.write_all(root.as_bytes())?;
     drop(stdin);
     let stdout = child.stdout.take().context("no pipe from the agent")?;
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
     std::thread::spawn(move || {
         let mut line = String::new();
         let _ = std::io::BufReader::new(stdout).read_line(&mut line);
