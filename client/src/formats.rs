@@ -177,7 +177,7 @@ pub fn decode_page(bytes: &[u8]) -> Result<Page, ProtoError> {
                     .into_iter()
                     .map(|(k, v)| {
                         let stamp = Stamp { time: v.stamp.0 << 16, writer: v.stamp.1 };
-                        (k, Value { stamp, data: Some(v.data) })
+                        (k, Value { stamp, data: Some(v.data.into()) })
                     })
                     .collect(),
             }),
@@ -459,7 +459,7 @@ mod tests {
         // 44 bytes (the v2 fields, then an empty journal and no runs), Padmé(44).
         assert_eq!(hex(&encode_head(&head)), format!("0401{}09010101038080040000", "08".repeat(32)));
         let journal = vec![
-            ("a".into(), Value { stamp: Stamp { time: 1, writer: 2 }, data: Some(vec![3]) }),
+            ("a".into(), Value { stamp: Stamp { time: 1, writer: 2 }, data: Some(vec![3].into()) }),
             ("b".into(), Value { stamp: Stamp { time: 4, writer: 5 }, data: None }),
         ];
         let head = HeadPayload { root: None, count: 1, clock: 4, journal, runs: vec![ptr.clone()] };
@@ -490,7 +490,7 @@ mod tests {
         );
         let leaf = Page::Leaf(Leaf {
             entries: vec![
-                ("a".into(), Value { stamp: Stamp { time: 1, writer: 2 }, data: Some(vec![3]) }),
+                ("a".into(), Value { stamp: Stamp { time: 1, writer: 2 }, data: Some(vec![3].into()) }),
                 ("b".into(), Value { stamp: Stamp { time: 4, writer: 5 }, data: None }),
             ],
         });
@@ -551,11 +551,14 @@ mod tests {
         // A version-1 leaf: stamps become hybrid times.
         let v1 = codec::to_versioned(1, &(1u32, vec![("k".to_string(), ((3u64, 4u64), vec![5u8]))]));
         let Page::Leaf(l) = decode_page(&v1).expect("v1 page") else { panic!("a leaf") };
-        assert_eq!(l.entries[0].1, Value { stamp: Stamp { time: 3 << 16, writer: 4 }, data: Some(vec![5]) });
+        assert_eq!(l.entries[0].1, Value { stamp: Stamp { time: 3 << 16, writer: 4 }, data: Some(vec![5].into()) });
         // A version-2 page (before padding) reads; a version-3 page whose
         // padding is not zeros does not.
         let leaf = Page::Leaf(Leaf {
-            entries: vec![("k".into(), Value { stamp: Stamp { time: 1, writer: 2 }, data: Some(vec![7; 1000]) })],
+            entries: vec![(
+                "k".into(),
+                Value { stamp: Stamp { time: 1, writer: 2 }, data: Some(vec![7; 1000].into()) },
+            )],
         });
         assert_eq!(decode_page(&codec::to_versioned(PAGE_V2, &leaf)).expect("v2 page"), leaf);
         let mut padded = encode_page(&leaf);

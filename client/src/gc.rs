@@ -97,7 +97,7 @@ mod tests {
     #[test]
     fn replaced_stored_entries_are_queued_and_inline_ones_are_not() {
         let stored = Entry::file(Body::Stored(Stored::whole(fake(1, 0), 0)), 0);
-        let v = |e: &Entry| Value { stamp: Stamp::default(), data: Some(formats::encode_entry(e)) };
+        let v = |e: &Entry| Value { stamp: Stamp::default(), data: Some(formats::encode_entry(e).into()) };
         // A zero-length stored body holds no data.
         assert_eq!(Retirer.retire("k", &v(&stored), 5), None);
         assert_eq!(Retirer.retire("k", &v(&Entry::file(Body::Inline(vec![1]), 0)), 5), None);

@@ -90,8 +90,9 @@ pub struct Value {
     pub stamp: Stamp,
     /// The encoded entry (an object entry, a bucket description); `None`
     /// is a tombstone: the key was deleted.
+    /// Shared, not copied, when a journal is edited or merged.
     #[serde(with = "cairn_proto::codec::opt_bytes")]
-    pub data: Option<Vec<u8>>,
+    pub data: Option<bytes::Bytes>,
 }
 
 impl Value {
@@ -235,7 +236,7 @@ pub enum Slot {
 }
 
 fn entry_size(key: &str, v: &Value) -> usize {
-    key.len() + v.data.as_ref().map_or(0, Vec::len) + 32
+    key.len() + v.data.as_ref().map_or(0, bytes::Bytes::len) + 32
 }
 
 impl Root {
@@ -381,7 +382,7 @@ impl<'a> Edit<'a> {
             .map(|op| {
                 let stamp = clock.tick(now_ms);
                 let data = op.change.into_data();
-                self.leaf(&op.key).set(op.key, Value { stamp, data })
+                self.leaf(&op.key).set(op.key, Value { stamp, data: data.map(bytes::Bytes::from) })
             })
             .collect())
     }
@@ -600,7 +601,7 @@ mod tests {
 
     #[test]
     fn merge_keeps_every_key_the_newest_value_and_deletes() {
-        let v = |t: u64, d: Option<u8>| Value { stamp: Stamp { time: t, writer: 0 }, data: d.map(|d| vec![d]) };
+        let v = |t: u64, d: Option<u8>| Value { stamp: Stamp { time: t, writer: 0 }, data: d.map(|d| vec![d].into()) };
         let a = vec![("x".to_string(), v(1, Some(1))), ("y".to_string(), v(5, Some(1))), ("w".into(), v(9, None))];
         let b = vec![("x".to_string(), v(2, Some(2))), ("z".to_string(), v(1, Some(3))), ("w".into(), v(3, Some(4)))];
         let m = merge(a, b);
@@ -643,11 +644,14 @@ mod tests {
             Action::Copy(s, d) => {
                 let src = live(s)?;
                 let _ = s;
-                vec![Op::put(key(d), src.data.clone()?)]
+                vec![Op::put(key(d), src.data.clone()?.to_vec())]
             }
             Action::Rename(s, d) if s != d => {
                 let src = live(s)?;
-                vec![Op::put(key(d), src.data.clone()?), Op::delete(key(s)).expecting(Expect::Stamp(src.stamp))]
+                vec![
+                    Op::put(key(d), src.data.clone()?.to_vec()),
+                    Op::delete(key(s)).expecting(Expect::Stamp(src.stamp)),
+                ]
             }
             Action::Rename(..) => return None,
         })
@@ -690,7 +694,7 @@ mod tests {
                             let v = edit.get_any(&op.key).expect("just written");
                             // Causality: what the writer saw is older than what it wrote.
                             prop_assert!(v.stamp.time > seen);
-                            acked.push((v.stamp, op.key.clone(), v.data));
+                            acked.push((v.stamp, op.key.clone(), v.data.map(|d| d.to_vec())));
                         }
                         variants.push(edit.fresh.entries.into_iter().collect::<BTreeMap<_, _>>());
                     }
@@ -709,7 +713,7 @@ mod tests {
             for (_, key, data) in acked {
                 model.insert(key, data);
             }
-            let got: BTreeMap<String, Option<Vec<u8>>> = published.into_iter().map(|(k, v)| (k, v.data)).collect();
+            let got: BTreeMap<String, Option<Vec<u8>>> = published.into_iter().map(|(k, v)| (k, v.data.map(|d| d.to_vec()))).collect();
             prop_assert_eq!(got, model);
         }
     }

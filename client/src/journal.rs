@@ -33,30 +33,39 @@ pub fn lookup<'a>(journal: &'a [(String, Value)], key: &str) -> Option<&'a Value
 }
 
 /// A group of ops applied to a journal over a root whose leaves for the
-/// ops' keys are loaded.
+/// ops' keys are loaded. The journal it starts from is read where it is
+/// (a commit's journal may hold megabytes of small objects); only the
+/// values written here are kept apart, and [`JournalEdit::finish`] merges
+/// the two, sharing the values' bytes.
 #[derive(Debug)]
 pub struct JournalEdit<'a> {
     root: &'a Root,
     loaded: &'a BTreeMap<usize, Leaf>,
-    journal: BTreeMap<String, Value>,
+    /// The journal edited (sorted, keys unique).
+    base: &'a [(String, Value)],
+    /// What this edit wrote.
+    written: BTreeMap<String, Value>,
     count: u64,
 }
 
 impl<'a> JournalEdit<'a> {
     /// An edit of `journal` (over `root`, with `count` live entries in all).
-    pub fn new(root: &'a Root, loaded: &'a BTreeMap<usize, Leaf>, journal: &[(String, Value)], count: u64) -> Self {
-        Self { root, loaded, journal: journal.iter().cloned().collect(), count }
+    pub fn new(root: &'a Root, loaded: &'a BTreeMap<usize, Leaf>, journal: &'a [(String, Value)], count: u64) -> Self {
+        debug_assert!(journal.windows(2).all(|w| w[0].0 < w[1].0), "a journal is sorted");
+        Self { root, loaded, base: journal, written: BTreeMap::new(), count }
     }
 
     /// Whether the value now under `key` is known: in the journal, or in a
     /// loaded leaf (or the root has no leaves).
     pub fn knows(&self, key: &str) -> bool {
-        self.journal.contains_key(key) || self.root.leaf_for(key).is_none_or(|i| self.loaded.contains_key(&i))
+        self.written.contains_key(key)
+            || lookup(self.base, key).is_some()
+            || self.root.leaf_for(key).is_none_or(|i| self.loaded.contains_key(&i))
     }
 
     /// The value now under `key`, tombstone or not.
     fn current(&self, key: &str) -> Option<&Value> {
-        if let Some(v) = self.journal.get(key) {
+        if let Some(v) = self.written.get(key).or_else(|| lookup(self.base, key)) {
             return Some(v);
         }
         let i = self.root.leaf_for(key)?;
@@ -88,7 +97,7 @@ impl<'a> JournalEdit<'a> {
                 let data = op.change.into_data();
                 // Saturating: a count read from a head is not trusted to add up.
                 self.count = (self.count + u64::from(data.is_some())).saturating_sub(u64::from(old.is_some()));
-                self.journal.insert(op.key, Value { stamp: clock.tick(now_ms), data });
+                self.written.insert(op.key, Value { stamp: clock.tick(now_ms), data: data.map(bytes::Bytes::from) });
                 old
             })
             .collect())
@@ -96,7 +105,8 @@ impl<'a> JournalEdit<'a> {
 
     /// The new journal and the live entries of the whole tree.
     pub fn finish(self) -> (Entries, u64) {
-        (self.journal.into_iter().collect(), self.count)
+        let written: Entries = self.written.into_iter().collect();
+        (overlay(self.base.to_vec(), &written), self.count)
     }
 }
 
@@ -140,7 +150,7 @@ pub fn stack(runs: Vec<Entries>) -> Entries {
 /// About what `entries` take encoded (within a few bytes per entry): what
 /// decides when a journal is folded.
 pub fn size(entries: &[(String, Value)]) -> usize {
-    entries.iter().map(|(k, v)| k.len() + v.data.as_ref().map_or(0, Vec::len) + 24).sum()
+    entries.iter().map(|(k, v)| k.len() + v.data.as_ref().map_or(0, bytes::Bytes::len) + 24).sum()
 }
 
 /// Joins a sorted run of leaf entries with the journal's entries in the
@@ -175,7 +185,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn val(t: u64, d: Option<u8>) -> Value {
-        Value { stamp: Stamp { time: t, writer: 0 }, data: d.map(|b| vec![b]) }
+        Value { stamp: Stamp { time: t, writer: 0 }, data: d.map(|b| vec![b].into()) }
     }
 
     #[test]
@@ -216,8 +226,8 @@ mod tests {
         let (journal, count) = edit.finish();
         assert_eq!(count, 1);
         assert_eq!(
-            journal.iter().map(|(k, v)| (k.as_str(), v.data.clone())).collect::<Vec<_>>(),
-            vec![("a", None), ("b", Some(vec![7]))]
+            journal.iter().map(|(k, v)| (k.as_str(), v.data.as_deref())).collect::<Vec<_>>(),
+            vec![("a", None), ("b", Some(&[7u8][..]))]
         );
     }
 
@@ -332,7 +342,7 @@ mod tests {
         fn live(&self) -> BTreeMap<String, Vec<u8>> {
             let leaves: Entries =
                 self.root.leaves.iter().flat_map(|l| self.pages[l.page.id.0[0] as usize].entries.clone()).collect();
-            overlay(leaves, &self.journal).into_iter().filter_map(|(k, v)| Some((k, v.data?))).collect()
+            overlay(leaves, &self.journal).into_iter().filter_map(|(k, v)| Some((k, v.data?.to_vec()))).collect()
         }
     }
 
@@ -381,11 +391,11 @@ mod tests {
                     }
                     Step::Put(k, v) => {
                         let r = tree.commit(vec![Op::put(key(k), value(v))], now as u64).expect("no precondition");
-                        prop_assert_eq!(r[0].as_ref().and_then(|v| v.data.clone()), model.insert(key(k), value(v)));
+                        prop_assert_eq!(r[0].as_ref().and_then(|v| v.data.as_deref().map(<[u8]>::to_vec)), model.insert(key(k), value(v)));
                     }
                     Step::Delete(k) => {
                         let r = tree.commit(vec![Op::delete(key(k))], now as u64).expect("no precondition");
-                        prop_assert_eq!(r[0].as_ref().and_then(|v| v.data.clone()), model.remove(&key(k)));
+                        prop_assert_eq!(r[0].as_ref().and_then(|v| v.data.as_deref().map(<[u8]>::to_vec)), model.remove(&key(k)));
                     }
                     Step::PutIfAbsent(k, v) => {
                         let r = tree.commit(vec![Op::put(key(k), value(v)).expecting(Expect::Absent)], now as u64);

@@ -179,7 +179,8 @@ pub mod bytes {
     }
 }
 
-/// `#[serde(with = "codec::opt_bytes")]` for an `Option<Vec<u8>>`, as
+/// `#[serde(with = "codec::opt_bytes")]` for an `Option<Vec<u8>>` (or any
+/// byte container made from a `Vec<u8>`, such as `bytes::Bytes`), as
 /// [`bytes`] does for a `Vec<u8>`.
 pub mod opt_bytes {
     use serde::de::Visitor;
@@ -194,16 +195,16 @@ pub mod opt_bytes {
     }
 
     /// Serializes `None`, or `Some` and a byte string.
-    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer, T: AsRef<[u8]>>(bytes: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
         match bytes {
-            Some(b) => s.serialize_some(&Bytes(b)),
+            Some(b) => s.serialize_some(&Bytes(b.as_ref())),
             None => s.serialize_none(),
         }
     }
 
     /// Deserializes what [`serialize`] wrote.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-        d.deserialize_option(OptVisitor)
+    pub fn deserialize<'de, D: Deserializer<'de>, T: From<Vec<u8>>>(d: D) -> Result<Option<T>, D::Error> {
+        Ok(d.deserialize_option(OptVisitor)?.map(T::from))
     }
 
     struct OptVisitor;
