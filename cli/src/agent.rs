@@ -241,39 +241,41 @@ fn forward_stdin(to: &mut UnixStream) {
     }
 }
 
-/// `cairn agent status`.
-pub fn status(flag: Option<PathBuf>) -> anyhow::Result<()> {
+/// Sends `ask` to the config's agent and returns its answer, with where
+/// the agent lives; `None` (and a line saying so) if none runs.
+fn ask(flag: Option<PathBuf>, ask: &Ask) -> anyhow::Result<Option<(Place, Option<Tell>)>> {
     let path = config::config_path(flag);
     let file = ConfigFile::load(&path)?;
     let place = Place::of(&path, &file)?.context("the cache path is too long for an agent's socket")?;
     let Ok(mut s) = UnixStream::connect(&place.socket) else {
         println!("no agent runs for {}", path.display());
-        return Ok(());
+        return Ok(None);
     };
-    wire::write(&mut s, &Ask::Status)?;
-    match wire::read::<Tell>(&mut s)? {
-        Some(Tell::Status { pid, up_secs, served, idle_secs, config }) => println!(
+    wire::write(&mut s, ask)?;
+    let answer = wire::read::<Tell>(&mut s)?;
+    Ok(Some((place, answer)))
+}
+
+/// `cairn agent status`.
+pub fn status(flag: Option<PathBuf>) -> anyhow::Result<()> {
+    match ask(flag, &Ask::Status)? {
+        None => {}
+        Some((_, Some(Tell::Status { pid, up_secs, served, idle_secs, config }))) => println!(
             "agent {pid} for {}: up {up_secs} s, {served} commands run, ends after {idle_secs} s without one",
             config.display()
         ),
-        other => bail!("the agent answered {other:?} to a status request"),
+        Some((_, other)) => bail!("the agent answered {other:?} to a status request"),
     }
     Ok(())
 }
 
 /// `cairn agent stop`: asks the agent to end and waits until it has.
 pub fn stop(flag: Option<PathBuf>) -> anyhow::Result<()> {
-    let path = config::config_path(flag);
-    let file = ConfigFile::load(&path)?;
-    let place = Place::of(&path, &file)?.context("the cache path is too long for an agent's socket")?;
-    let Ok(mut s) = UnixStream::connect(&place.socket) else {
-        println!("no agent runs for {}", path.display());
-        return Ok(());
+    let place = match ask(flag, &Ask::Stop)? {
+        None => return Ok(()),
+        Some((place, Some(Tell::Stopping))) => place,
+        Some(_) => bail!("the agent did not agree to stop"),
     };
-    wire::write(&mut s, &Ask::Stop)?;
-    if !matches!(wire::read::<Tell>(&mut s)?, Some(Tell::Stopping)) {
-        bail!("the agent did not agree to stop");
-    }
     // It holds its lock until it has left the network.
     let lock = std::fs::File::open(&place.lock)?;
     let until = Instant::now() + Duration::from_secs(120);

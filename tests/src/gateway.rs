@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::{TestCluster, binary};
+use crate::{TestCluster, binary, cairn_setup};
 
 /// A running gateway.
 #[derive(Debug)]
@@ -24,19 +24,6 @@ pub struct GatewayProcess {
     pub metrics: Option<String>,
 }
 
-/// Setup commands, each joining the network itself (no agent left behind).
-fn cairn(config: &Path, args: &[&str]) -> String {
-    let out = Command::new(binary("cairn"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("CAIRN_AGENT", "off")
-        .output()
-        .expect("run cairn");
-    assert!(out.status.success(), "cairn {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 impl GatewayProcess {
     /// Makes a config (new key) in `cluster`'s dir under `name`, an access
     /// key, and starts the gateway.
@@ -52,8 +39,8 @@ impl GatewayProcess {
         for b in &boot {
             init.extend(["--bootstrap", b.as_str()]);
         }
-        cairn(&config, &init);
-        let added = cairn(&config, &["gateway", "keys", "add", "test"]);
+        cairn_setup(&config, &init);
+        let added = cairn_setup(&config, &["gateway", "keys", "add", "test"]);
         let field = |label: &str| {
             added
                 .lines()

@@ -21,6 +21,20 @@ use cairn_crypto::RootSecret;
 /// Deadline for anything a test waits for.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
+/// A setup command (`init`, `mb`, `gateway keys add`) with `config`, joining
+/// the network itself (no agent left behind); its standard output.
+pub fn cairn_setup(config: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(binary("cairn"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("CAIRN_AGENT", "off")
+        .output()
+        .expect("run cairn");
+    assert!(out.status.success(), "cairn {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A built binary of this workspace (`cairn`, `cairn-node`), found next to
 /// the test executable's `deps/` directory.
 ///

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{TestCluster, binary};
+use crate::{TestCluster, binary, cairn_setup};
 
 /// Whether this machine can mount FUSE file systems.
 pub fn fuse_available() -> bool {
@@ -35,19 +35,6 @@ pub struct MountProcess {
     pub log: PathBuf,
 }
 
-/// Setup commands, each joining the network itself (no agent left behind).
-fn cairn(config: &Path, args: &[&str]) -> String {
-    let out = Command::new(binary("cairn"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("CAIRN_AGENT", "off")
-        .output()
-        .expect("run cairn");
-    assert!(out.status.success(), "cairn {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 impl MountProcess {
     /// Makes a config and bucket `bucket` under `name` in the cluster's
     /// dir, and mounts it.
@@ -59,8 +46,8 @@ impl MountProcess {
         for b in &boot {
             init.extend(["--bootstrap", b.as_str()]);
         }
-        cairn(&config, &init);
-        cairn(&config, &["mb", bucket]);
+        cairn_setup(&config, &init);
+        cairn_setup(&config, &["mb", bucket]);
         let dir = base.join("mnt");
         std::fs::create_dir_all(&dir).expect("mount point");
         let mut m = Self {
