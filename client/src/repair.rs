@@ -429,9 +429,28 @@ pub(crate) fn page_holders(snap: &Snapshot) -> impl Iterator<Item = NodeId> + '_
 /// copies on nodes that are up: a leaf is rewritten by putting one of its
 /// entries back unchanged (a compare-and-swap on it) in a commit that
 /// folds the journal into new pages, which stores a new root. Returns the
-/// pages stored again; a tree that changed meanwhile is left to the next
-/// walk.
+/// pages stored again. A tree that changed meanwhile (a conflict) is read
+/// again, up to [`PAGE_REPAIR_TRIES`] times: a walk that left a page short
+/// would leave it one node from loss until the next walk.
 pub(crate) async fn repair_pages(tree: &Tree, up: &impl Fn(&NodeId) -> bool) -> Result<u64, Error> {
+    for _ in 1..PAGE_REPAIR_TRIES {
+        match try_repair_pages(tree, up).await {
+            Err(e) if matches!(e.root(), Error::Conflict { .. }) => {
+                tracing::debug!("the index changed while its pages were stored again; reading it again");
+            }
+            done => return done,
+        }
+    }
+    match try_repair_pages(tree, up).await {
+        Err(e) if matches!(e.root(), Error::Conflict { .. }) => Ok(0),
+        done => done,
+    }
+}
+
+/// Attempts of [`repair_pages`].
+const PAGE_REPAIR_TRIES: usize = 3;
+
+async fn try_repair_pages(tree: &Tree, up: &impl Fn(&NodeId) -> bool) -> Result<u64, Error> {
     let snap = tree.snapshot(Duration::ZERO).await?;
     let short = |p: &PagePtr| p.holders.iter().filter(|h| up(h)).count() < REPLICAS;
     let mut ops = Vec::new();
@@ -448,11 +467,8 @@ pub(crate) async fn repair_pages(tree: &Tree, up: &impl Fn(&NodeId) -> bool) -> 
         return Ok(0);
     }
     let n = ops.len() as u64 + 1;
-    match tree.commit_folded(ops).await {
-        Ok(_) => Ok(n),
-        Err(e) if matches!(e.root(), Error::Conflict { .. }) => Ok(0),
-        Err(e) => Err(e),
-    }
+    tree.commit_folded(ops).await?;
+    Ok(n)
 }
 
 /// A report shared by a walk's batches.
