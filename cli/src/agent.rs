@@ -63,7 +63,9 @@ impl Place {
     /// path would be too long.
     fn of(path: &Path, file: &ConfigFile) -> anyhow::Result<Option<Self>> {
         let path = std::path::absolute(path)?;
-        let cache = file.client_config(&path)?.cache_dir.context("the config names no cache_dir")?;
+        // Not `client_config`: a command that finds its agent reads no
+        // identity or network key file.
+        let cache = file.cache_path(&path);
         let mut name = cache.file_name().unwrap_or_default().to_os_string();
         name.push("-agent");
         let dir = cache.with_file_name(name);
@@ -154,8 +156,13 @@ fn start(path: &Path, file: &ConfigFile, place: &Place) -> anyhow::Result<Option
     if let Some(e) = said.strip_prefix("error: ") {
         bail!("{e}");
     }
-    if said == "ready" {
-        return Ok(UnixStream::connect(&place.socket).ok());
+    match said {
+        "ready" => return Ok(UnixStream::connect(&place.socket).ok()),
+        "busy" => {}
+        _ => {
+            tracing::info!(log = %place.log.display(), "the agent did not start; running the command here");
+            return Ok(None);
+        }
     }
     // Another agent holds the lock: starting, or ending. Wait for its socket.
     let until = Instant::now() + START_WAIT;

@@ -120,6 +120,11 @@ impl ConfigFile {
         if p.is_absolute() { p.to_path_buf() } else { path.parent().unwrap_or(Path::new(".")).join(p) }
     }
 
+    /// The cache directory's path.
+    pub fn cache_path(&self, path: &Path) -> PathBuf {
+        self.resolve(path, &self.cache_dir)
+    }
+
     /// The key file's path.
     pub fn key_path(&self, path: &Path) -> PathBuf {
         self.resolve(path, &self.key_file)
@@ -157,7 +162,7 @@ impl ConfigFile {
         defaults.layout().with_context(|| format!("[defaults] in {} are not valid", path.display()))?;
         Ok(ClientConfig {
             bootstrap,
-            cache_dir: Some(self.resolve(path, &self.cache_dir)),
+            cache_dir: Some(self.cache_path(path)),
             defaults,
             lease_secs: self.defaults.lease_days.saturating_mul(24 * 3600),
             network_key: match &self.network_key_file {

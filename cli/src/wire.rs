@@ -115,13 +115,13 @@ pub enum FrameError {
 }
 
 fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
-    let mut out = vec![0u8; 4];
-    let body = postcard::to_extend(msg, Vec::new())?;
-    if body.len() > MAX_FRAME {
-        return Err(FrameError::TooLong(body.len()));
+    // The body is written after room for its length, which is filled in.
+    let mut out = postcard::to_extend(msg, vec![0u8; 4])?;
+    let len = out.len() - 4;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLong(len));
     }
-    out[..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&body);
+    out[..4].copy_from_slice(&(len as u32).to_le_bytes());
     Ok(out)
 }
 

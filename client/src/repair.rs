@@ -433,18 +433,16 @@ pub(crate) fn page_holders(snap: &Snapshot) -> impl Iterator<Item = NodeId> + '_
 /// again, up to [`PAGE_REPAIR_TRIES`] times: a walk that left a page short
 /// would leave it one node from loss until the next walk.
 pub(crate) async fn repair_pages(tree: &Tree, up: &impl Fn(&NodeId) -> bool) -> Result<u64, Error> {
-    for _ in 1..PAGE_REPAIR_TRIES {
+    for attempt in 1..=PAGE_REPAIR_TRIES {
         match try_repair_pages(tree, up).await {
-            Err(e) if matches!(e.root(), Error::Conflict { .. }) => {
+            Err(e) if matches!(e.root(), Error::Conflict { .. }) && attempt < PAGE_REPAIR_TRIES => {
                 tracing::debug!("the index changed while its pages were stored again; reading it again");
             }
+            Err(e) if matches!(e.root(), Error::Conflict { .. }) => break,
             done => return done,
         }
     }
-    match try_repair_pages(tree, up).await {
-        Err(e) if matches!(e.root(), Error::Conflict { .. }) => Ok(0),
-        done => done,
-    }
+    Ok(0)
 }
 
 /// Attempts of [`repair_pages`].

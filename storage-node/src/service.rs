@@ -452,6 +452,22 @@ impl Service {
         }
     }
 
+    /// What to answer when recording a received shard failed: a full disk
+    /// (its file, or the database's log for a small shard) is `NoSpace`,
+    /// as in [`Self::write_failed`]; anything else `Internal`, logged.
+    fn commit_failed(&self, e: &crate::Error, len: u64) -> Option<ShardError> {
+        let full = match e {
+            crate::Error::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
+            crate::Error::Db(d) => d.kind() == rocksdb::ErrorKind::IOError && d.as_ref().contains("No space left"),
+            _ => false,
+        };
+        if full {
+            return self.write_failed(&std::io::ErrorKind::StorageFull.into(), len);
+        }
+        tracing::error!(error = %e, "cannot commit a shard");
+        Some(ShardError::Internal)
+    }
+
     /// Receives, hashes and stores a shard body; leaves nothing behind on failure.
     async fn put(
         &self,
@@ -531,10 +547,7 @@ impl Service {
         })
         .await
         .map_err(|_| Some(ShardError::Internal))?
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot commit a shard");
-            Some(ShardError::Internal)
-        })?;
+        .map_err(|e| self.commit_failed(&e, len))?;
         self.metrics.puts.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -588,10 +601,7 @@ impl Service {
         })
         .await
         .map_err(|_| Some(ShardError::Internal))?
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot commit a shard");
-            Some(ShardError::Internal)
-        })?
+        .map_err(|e| self.commit_failed(&e, len))?
         .map_err(Some)?;
         self.metrics.puts.fetch_add(1, Ordering::Relaxed);
         Ok(())
