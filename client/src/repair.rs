@@ -426,46 +426,25 @@ pub(crate) fn page_holders(snap: &Snapshot) -> impl Iterator<Item = NodeId> + '_
 }
 
 /// Stores again the pages of `tree` that have fewer than [`REPLICAS`]
-/// copies on nodes that are up: a leaf is rewritten by putting one of its
-/// entries back unchanged (a compare-and-swap on it) in a commit that
-/// folds the journal into new pages, which stores a new root. Returns the
-/// pages stored again. A tree that changed meanwhile (a conflict) is read
-/// again, up to [`PAGE_REPAIR_TRIES`] times: a walk that left a page short
-/// would leave it one node from loss until the next walk.
+/// copies on nodes that are up, in one commit that folds the journal into
+/// new pages and stores those leaves again (see [`Tree::rewrite`]), which
+/// stores a new root. Returns the pages stored again. A tree that changed
+/// meanwhile is no obstacle: the commit rewrites the leaves the same keys
+/// fall in on the newest head, whatever the leaves hold (tombstones only,
+/// or entries the journal shadows).
 pub(crate) async fn repair_pages(tree: &Tree, up: &impl Fn(&NodeId) -> bool) -> Result<u64, Error> {
-    for attempt in 1..=PAGE_REPAIR_TRIES {
-        match try_repair_pages(tree, up).await {
-            Err(e) if matches!(e.root(), Error::Conflict { .. }) && attempt < PAGE_REPAIR_TRIES => {
-                tracing::debug!("the index changed while its pages were stored again; reading it again");
-            }
-            Err(e) if matches!(e.root(), Error::Conflict { .. }) => break,
-            done => return done,
-        }
-    }
-    Ok(0)
-}
-
-/// Attempts of [`repair_pages`].
-const PAGE_REPAIR_TRIES: usize = 3;
-
-async fn try_repair_pages(tree: &Tree, up: &impl Fn(&NodeId) -> bool) -> Result<u64, Error> {
     let snap = tree.snapshot(Duration::ZERO).await?;
     let short = |p: &PagePtr| p.holders.iter().filter(|h| up(h)).count() < REPLICAS;
-    let mut ops = Vec::new();
-    for leaf in snap.root.leaves.iter().filter(|l| short(&l.page)) {
-        let page = tree.leaf_page(leaf).await?;
-        if let Some((k, v)) = page.live().next() {
-            ops.push(Op::put(k, v.live().unwrap_or_default().to_vec()).expecting(still(v)));
-        }
-    }
-    // A short root or run is stored again by the fold itself (a new root,
-    // and the runs written into the leaves).
+    // A leaf is stored again by a fold that loads it (by its first key),
+    // whatever it holds; a short root or run by the fold itself (a new
+    // root, and the runs written into the leaves).
+    let leaves: Vec<String> = snap.root.leaves.iter().filter(|l| short(&l.page)).map(|l| l.first.clone()).collect();
     let root = snap.root_ptr().is_some_and(short) || snap.runs().iter().any(short);
-    if ops.is_empty() && !root {
+    if leaves.is_empty() && !root {
         return Ok(0);
     }
-    let n = ops.len() as u64 + 1;
-    tree.commit_folded(ops).await?;
+    let n = leaves.len() as u64 + 1;
+    tree.rewrite(leaves).await?;
     Ok(n)
 }
 

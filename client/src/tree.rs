@@ -6,8 +6,10 @@
 //! so a burst of small writes costs a few DHT round trips, not one each.
 //! A commit writes its entries into the journal that the head record
 //! carries (see [`crate::journal`]): it costs one round trip, the publish.
-//! A journal that outgrows the head record is stored as a run page that
-//! the head names (one page store more). The journal, runs included, is
+//! A head that carries much of the journal stores it as a run page beside
+//! its publish, and the next commit names the run ([`spill`]); a journal
+//! that would not fit in the head record is stored as a run first (one
+//! page store more). The journal, runs included, is
 //! folded into new leaves and a new root in the background once it grows
 //! past [`FOLD_AT`] or [`FOLD_RUNS`] runs, and before a commit that would need more than
 //! [`formats::MAX_RUNS`] runs.
@@ -63,6 +65,11 @@ use crate::index::{
 use crate::journal::{self, Entries, JournalEdit};
 use crate::pages::Pages;
 use crate::tasks::Tasks;
+
+mod spill;
+
+pub use spill::SPILL_AT;
+use spill::{Spill, Spills};
 
 /// Lookups of a head before finding an older one than seen is an error.
 const BEHIND_ATTEMPTS: u32 = 3;
@@ -167,6 +174,8 @@ type Reply = oneshot::Sender<Result<Replaced, Error>>;
 struct Work {
     ops: Vec<Op>,
     mode: Mode,
+    /// With [`Mode::Fold`]: keys whose leaves the fold stores again.
+    rewrite: Vec<String>,
     reply: Reply,
 }
 
@@ -177,8 +186,9 @@ enum Mode {
     Plain,
     /// Fold the journal into the pages in the same commit.
     Fold,
-    /// Publish a finished background fold, if one still waits (no ops).
-    NameFold,
+    /// Publish a finished background fold or spill, if one still waits
+    /// (no ops).
+    Name,
 }
 
 /// Per group, what an attempt offered to the nodes: the stamps its ops'
@@ -229,7 +239,10 @@ struct Inner {
     folded: Mutex<Option<Arc<Folded>>>,
     /// Woken when a background fold ends.
     fold_done: tokio::sync::Notify,
-    /// The committer's queue, for a finished fold to ask to be published.
+    /// Runs stored beside publishes, until a commit names them.
+    spills: Spills,
+    /// The committer's queue, for a finished fold or spill to ask to be
+    /// published.
     queue: std::sync::OnceLock<mpsc::WeakSender<Work>>,
 }
 
@@ -266,6 +279,7 @@ impl Tree {
             folding: AtomicBool::new(false),
             folded: Mutex::new(None),
             fold_done: tokio::sync::Notify::new(),
+            spills: Spills::default(),
             queue: std::sync::OnceLock::new(),
         });
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -317,9 +331,20 @@ impl Tree {
         self.send(ops, Mode::Fold).await
     }
 
+    /// Folds the journal into new leaves and a new root, and stores again
+    /// the leaves that `keys` fall in, whatever they hold (page repair: a
+    /// leaf short of copies, even one of tombstones only or one whose
+    /// entries the journal shadows).
+    pub async fn rewrite(&self, keys: Vec<String>) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        let work = Work { ops: Vec::new(), mode: Mode::Fold, rewrite: keys, reply };
+        self.commits.send(work).await.map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?.map(drop)
+    }
+
     async fn send(&self, ops: Vec<Op>, mode: Mode) -> Result<Replaced, Error> {
         let (reply, rx) = oneshot::channel();
-        self.commits.send(Work { ops, mode, reply }).await.map_err(|_| Error::Stopped)?;
+        self.commits.send(Work { ops, mode, rewrite: Vec::new(), reply }).await.map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 
@@ -778,9 +803,10 @@ impl Inner {
         root: &Root,
         root_ptr: Option<&PagePtr>,
         journal: &[(String, Value)],
+        rewrite: &[String],
         now_ms: u64,
     ) -> Result<Folded, Error> {
-        let keys: Vec<&str> = journal.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<&str> = journal.iter().map(|(k, _)| k.as_str()).chain(rewrite.iter().map(String::as_str)).collect();
         let loaded = self.load_leaves(root, &keys).await?;
         let mut replaced: Vec<PagePtr> = loaded.keys().map(|&i| root.leaves[i].page.clone()).collect();
         replaced.extend(root_ptr.cloned());
@@ -859,7 +885,7 @@ impl Inner {
         // with their lease).
         self.tasks.spawn(async move {
             let now_ms = crate::bucket::now_ms();
-            let folded = inner.fold(&snap.root, snap.root_ptr.as_ref(), &snap.journal, now_ms).await;
+            let folded = inner.fold(&snap.root, snap.root_ptr.as_ref(), &snap.journal, &[], now_ms).await;
             let stored = match folded {
                 Ok(f) => {
                     let old = inner.folded.lock().unwrap_or_else(|e| e.into_inner()).replace(Arc::new(f));
@@ -875,15 +901,43 @@ impl Inner {
             };
             inner.folding.store(false, Ordering::Release);
             inner.fold_done.notify_waiters();
-            // Named by the next commit, or by one of its own if none comes
-            // (a full queue has commits coming).
-            let Some(tx) = inner.queue.get().and_then(mpsc::WeakSender::upgrade).filter(|_| stored) else {
-                return;
+            if stored {
+                inner.name_later().await;
+            }
+        });
+    }
+
+    /// Asks the committer to publish what a background fold or spill
+    /// stored, and waits for that commit: the next commit names it, or one
+    /// of its own if none comes (a full queue has commits coming).
+    async fn name_later(&self) {
+        let Some(tx) = self.queue.get().and_then(mpsc::WeakSender::upgrade) else { return };
+        let (reply, named) = oneshot::channel();
+        if tx.try_send(Work { ops: Vec::new(), mode: Mode::Name, rewrite: Vec::new(), reply }).is_ok() {
+            drop(tx);
+            let _ = named.await;
+        }
+    }
+
+    /// Stores `covered`, the journal of the head being published over
+    /// `root` and `runs`, as a run in the background, for the next commit
+    /// to name (see [`spill`]). A task that ends by itself, as a fold's.
+    fn spill_beside(self: &Arc<Self>, root: Option<PagePtr>, runs: Vec<PagePtr>, covered: Entries) {
+        let inner = Arc::clone(self);
+        self.tasks.spawn(async move {
+            let stored = match inner.pages.put(&Page::Leaf(Leaf { entries: covered.clone() })).await {
+                Ok(ptr) => Some(Spill::new(root.as_ref(), &runs, covered, ptr)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "storing a run beside a publish failed; the head carries its entries");
+                    None
+                }
             };
-            let (reply, named) = oneshot::channel();
-            if tx.try_send(Work { ops: Vec::new(), mode: Mode::NameFold, reply }).is_ok() {
-                drop(tx);
-                let _ = named.await;
+            let named = stored.is_some();
+            if let Some(old) = inner.spills.finish(stored) {
+                inner.pages.delete(&old);
+            }
+            if named {
+                inner.name_later().await;
             }
         });
     }
@@ -892,9 +946,9 @@ impl Inner {
     /// read, fold if asked or needed, publish with a majority. Returns each
     /// group's outcome and the pages no longer named.
     async fn try_commit(
-        &self,
+        self: &Arc<Self>,
         groups: &[Vec<Op>],
-        fold: bool,
+        fold: Option<&[String]>,
         tried: Tried,
         offered: &mut Vec<Offered>,
         held: &mut Vec<HeadRecord>,
@@ -931,7 +985,7 @@ impl Inner {
         // A journal that will not fit in the head or a new run waits for a
         // background fold under way (it holds most of it) rather than
         // folding it all again.
-        if !fold && !formats::head_fits(&payload) && runs.len() >= formats::MAX_RUNS {
+        if fold.is_none() && !formats::head_fits(&payload) && runs.len() >= formats::MAX_RUNS {
             let done = self.fold_done.notified();
             tokio::pin!(done);
             done.as_mut().enable();
@@ -948,8 +1002,28 @@ impl Inner {
             journal = left.clone();
             payload = HeadPayload { root: f.root_ptr.clone(), journal: left.clone(), runs: Vec::new(), ..payload };
         }
+        // The run stored beside an earlier publish becomes the newest run,
+        // and the head carries only what came after it. A head that would
+        // not fit without it waits for one being stored.
+        let mut named = None;
+        if fold.is_none() {
+            if !formats::head_fits(&payload) {
+                self.spills.settled().await;
+            }
+            let (usable, gone) = self.spills.usable(payload.root.as_ref(), &runs, &journal, formats::MAX_RUNS);
+            if let Some(page) = gone {
+                self.pages.delete(&page);
+            }
+            if let Some(s) = usable {
+                runs.insert(0, s.page.clone());
+                in_runs = Arc::new(journal::overlay(Vec::clone(&in_runs), &s.covered));
+                payload.journal = journal::beyond(&journal, &in_runs);
+                payload.runs = runs.clone();
+                named = Some(s);
+            }
+        }
         let mut spilled = false;
-        if !fold
+        if fold.is_none()
             && !formats::head_fits(&payload)
             && runs.len() < formats::MAX_RUNS
             && journal::size(&payload.journal) <= MAX_RUN
@@ -961,9 +1035,9 @@ impl Inner {
             payload.runs = runs.clone();
             spilled = true;
         }
-        let folded_now = fold || !formats::head_fits(&payload);
+        let folded_now = fold.is_some() || !formats::head_fits(&payload);
         if folded_now {
-            let f = self.fold(&root, payload.root.as_ref(), &journal, now_ms).await?;
+            let f = self.fold(&root, payload.root.as_ref(), &journal, fold.unwrap_or_default(), now_ms).await?;
             garbage.extend(f.replaced);
             // A run stored by this attempt is named by no head: the fold
             // holds what it held.
@@ -988,6 +1062,19 @@ impl Inner {
         if let Some((f, _)) = &used {
             f.offered.store(true, Ordering::Release);
         }
+        if let Some(s) = &named {
+            self.spills.offered(s);
+        }
+        // A head that carries much of the journal stores it as a run
+        // beside the publish, for the next commit to name.
+        if !self.opts.one_shot
+            && !folded_now
+            && payload.runs.len() + 1 < formats::MAX_RUNS
+            && journal::size(&payload.journal) >= SPILL_AT
+            && self.spills.start()
+        {
+            self.spill_beside(payload.root.clone(), payload.runs.clone(), payload.journal.clone());
+        }
         // Groups that landed earlier are published again with the rest: a
         // minority held them, now a majority must.
         offered.push(offer);
@@ -998,12 +1085,16 @@ impl Inner {
         if let Some((f, _)) = &used {
             self.fold_named(f);
         }
+        if let Some(s) = &named {
+            self.spills.named(s);
+        }
         tracing::debug!(
             seq,
             groups = groups.len(),
             journal = payload.journal.len(),
             runs = payload.runs.len(),
             spilled,
+            named = named.is_some(),
             folded_now,
             ?based,
             ?edited,
@@ -1035,7 +1126,13 @@ impl Inner {
         Ok((results, garbage))
     }
 
-    async fn commit(&self, groups: &[Vec<Op>], fold: bool) -> Result<Vec<Result<Replaced, Conflict>>, Error> {
+    /// Commits `groups`; `fold`: fold the journal too, and store again the
+    /// leaves its keys fall in.
+    async fn commit(
+        self: &Arc<Self>,
+        groups: &[Vec<Op>],
+        fold: Option<&[String]>,
+    ) -> Result<Vec<Result<Replaced, Conflict>>, Error> {
         let mut last = None;
         let mut offered = Vec::new();
         let mut held = Vec::new();
@@ -1124,13 +1221,16 @@ async fn gather<T>(rx: &mut mpsc::Receiver<T>, first: T, expect: usize, ops: imp
 async fn committer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Work>) {
     let mut expect = 1;
     while let Some(first) = rx.recv().await {
-        let batch = gather(&mut rx, first, expect, |w| w.ops.len()).await;
-        expect = batch.len();
-        let fold = batch.iter().any(|w| w.mode == Mode::Fold);
-        if batch.iter().all(|w| w.mode == Mode::NameFold)
+        let mut batch = gather(&mut rx, first, expect, |w| w.ops.len()).await;
+        // Writers, whom the next batch waits for.
+        expect = batch.iter().filter(|w| w.mode != Mode::Name).count().max(1);
+        let rewrite: Vec<String> = batch.iter_mut().flat_map(|w| std::mem::take(&mut w.rewrite)).collect();
+        let fold = batch.iter().any(|w| w.mode == Mode::Fold).then_some(rewrite.as_slice());
+        if batch.iter().all(|w| w.mode == Mode::Name)
             && inner.folded.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+            && !inner.spills.is_waiting()
         {
-            // The fold was named by a commit in between.
+            // What it stored was named by a commit in between.
             continue;
         }
         let (groups, replies): (Vec<Vec<Op>>, Vec<Reply>) = batch.into_iter().map(|w| (w.ops, w.reply)).unzip();

@@ -198,6 +198,10 @@ async fn full_turnover_every_original_node_replaced_with_repair_loses_nothing() 
     // segment, several segments, a multipart-sized one), every original
     // node killed in turn and a fresh empty one started.
     const NODES: usize = 8;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mut cluster = TestCluster::start(NODES);
     let root = RootSecret::generate();
     let client = cluster.client(&root).await;
@@ -212,10 +216,10 @@ async fn full_turnover_every_original_node_replaced_with_repair_loses_nothing() 
         objects.push((key, bytes));
     }
     // The index lives in pages too, all of which the turnover must carry
-    // over: leaves and a root (a fold), and a run (two entries of 30,000
+    // over: leaves and a root (a fold), and a run (entries of 30,000
     // bytes outgrow the head record's journal).
     b.tree().commit_folded(Vec::new()).await.expect("fold");
-    for i in 0..2 {
+    for i in 0..cairn_proto::head::MAX_HEAD_PAYLOAD / 30_000 + 1 {
         let (key, bytes) = (format!("dir{i}/inline-{i}"), data(30_000, 40 + i as u8));
         put_bytes(&b, &key, bytes.clone()).await.expect("put");
         objects.push((key, bytes));

@@ -284,11 +284,12 @@ async fn a_short_lived_client_names_its_journal_fold_before_it_stops() {
     let root = RootSecret::generate();
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     // Objects of 30,000 bytes live inside their entries, and a head
-    // record's journal holds one: every commit past the first stores a run.
+    // record's journal holds four of them: the fifth outgrows it.
     let size = 30_000;
     let first = cairn_client::tree::FOLD_AT / size + 2;
+    let past_head = cairn_proto::head::MAX_HEAD_PAYLOAD / size + 1;
     let objects: Vec<(String, Vec<u8>)> =
-        (0..first + 3).map(|i| (format!("small-{i:02}"), data(size, &mut rng))).collect();
+        (0..first + 1 + past_head).map(|i| (format!("small-{i:02}"), data(size, &mut rng))).collect();
     {
         let client = cluster.client(&root).await;
         client.create_bucket("journal", None).await.expect("mb");
@@ -307,7 +308,7 @@ async fn a_short_lived_client_names_its_journal_fold_before_it_stops() {
     let snap = b.tree().snapshot(std::time::Duration::ZERO).await.expect("snapshot");
     assert_eq!(snap.journal.len(), journal + 1, "a new write goes into the journal");
     assert_eq!(snap.count, first as u64 + 1);
-    // A one-shot client (a CLI command) folds only when it must: its two
+    // A one-shot client (a CLI command) folds only when it must: its
     // puts go into the journal and a run, not into the leaves.
     let once = cairn_client::ClientConfig { one_shot: true, ..cluster.client_config(None) };
     let once = Client::connect(&root, once).await.expect("connect");
@@ -317,7 +318,8 @@ async fn a_short_lived_client_names_its_journal_fold_before_it_stops() {
     }
     once.shutdown().await;
     let snap = b.tree().snapshot(std::time::Duration::ZERO).await.expect("snapshot");
-    assert_eq!((snap.journal.len(), snap.root.leaves.len(), snap.count), (journal + 3, leaves, first as u64 + 3));
+    let total = (first + 1 + past_head) as u64;
+    assert_eq!((snap.journal.len(), snap.root.leaves.len(), snap.count), (journal + 1 + past_head, leaves, total));
     assert!(!snap.runs().is_empty(), "a journal that outgrew the head went into a run");
     let reader = cluster.client(&root).await;
     let rb = reader.bucket("journal").await.expect("bucket");
