@@ -806,7 +806,8 @@ impl Inner {
         rewrite: &[String],
         now_ms: u64,
     ) -> Result<Folded, Error> {
-        let keys: Vec<&str> = journal.iter().map(|(k, _)| k.as_str()).chain(rewrite.iter().map(String::as_str)).collect();
+        let keys: Vec<&str> =
+            journal.iter().map(|(k, _)| k.as_str()).chain(rewrite.iter().map(String::as_str)).collect();
         let loaded = self.load_leaves(root, &keys).await?;
         let mut replaced: Vec<PagePtr> = loaded.keys().map(|&i| root.leaves[i].page.clone()).collect();
         replaced.extend(root_ptr.cloned());

@@ -581,7 +581,7 @@ fn behaviour(key: &libp2p::identity::Keypair, heads: &Arc<Heads>, ip_limit: Opti
     kcfg.set_replication_interval(None);
     kcfg.set_publication_interval(None);
     kcfg.set_query_timeout(Duration::from_secs(30));
-    // Head records are at most ~128 KiB (`MAX_HEAD_RECORD_SIZE`), more
+    // Head records are at most ~33 KiB (`MAX_HEAD_RECORD_SIZE`), more
     // than kad's default packet limit (16 KiB); an answer also carries
     // up to 20 peers' addresses.
     kcfg.set_max_packet_size(2 * cairn_proto::head::MAX_HEAD_RECORD_SIZE + 16 * 1024);

@@ -17,10 +17,8 @@ use crate::ids::RecordId;
 /// Version marker of the head record encoding.
 pub const HEAD_RECORD_V1: u8 = 1;
 /// Largest payload: an encrypted root pointer and the tree's journal (the
-/// entries written since its pages were last rewritten), 128 KiB: room
-/// for a group commit's entries (16 small files inline: ~67 KiB) on top
-/// of what the head already carries, so that a commit is one publish.
-pub const MAX_HEAD_PAYLOAD: usize = 128 * 1024;
+/// entries written since its pages were last rewritten), 32 KiB.
+pub const MAX_HEAD_PAYLOAD: usize = 32 * 1024;
 /// Largest encoded head record.
 pub const MAX_HEAD_RECORD_SIZE: usize = MAX_HEAD_PAYLOAD + 128;
 /// Domain separation for the signed bytes.

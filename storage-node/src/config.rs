@@ -103,9 +103,8 @@ pub struct Limits {
     /// Head records one peer may create (records the node did not hold)
     /// per hour; updates of records held are not counted.
     pub new_records_per_peer_per_hour: u32,
-    /// Head records the node holds at most (each at most ~128 KiB:
-    /// `MAX_HEAD_RECORD_SIZE`, so 50 000 take at most ~6.6 GB; most are
-    /// under a few KiB).
+    /// Head records the node holds at most (each at most ~33 KiB:
+    /// `MAX_HEAD_RECORD_SIZE`, so 200 000 take at most ~6.6 GB).
     pub max_records: usize,
     /// Sustained MiB per second of shard bodies one peer may send or fetch
     /// (bursts of a few seconds' worth, at least one largest shard, pass);
@@ -136,7 +135,7 @@ impl Default for Limits {
             requests_per_second_per_peer: 500,
             idle_timeout_secs: 20,
             new_records_per_peer_per_hour: 1000,
-            max_records: 50_000,
+            max_records: 200_000,
             mib_per_second_per_peer: 256,
             request_deadline_secs: 60,
             min_kib_per_second: 256,

@@ -190,7 +190,7 @@ async fn record_floods_are_capped_per_peer_and_in_total() {
 
     let node = NodeProc::start_with(&[], |c| {
         c.replace("new_records_per_peer_per_hour = 1000", "new_records_per_peer_per_hour = 5")
-            .replace("max_records = 50000", "max_records = 8")
+            .replace("max_records = 200000", "max_records = 8")
     });
     let (flooder, other) = (client(vec![node.quic()]), client(vec![node.quic()]));
     let (a, b) = (common::shard_client(&flooder, &node), common::shard_client(&other, &node));

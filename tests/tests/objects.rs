@@ -284,7 +284,7 @@ async fn a_short_lived_client_names_its_journal_fold_before_it_stops() {
     let root = RootSecret::generate();
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     // Objects of 30,000 bytes live inside their entries, and a head
-    // record's journal holds four of them: the fifth outgrows it.
+    // record's journal holds one of them: the second outgrows it.
     let size = 30_000;
     let first = cairn_client::tree::FOLD_AT / size + 2;
     let past_head = cairn_proto::head::MAX_HEAD_PAYLOAD / size + 1;

@@ -4,9 +4,16 @@
 //! stores that journal as a run page while it publishes the head. The head
 //! holds those entries itself, so no head ever names a page that may not
 //! have been stored; the next commit names the run and carries only what
-//! came after it. A commit thus costs one round trip, the publish, with a
-//! page store beside it, where storing the run first and publishing after
-//! took two (a group commit of 16 small files never fit in a head).
+//! came after it. A commit of up to [`SPILL_AT`] thus costs one round
+//! trip, the publish, with a page store beside it, where storing the run
+//! first and publishing after took two whenever the head filled up.
+//!
+//! A larger commit (a group commit of 16 small files, ~67 KiB) still stores
+//! its run first. Heads of 128 KiB that carried such commits were tried
+//! and measured slower: publishing ~100 KiB to the 8 nodes of a devnet
+//! took 21.6 ms (p50) where a run stored on 3 nodes and a small head took
+//! 8.9 + 7.7 ms (docs/BENCHMARKS.md, session 17). One round trip for those
+//! needs the run stored by the record's nodes in the same request.
 //!
 //! This module keeps the state: at most one spill running, at most one
 //! stored and waiting to be named, and the rule for when a commit may name
@@ -183,11 +190,11 @@ mod tests {
         let covered = vec![entry("a", 3)];
         let journal = vec![entry("a", 3)];
         let cases: [(Option<&PagePtr>, &[PagePtr], Entries, usize); 5] = [
-            (None, &runs, journal.clone(), 32),                  // a fold named a new root
-            (Some(&root), &[], journal.clone(), 32),             // other runs
-            (Some(&root), &runs, journal.clone(), 1),            // no room for a run
-            (Some(&root), &runs, Vec::new(), 32),                // the journal lost a key
-            (Some(&root), &runs, vec![entry("a", 2)], 32),       // an older value
+            (None, &runs, journal.clone(), 32),            // a fold named a new root
+            (Some(&root), &[], journal.clone(), 32),       // other runs
+            (Some(&root), &runs, journal.clone(), 1),      // no room for a run
+            (Some(&root), &runs, Vec::new(), 32),          // the journal lost a key
+            (Some(&root), &runs, vec![entry("a", 2)], 32), // an older value
         ];
         for (i, (r, rs, j, max)) in cases.into_iter().enumerate() {
             let spills = Spills::default();
