@@ -4,12 +4,9 @@
 //! A commit adds its entries to the journal and publishes the head: one
 //! round trip to the record's nodes, where a commit that rewrote its
 //! leaves and root first took three. The newest entries ride inside the
-//! head record; once they grow, they are stored as one page, a *run*,
-//! and a head names the run instead (level 0 of a log-structured merge
-//! tree). The run is stored beside the publish of the head that carries
-//! its entries and named by the next commit (`tree::spill`), so a commit
-//! stays one round trip; a journal that would not fit in the head is
-//! stored as a run first (two round trips). A tree
+//! head record; when they outgrow it, the commit stores them as one page,
+//! a *run*, and the head names the run instead (level 0 of a log-structured
+//! merge tree: one page store and the publish, two round trips). A tree
 //! thus reads as its head's entries over its runs, newest first, over its
 //! leaves ([`lookup`], [`overlay`], [`stack`]); the tree keeps that view
 //! as one sorted list in memory, and [`beyond`] gives the part of it that
@@ -129,17 +126,13 @@ pub fn fold(root: &Root, loaded: BTreeMap<usize, Leaf>, journal: &[(String, Valu
 /// since. `None` if the fold does not fit: `journal` lacks one of its
 /// keys, or holds an older value for one (the tree went another way).
 pub fn uncovered(journal: &[(String, Value)], covered: &[(String, Value)]) -> Option<Entries> {
-    if !holds(journal, covered) {
-        return None;
+    for (k, v) in covered {
+        match lookup(journal, k) {
+            Some(now) if now.stamp >= v.stamp => {}
+            _ => return None,
+        }
     }
     Some(journal.iter().filter(|(k, v)| lookup(covered, k) != Some(v)).cloned().collect())
-}
-
-/// Whether `journal` has every key of `covered` (a journal the tree had
-/// earlier), each with the same value or a newer one: pages that hold
-/// `covered` may then sit under it (the journal's values win).
-pub fn holds(journal: &[(String, Value)], covered: &[(String, Value)]) -> bool {
-    covered.iter().all(|(k, v)| lookup(journal, k).is_some_and(|now| now.stamp >= v.stamp))
 }
 
 /// The entries of `journal` that `runs` (what the runs hold, merged) does
@@ -286,11 +279,6 @@ mod tests {
         journal: Entries,
         /// Newest first.
         runs: Vec<Entries>,
-        /// A run stored beside a publish (the head's part then) and the
-        /// generation of the runs it was stored over.
-        aside: Option<(u64, Entries)>,
-        /// Changes whenever the runs do.
-        generation: u64,
         count: u64,
         clock: u64,
     }
@@ -334,7 +322,6 @@ mod tests {
             self.root = Root { leaves };
             self.journal.clear();
             self.runs.clear();
-            self.generation += 1;
         }
 
         /// The head's part of the journal becomes the newest run.
@@ -342,26 +329,6 @@ mod tests {
             let own = beyond(&self.journal, &stack(self.runs.clone()));
             if !own.is_empty() {
                 self.runs.insert(0, own);
-                self.generation += 1;
-            }
-        }
-
-        /// The head's part of the journal is stored as a run beside a
-        /// publish, to be named later (`tree::spill`).
-        fn spill_aside(&mut self) {
-            let own = beyond(&self.journal, &stack(self.runs.clone()));
-            self.aside = (!own.is_empty()).then_some((self.generation, own));
-        }
-
-        /// A later commit names the run stored aside if it still stacks
-        /// on the runs and the journal holds what it covers.
-        fn name_aside(&mut self) {
-            if let Some((g, covered)) = self.aside.take()
-                && g == self.generation
-                && holds(&self.journal, &covered)
-            {
-                self.runs.insert(0, covered);
-                self.generation += 1;
             }
         }
 
@@ -386,8 +353,6 @@ mod tests {
         PutIfAbsent(u8, u8),
         Fold,
         Spill,
-        SpillAside,
-        NameAside,
         Reopen,
     }
 
@@ -398,15 +363,12 @@ mod tests {
             1 => (0..40u8, any::<u8>()).prop_map(|(k, v)| Step::PutIfAbsent(k, v)),
             1 => Just(Step::Fold),
             1 => Just(Step::Spill),
-            1 => Just(Step::SpillAside),
-            1 => Just(Step::NameAside),
             1 => Just(Step::Reopen),
         ]
     }
 
     proptest! {
-        /// A tree written through its journal, spilled into runs (at once,
-        /// or stored aside and named by a later commit), read
+        /// A tree written through its journal, spilled into runs, read
         /// again from its runs and head, and folded at random points
         /// answers every op as a plain map does (what each op replaced,
         /// which preconditions fail) and ends with the same live entries
@@ -422,8 +384,6 @@ mod tests {
                 match s {
                     Step::Fold => tree.fold(),
                     Step::Spill => tree.spill(),
-                    Step::SpillAside => tree.spill_aside(),
-                    Step::NameAside => tree.name_aside(),
                     Step::Reopen => {
                         let reopened = tree.reopened();
                         prop_assert_eq!(&reopened, &tree.journal);

@@ -6,10 +6,8 @@
 //! so a burst of small writes costs a few DHT round trips, not one each.
 //! A commit writes its entries into the journal that the head record
 //! carries (see [`crate::journal`]): it costs one round trip, the publish.
-//! A head that carries much of the journal stores it as a run page beside
-//! its publish, and the next commit names the run ([`spill`]); a journal
-//! that would not fit in the head record is stored as a run first (one
-//! page store more). The journal, runs included, is
+//! A journal that outgrows the head record is stored as a run page that
+//! the head names (one page store more). The journal, runs included, is
 //! folded into new leaves and a new root in the background once it grows
 //! past [`FOLD_AT`] or [`FOLD_RUNS`] runs, and before a commit that would need more than
 //! [`formats::MAX_RUNS`] runs.
@@ -65,11 +63,6 @@ use crate::index::{
 use crate::journal::{self, Entries, JournalEdit};
 use crate::pages::Pages;
 use crate::tasks::Tasks;
-
-mod spill;
-
-pub use spill::SPILL_AT;
-use spill::{Spill, Spills};
 
 /// Lookups of a head before finding an older one than seen is an error.
 const BEHIND_ATTEMPTS: u32 = 3;
@@ -186,9 +179,8 @@ enum Mode {
     Plain,
     /// Fold the journal into the pages in the same commit.
     Fold,
-    /// Publish a finished background fold or spill, if one still waits
-    /// (no ops).
-    Name,
+    /// Publish a finished background fold, if one still waits (no ops).
+    NameFold,
 }
 
 /// Per group, what an attempt offered to the nodes: the stamps its ops'
@@ -239,10 +231,7 @@ struct Inner {
     folded: Mutex<Option<Arc<Folded>>>,
     /// Woken when a background fold ends.
     fold_done: tokio::sync::Notify,
-    /// Runs stored beside publishes, until a commit names them.
-    spills: Spills,
-    /// The committer's queue, for a finished fold or spill to ask to be
-    /// published.
+    /// The committer's queue, for a finished fold to ask to be published.
     queue: std::sync::OnceLock<mpsc::WeakSender<Work>>,
 }
 
@@ -279,7 +268,6 @@ impl Tree {
             folding: AtomicBool::new(false),
             folded: Mutex::new(None),
             fold_done: tokio::sync::Notify::new(),
-            spills: Spills::default(),
             queue: std::sync::OnceLock::new(),
         });
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -902,43 +890,15 @@ impl Inner {
             };
             inner.folding.store(false, Ordering::Release);
             inner.fold_done.notify_waiters();
-            if stored {
-                inner.name_later().await;
-            }
-        });
-    }
-
-    /// Asks the committer to publish what a background fold or spill
-    /// stored, and waits for that commit: the next commit names it, or one
-    /// of its own if none comes (a full queue has commits coming).
-    async fn name_later(&self) {
-        let Some(tx) = self.queue.get().and_then(mpsc::WeakSender::upgrade) else { return };
-        let (reply, named) = oneshot::channel();
-        if tx.try_send(Work { ops: Vec::new(), mode: Mode::Name, rewrite: Vec::new(), reply }).is_ok() {
-            drop(tx);
-            let _ = named.await;
-        }
-    }
-
-    /// Stores `covered`, the journal of the head being published over
-    /// `root` and `runs`, as a run in the background, for the next commit
-    /// to name (see [`spill`]). A task that ends by itself, as a fold's.
-    fn spill_beside(self: &Arc<Self>, root: Option<PagePtr>, runs: Vec<PagePtr>, covered: Entries) {
-        let inner = Arc::clone(self);
-        self.tasks.spawn(async move {
-            let stored = match inner.pages.put(&Page::Leaf(Leaf { entries: covered.clone() })).await {
-                Ok(ptr) => Some(Spill::new(root.as_ref(), &runs, covered, ptr)),
-                Err(e) => {
-                    tracing::debug!(error = %e, "storing a run beside a publish failed; the head carries its entries");
-                    None
-                }
+            // Named by the next commit, or by one of its own if none comes
+            // (a full queue has commits coming).
+            let Some(tx) = inner.queue.get().and_then(mpsc::WeakSender::upgrade).filter(|_| stored) else {
+                return;
             };
-            let named = stored.is_some();
-            if let Some(old) = inner.spills.finish(stored) {
-                inner.pages.delete(&old);
-            }
-            if named {
-                inner.name_later().await;
+            let (reply, named) = oneshot::channel();
+            if tx.try_send(Work { ops: Vec::new(), mode: Mode::NameFold, rewrite: Vec::new(), reply }).is_ok() {
+                drop(tx);
+                let _ = named.await;
             }
         });
     }
@@ -947,7 +907,7 @@ impl Inner {
     /// read, fold if asked or needed, publish with a majority. Returns each
     /// group's outcome and the pages no longer named.
     async fn try_commit(
-        self: &Arc<Self>,
+        &self,
         groups: &[Vec<Op>],
         fold: Option<&[String]>,
         tried: Tried,
@@ -1003,26 +963,6 @@ impl Inner {
             journal = left.clone();
             payload = HeadPayload { root: f.root_ptr.clone(), journal: left.clone(), runs: Vec::new(), ..payload };
         }
-        // The run stored beside an earlier publish becomes the newest run,
-        // and the head carries only what came after it. A head that would
-        // not fit without it waits for one being stored.
-        let mut named = None;
-        if fold.is_none() {
-            if !formats::head_fits(&payload) {
-                self.spills.settled().await;
-            }
-            let (usable, gone) = self.spills.usable(payload.root.as_ref(), &runs, &journal, formats::MAX_RUNS);
-            if let Some(page) = gone {
-                self.pages.delete(&page);
-            }
-            if let Some(s) = usable {
-                runs.insert(0, s.page.clone());
-                in_runs = Arc::new(journal::overlay(Vec::clone(&in_runs), &s.covered));
-                payload.journal = journal::beyond(&journal, &in_runs);
-                payload.runs = runs.clone();
-                named = Some(s);
-            }
-        }
         let mut spilled = false;
         if fold.is_none()
             && !formats::head_fits(&payload)
@@ -1063,19 +1003,6 @@ impl Inner {
         if let Some((f, _)) = &used {
             f.offered.store(true, Ordering::Release);
         }
-        if let Some(s) = &named {
-            self.spills.offered(s);
-        }
-        // A head that carries much of the journal stores it as a run
-        // beside the publish, for the next commit to name.
-        if !self.opts.one_shot
-            && !folded_now
-            && payload.runs.len() + 1 < formats::MAX_RUNS
-            && journal::size(&payload.journal) >= SPILL_AT
-            && self.spills.start()
-        {
-            self.spill_beside(payload.root.clone(), payload.runs.clone(), payload.journal.clone());
-        }
         // Groups that landed earlier are published again with the rest: a
         // minority held them, now a majority must.
         offered.push(offer);
@@ -1086,16 +1013,12 @@ impl Inner {
         if let Some((f, _)) = &used {
             self.fold_named(f);
         }
-        if let Some(s) = &named {
-            self.spills.named(s);
-        }
         tracing::debug!(
             seq,
             groups = groups.len(),
             journal = payload.journal.len(),
             runs = payload.runs.len(),
             spilled,
-            named = named.is_some(),
             folded_now,
             ?based,
             ?edited,
@@ -1130,7 +1053,7 @@ impl Inner {
     /// Commits `groups`; `fold`: fold the journal too, and store again the
     /// leaves its keys fall in.
     async fn commit(
-        self: &Arc<Self>,
+        &self,
         groups: &[Vec<Op>],
         fold: Option<&[String]>,
     ) -> Result<Vec<Result<Replaced, Conflict>>, Error> {
@@ -1223,15 +1146,14 @@ async fn committer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Work>) {
     let mut expect = 1;
     while let Some(first) = rx.recv().await {
         let mut batch = gather(&mut rx, first, expect, |w| w.ops.len()).await;
-        // Writers, whom the next batch waits for.
-        expect = batch.iter().filter(|w| w.mode != Mode::Name).count().max(1);
+        // Writers, whom the next batch waits for (not a fold's naming).
+        expect = batch.iter().filter(|w| w.mode != Mode::NameFold).count().max(1);
         let rewrite: Vec<String> = batch.iter_mut().flat_map(|w| std::mem::take(&mut w.rewrite)).collect();
         let fold = batch.iter().any(|w| w.mode == Mode::Fold).then_some(rewrite.as_slice());
-        if batch.iter().all(|w| w.mode == Mode::Name)
+        if batch.iter().all(|w| w.mode == Mode::NameFold)
             && inner.folded.lock().unwrap_or_else(|e| e.into_inner()).is_none()
-            && !inner.spills.is_waiting()
         {
-            // What it stored was named by a commit in between.
+            // The fold was named by a commit in between.
             continue;
         }
         let (groups, replies): (Vec<Vec<Op>>, Vec<Reply>) = batch.into_iter().map(|w| (w.ops, w.reply)).unzip();

@@ -355,3 +355,45 @@ async fn a_node_that_exits_gracefully_is_drained_by_repair_and_stops() {
     reader.shutdown().await;
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_leaf_whose_entries_the_journal_shadows_is_stored_again() {
+    let mut cluster = TestCluster::start(6);
+    let root = RootSecret::generate();
+    let client = cluster.client(&root).await;
+    client.create_bucket("shadowed", None).await.expect("mb");
+    let b = client.bucket("shadowed").await.expect("bucket");
+    for i in 0..4u8 {
+        put_bytes(&b, &format!("k{i}"), data(100, i)).await.expect("put");
+    }
+    b.tree().commit_folded(Vec::new()).await.expect("fold");
+    // Every entry of the leaf is newer in the journal (three written
+    // again, one deleted): repair can put none of them back unchanged.
+    let mut objects = Vec::new();
+    for i in 0..3u8 {
+        let (key, bytes) = (format!("k{i}"), data(200, 10 + i));
+        put_bytes(&b, &key, bytes.clone()).await.expect("put");
+        objects.push((key, bytes));
+    }
+    b.delete("k3").await.expect("delete");
+    let snap = b.tree().snapshot(Duration::ZERO).await.expect("snapshot");
+    assert_eq!(snap.root.leaves.len(), 1, "one leaf");
+    let leaf = snap.root.leaves[0].page.clone();
+    let dead = leaf.holders[0].clone();
+    let peer = cairn_client::transfer::peer_of(&dead).expect("a peer id");
+    cluster.kill(cluster.index_of(&peer.to_string()).expect("a cluster node"));
+    let r = client.repair(None, cairn_client::RepairOptions::default()).await.expect("repair");
+    assert!(r.pages >= 1, "the leaf was stored again: {r:?}");
+    let snap = b.tree().snapshot(Duration::ZERO).await.expect("snapshot");
+    for page in snap.pages() {
+        assert!(!page.holders.contains(&dead), "a page still names the dead node: {page:?}");
+        assert!(page.holders.len() >= 3, "{page:?}");
+    }
+    let reader = cluster.client(&root).await;
+    let rb = reader.bucket("shadowed").await.expect("bucket");
+    for (key, bytes) in &objects {
+        assert!(get_bytes(&rb, key).await.expect("get") == *bytes, "{key}");
+    }
+    reader.shutdown().await;
+    client.shutdown().await;
+}
