@@ -6,7 +6,7 @@
 //! direct, the smaller of write and read).
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use futures::StreamExt;
 use rand::{RngCore, SeedableRng};
 
 /// What to measure.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MountBench {
     /// Storage nodes.
     pub nodes: usize,
@@ -29,6 +29,8 @@ pub struct MountBench {
     pub small: usize,
     /// Files for the `ls -lR` figure.
     pub tree: usize,
+    /// The mount's cache directory (default: beside the devnet's nodes).
+    pub cache_dir: Option<PathBuf>,
 }
 
 const MIB: usize = 1 << 20;
@@ -156,7 +158,7 @@ impl MountBench {
         let mnt = dir.path().join("mnt");
         std::fs::create_dir_all(&mnt)?;
         let opts = cairn_fuse_mount::Options {
-            cache_dir: dir.path().join("cache"),
+            cache_dir: self.cache_dir.clone().unwrap_or_else(|| dir.path().join("cache")),
             cache_size: 10 << 30,
             read_only: false,
             allow_other: false,

@@ -408,6 +408,10 @@ enum Bench {
         /// Files for the `ls -lR` figure.
         #[arg(long, default_value_t = 10_000)]
         tree: usize,
+        /// The mount's cache directory (default: beside the devnet's nodes,
+        /// in a temporary directory).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
     },
     /// The annual chance of losing a segment under node churn with repair,
     /// as a closed form and a Monte Carlo run of the same model, for the
@@ -717,8 +721,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(Bench::S3 { nodes, runs, small, load }) => {
             runtime()?.block_on(bench_s3::S3Bench { nodes, runs, small, load }.run())?;
         }
-        Command::Bench(Bench::Mount { nodes, size, runs, small, tree }) => {
-            runtime()?.block_on(bench_mount::MountBench { nodes, size, runs, small, tree }.run())?;
+        Command::Bench(Bench::Mount { nodes, size, runs, small, tree, cache_dir }) => {
+            runtime()?.block_on(bench_mount::MountBench { nodes, size, runs, small, tree, cache_dir }.run())?;
         }
         Command::Bench(Bench::Placement { nodes, fill, n, seed }) => bench_placement::run(nodes, fill, n, seed),
         Command::Bench(Bench::Durability { nodes, churn, failures, interval, budget, stored, trials }) => {

@@ -43,7 +43,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -233,6 +233,9 @@ struct Inner {
     fold_done: tokio::sync::Notify,
     /// The committer's queue, for a finished fold to ask to be published.
     queue: std::sync::OnceLock<mpsc::WeakSender<Work>>,
+    /// Writers' works sent to the committer and not yet in a batch (a
+    /// fold's naming is not counted: nobody waits for it).
+    queued: AtomicUsize,
 }
 
 /// A tree handle; clones share the committer.
@@ -269,6 +272,7 @@ impl Tree {
             folded: Mutex::new(None),
             fold_done: tokio::sync::Notify::new(),
             queue: std::sync::OnceLock::new(),
+            queued: AtomicUsize::new(0),
         });
         let (tx, rx) = mpsc::channel(QUEUE);
         let _ = inner.queue.set(tx.downgrade());
@@ -325,15 +329,23 @@ impl Tree {
     /// entries the journal shadows).
     pub async fn rewrite(&self, keys: Vec<String>) -> Result<(), Error> {
         let (reply, rx) = oneshot::channel();
-        let work = Work { ops: Vec::new(), mode: Mode::Fold, rewrite: keys, reply };
-        self.commits.send(work).await.map_err(|_| Error::Stopped)?;
+        self.queue(Work { ops: Vec::new(), mode: Mode::Fold, rewrite: keys, reply }).await?;
         rx.await.map_err(|_| Error::Stopped)?.map(drop)
     }
 
     async fn send(&self, ops: Vec<Op>, mode: Mode) -> Result<Replaced, Error> {
         let (reply, rx) = oneshot::channel();
-        self.commits.send(Work { ops, mode, rewrite: Vec::new(), reply }).await.map_err(|_| Error::Stopped)?;
+        self.queue(Work { ops, mode, rewrite: Vec::new(), reply }).await?;
         rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Hands a writer's work to the committer.
+    async fn queue(&self, work: Work) -> Result<(), Error> {
+        self.inner.queued.fetch_add(1, Ordering::SeqCst);
+        self.commits.send(work).await.map_err(|_| {
+            self.inner.queued.fetch_sub(1, Ordering::SeqCst);
+            Error::Stopped
+        })
     }
 
     /// The tree's pages.
@@ -1116,11 +1128,10 @@ struct Tried {
 }
 
 /// Takes `first` and what is queued behind it, up to [`MAX_BATCH`] ops
-/// (`ops` weighs an item). Fewer than `expect` items (the last batch's
-/// size) means their writers were answered a moment ago and are sending
-/// again: it waits up to [`GATHER`] for them, so that a burst keeps going
-/// out as one commit rather than as one of a single group and one of the
-/// rest.
+/// (`ops` weighs an item). Fewer than `expect` items (see [`writers`])
+/// means writers were answered a moment ago and are sending again: it
+/// waits up to [`GATHER`] for them, so that a burst keeps going out as one
+/// commit rather than as one of a single group and one of the rest.
 async fn gather<T>(rx: &mut mpsc::Receiver<T>, first: T, expect: usize, ops: impl Fn(&T) -> usize) -> Vec<T> {
     let mut size = ops(&first);
     let mut batch = vec![first];
@@ -1142,12 +1153,23 @@ async fn gather<T>(rx: &mut mpsc::Receiver<T>, first: T, expect: usize, ops: imp
     batch
 }
 
+/// How many writers the next batch waits for: those of the batch just
+/// committed (answered now, each about to send again) and those that
+/// queued while it was out. Counting only the first, writers that take a
+/// moment between an answer and their next write (a file system's close
+/// and create, an HTTP client's next request) settle into two halves
+/// whose commits alternate, each half the size it could be.
+fn writers(committed: usize, queued: usize) -> usize {
+    (committed + queued).max(1)
+}
+
 async fn committer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Work>) {
     let mut expect = 1;
     while let Some(first) = rx.recv().await {
         let mut batch = gather(&mut rx, first, expect, |w| w.ops.len()).await;
         // Writers, whom the next batch waits for (not a fold's naming).
-        expect = batch.iter().filter(|w| w.mode != Mode::NameFold).count().max(1);
+        let committed = batch.iter().filter(|w| w.mode != Mode::NameFold).count();
+        inner.queued.fetch_sub(committed, Ordering::SeqCst);
         let rewrite: Vec<String> = batch.iter_mut().flat_map(|w| std::mem::take(&mut w.rewrite)).collect();
         let fold = batch.iter().any(|w| w.mode == Mode::Fold).then_some(rewrite.as_slice());
         if batch.iter().all(|w| w.mode == Mode::NameFold)
@@ -1157,7 +1179,10 @@ async fn committer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Work>) {
             continue;
         }
         let (groups, replies): (Vec<Vec<Op>>, Vec<Reply>) = batch.into_iter().map(|w| (w.ops, w.reply)).unzip();
-        match inner.commit(&groups, fold).await {
+        let result = inner.commit(&groups, fold).await;
+        // Before the replies, so that none of the answered is counted twice.
+        expect = writers(committed, inner.queued.load(Ordering::SeqCst));
+        match result {
             Ok(results) => {
                 // Before the replies: a caller that shuts down once answered
                 // finds the fold among the work it waits for.
@@ -1211,5 +1236,32 @@ mod tests {
         tx.send(1).await.expect("send");
         assert_eq!(gather(&mut rx, 1, 4, |&w| w).await, vec![1, MAX_BATCH]);
         assert_eq!(rx.try_recv().ok(), Some(1));
+    }
+
+    #[tokio::test]
+    async fn writers_that_queued_during_a_commit_are_waited_for_with_those_it_answered() {
+        let (tx, mut rx) = mpsc::channel::<usize>(64);
+        // A lone sequential writer never waits.
+        assert_eq!(writers(1, 0), 1);
+        assert_eq!(writers(0, 0), 1);
+        // 16 writers that take a moment between an answer and their next
+        // write, split in two halves: 8 were committed, 8 queued meanwhile.
+        let expect = writers(8, 8);
+        for i in 0..8 {
+            tx.send(i).await.expect("send");
+        }
+        let answered = tx.clone();
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            for i in 8..16 {
+                answered.send(i).await.expect("send");
+            }
+        });
+        let first = rx.recv().await.expect("first");
+        let batch = gather(&mut rx, first, expect, |_| 1).await;
+        // One commit of all 16, where counting only the answered (8) kept
+        // the halves apart.
+        assert_eq!(batch, (0..16).collect::<Vec<_>>());
+        assert_eq!(writers(batch.len(), 0), 16);
     }
 }
