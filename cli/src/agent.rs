@@ -179,7 +179,7 @@ fn start(path: &Path, file: &ConfigFile, place: &Place) -> anyhow::Result<Option
 /// Sends `call` and plays back what the agent says; `None`: refused.
 fn converse(mut stream: UnixStream, stamp: &Stamp, call: Call) -> anyhow::Result<Option<anyhow::Result<()>>> {
     let tty = std::io::stderr().is_terminal();
-    let run = Ask::Run { stamp: stamp.clone(), cwd: std::env::current_dir()?, tty, call };
+    let run = Ask::Run { stamp: stamp.clone(), cwd: std::env::current_dir()?, tty, umask: crate::io::umask(), call };
     wire::write(&mut stream, &run)?;
     let mut stdout = std::io::stdout().lock();
     let mut bar: Option<ProgressBar> = None;
@@ -423,7 +423,7 @@ async fn accept(
 async fn connection(client: &Client, stream: tokio::net::UnixStream, state: &State) -> anyhow::Result<()> {
     let (mut rd, mut wr) = stream.into_split();
     let Some(ask) = wire::recv::<Ask>(&mut rd).await? else { return Ok(()) };
-    let (stamp, cwd, tty, call) = match ask {
+    let (stamp, cwd, tty, umask, call) = match ask {
         Ask::Status => {
             let status = Tell::Status {
                 pid: std::process::id(),
@@ -438,7 +438,7 @@ async fn connection(client: &Client, stream: tokio::net::UnixStream, state: &Sta
             state.stop.cancel();
             return Ok(wire::send(&mut wr, &Tell::Stopping).await?);
         }
-        Ask::Run { stamp, cwd, tty, call } => (stamp, cwd, tty, call),
+        Ask::Run { stamp, cwd, tty, umask, call } => (stamp, cwd, tty, umask, call),
         other => bail!("a connection began with {other:?}"),
     };
     if stamp != state.stamp || state.stop.is_cancelled() {
@@ -446,7 +446,7 @@ async fn connection(client: &Client, stream: tokio::net::UnixStream, state: &Sta
         return Ok(wire::send(&mut wr, &Tell::Refused { reason }).await?);
     }
     state.active.fetch_add(1, Ordering::SeqCst);
-    let result = command(client, rd, wr, cwd, tty, call).await;
+    let result = command(client, rd, wr, cwd, tty, umask, call).await;
     state.served.fetch_add(1, Ordering::Relaxed);
     *state.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     state.active.fetch_sub(1, Ordering::SeqCst);
@@ -460,13 +460,15 @@ async fn command(
     mut wr: tokio::net::unix::OwnedWriteHalf,
     cwd: PathBuf,
     tty: bool,
+    umask: u32,
     call: Call,
 ) -> anyhow::Result<()> {
     let (tell, mut told) = mpsc::channel::<Tell>(16);
     let (out_w, out_r) = tokio::io::duplex(CHUNK);
     let (input, stdin) = mpsc::channel(4);
     let bar = BarSlot::default();
-    let far = Far { tell: tell.clone(), stdin: Some(Box::new(ChannelReader::new(stdin))), tty, bar: Arc::clone(&bar) };
+    let far =
+        Far { tell: tell.clone(), stdin: Some(Box::new(ChannelReader::new(stdin))), tty, umask, bar: Arc::clone(&bar) };
     let mut io = Io::far(cwd, Box::new(out_w), far);
     let gone = CancellationToken::new();
     let done = CancellationToken::new();
@@ -501,9 +503,13 @@ async fn command(
         drop(tell);
     };
     // The reader runs until the caller hangs up; the rest ends by itself.
+    let reading = async {
+        reader.await;
+        std::future::pending::<std::convert::Infallible>().await
+    };
     let ((), written) = tokio::select! {
         both = async { tokio::join!(side, writer) } => both,
-        () = async { reader.await; std::future::pending::<()>().await } => unreachable!(),
+        never = reading => match never {},
     };
     Ok(written?)
 }

@@ -176,6 +176,10 @@ pub async fn get(
     let local = &io.path(local);
     let tmp = tmp_name(local);
     let file = tokio::fs::File::create(&tmp).await.with_context(|| format!("cannot create {}", tmp.display()))?;
+    if let Some(mode) = io.new_file_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(mode)).await?;
+    }
     let sync = file.try_clone().await?;
     let pb = io.bar(Some(len), key);
     let mut out = pb.wrap_async_write(file);

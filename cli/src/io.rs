@@ -33,6 +33,8 @@ pub struct Far {
     pub stdin: Option<Box<dyn Read + Send>>,
     /// Whether the caller's standard error is a terminal (bars are drawn).
     pub tty: bool,
+    /// The caller's file mode creation mask.
+    pub umask: u32,
     /// The bar the caller draws.
     pub bar: BarSlot,
 }
@@ -47,6 +49,12 @@ impl Io {
     /// written to `stdout`.
     pub fn far(cwd: PathBuf, stdout: Box<dyn AsyncWrite + Send + Unpin>, far: Far) -> Self {
         Self { cwd: Some(cwd), text: Vec::new(), stdout, far: Some(far) }
+    }
+
+    /// The mode a new file of the caller's gets, where this process's own
+    /// umask would not give it (`None`: this process is the caller).
+    pub fn new_file_mode(&self) -> Option<u32> {
+        self.far.as_ref().map(|f| 0o666 & !f.umask)
     }
 
     /// `local` as the caller means it.
@@ -154,6 +162,19 @@ impl Read for ChannelReader {
         self.at += n;
         Ok(n)
     }
+}
+
+/// This process's file mode creation mask, read from `/proc/self/status`
+/// (setting it to read it would race with other threads); 022 if that
+/// cannot be read.
+pub fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+            u32::from_str_radix(line.trim(), 8).ok()
+        })
+        .unwrap_or(0o022)
 }
 
 #[cfg(test)]

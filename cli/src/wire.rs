@@ -40,6 +40,9 @@ pub enum Ask {
         cwd: PathBuf,
         /// Whether the caller's standard error is a terminal.
         tty: bool,
+        /// The caller's file mode creation mask: a file the agent makes
+        /// for it gets the mode the caller's own process would give it.
+        umask: u32,
         /// The command.
         call: Call,
     },
@@ -182,12 +185,13 @@ mod tests {
             stamp: Stamp { config: "/c".into(), files: vec![(1, -1)] },
             cwd: "/w".into(),
             tty: true,
+            umask: 0o027,
             call: Call::Rm { path: "b/k".into() },
         };
         let bytes = encode(&run).expect("encode");
         let mut r = &bytes[..];
         let back: Ask = read(&mut r).expect("read").expect("a frame");
-        assert!(matches!(back, Ask::Run { call: Call::Rm { path }, tty: true, .. } if path == "b/k"));
+        assert!(matches!(back, Ask::Run { call: Call::Rm { path }, tty: true, umask: 0o027, .. } if path == "b/k"));
         // A clean end between frames is not an error.
         assert!(read::<Ask>(&mut r).expect("end").is_none());
     }

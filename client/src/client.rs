@@ -217,7 +217,8 @@ impl Client {
         };
         let net = network.handle.clone();
         // Nodes remembered from earlier runs can be dialled at once.
-        let nodes = Arc::new(Nodes::new(net.clone()));
+        let tasks = Tasks::new();
+        let nodes = Arc::new(Nodes::new(net.clone(), tasks.clone()));
         let known = remembered.len();
         for (peer, addrs, down) in remembered {
             net.add_addresses(peer, addrs.clone()).await?;
@@ -229,7 +230,6 @@ impl Client {
         }
         tracing::debug!(took = ?began.elapsed(), "connected");
         // Filling the routing table can wait on dead peers; nothing needs it done.
-        let tasks = Tasks::new();
         let boot = net.clone();
         tasks.spawn_until_shutdown(async move {
             if let Err(e) = boot.bootstrap().await {

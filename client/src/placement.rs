@@ -21,6 +21,7 @@ use futures::StreamExt;
 
 use crate::error::Error;
 use crate::policy::{Candidate, net_group};
+use crate::tasks::Tasks;
 
 /// How long a node that failed is passed over.
 const PENALTY: Duration = Duration::from_secs(30);
@@ -94,6 +95,8 @@ struct State {
 #[derive(Debug)]
 pub struct Nodes {
     net: NetHandle,
+    /// Where background lookups run (stopped at the client's shutdown).
+    tasks: Tasks,
     state: Mutex<State>,
     /// Woken when profile requests end.
     profiled: tokio::sync::Notify,
@@ -116,8 +119,8 @@ fn candidate(st: &State, peer: &PeerId, now: Instant) -> Option<Candidate> {
 
 impl Nodes {
     /// An empty view over `net`.
-    pub fn new(net: NetHandle) -> Self {
-        Self { net, state: Mutex::new(State::default()), profiled: tokio::sync::Notify::new() }
+    pub fn new(net: NetHandle, tasks: Tasks) -> Self {
+        Self { net, tasks, state: Mutex::new(State::default()), profiled: tokio::sync::Notify::new() }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -212,7 +215,7 @@ impl Nodes {
             self.lock().refreshed = Some(Instant::now());
         } else if stale {
             let me = Arc::clone(self);
-            tokio::spawn(async move {
+            self.tasks.spawn_until_shutdown(async move {
                 if let Err(e) = me.discover(key).await {
                     tracing::debug!(error = %e, "background node lookup failed");
                 }

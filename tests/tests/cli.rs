@@ -18,7 +18,10 @@ struct StopAgent(PathBuf);
 
 impl Drop for StopAgent {
     fn drop(&mut self) {
-        let _ = Command::new(binary("cairn")).arg("--config").arg(&self.0).args(["agent", "stop"]).output();
+        // Not `binary`, whose check may fail: a panic here, while a failed
+        // test unwinds, would abort the whole test binary.
+        let Ok(bin) = std::panic::catch_unwind(|| binary("cairn")) else { return };
+        let _ = Command::new(bin).arg("--config").arg(&self.0).args(["agent", "stop"]).output();
     }
 }
 
@@ -194,6 +197,24 @@ fn the_agent_serves_until_it_should_end_and_a_caller_that_leaves_stores_nothing(
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&socket).expect("socket").permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "only its user may talk to the agent");
+    // A file the agent writes for a caller gets the caller's umask, not
+    // the agent's (which is this test's, inherited by the first call).
+    for (umask, want) in [("077", 0o600), ("002", 0o664)] {
+        let target = cluster.dir().join(format!("got-{umask}"));
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask {umask}; exec \"$0\" --config \"$1\" get agent/a.txt \"$2\""))
+            .arg(binary("cairn"))
+            .arg(&config)
+            .arg(&target)
+            .env("CAIRN_PASSPHRASE", "correct horse battery staple")
+            .output()
+            .expect("sh");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mode = std::fs::metadata(&target).expect("fetched file").permissions().mode();
+        assert_eq!(mode & 0o777, want, "a get with umask {umask}");
+    }
+    assert_eq!(agent_pid(&config), Some(pid), "the gets went through the agent");
 
     // A caller killed while its input still flows stores nothing, and the
     // agent goes on serving others.
