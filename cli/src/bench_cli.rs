@@ -6,7 +6,8 @@
 //! killed, and the same calls are timed again: the first call that meets
 //! them, and the median of the calls after it. All of it twice: each call
 //! joining the network itself (`CAIRN_AGENT=off`), then through `cairn
-//! agent` (the default). Ends with `cli-p50-ms: X` (through the agent)
+//! agent` (the default). Last, with the nodes still dead, a new device's
+//! first call (its own config and an empty cache). Ends with `cli-p50-ms: X` (through the agent)
 //! and `cli-p50-ms-own-process: Y`, the slowest median with every node up.
 
 use std::path::{Path, PathBuf};
@@ -131,6 +132,30 @@ impl CliBench {
             }
         }
         cli.time(&["agent", "stop"])?;
+        // A new device: a config of its own that names every node to join
+        // through (the dead ones too) and an empty cache, so its first
+        // call knows no node and must look the network up.
+        let bootstrap: Vec<String> = nodes.iter().filter_map(|n| n.addrs().into_iter().next()).collect();
+        let mut firsts = Vec::new();
+        for device in 0..3 {
+            let fresh = Cli {
+                exe: cli.exe.clone(),
+                config: dir.path().join(format!("device{device}/config.toml")),
+                agent: false,
+            };
+            let mut init = vec!["init", "--no-passphrase"];
+            for a in &bootstrap {
+                init.extend(["--bootstrap", a.as_str()]);
+            }
+            fresh.time(&init)?;
+            firsts.push(fresh.time(&["mb", "fresh"])?);
+        }
+        firsts.sort();
+        println!(
+            "a new device's first call (`mb`, empty cache, joining through all {} nodes): median {:.1} ms of 3",
+            self.nodes,
+            ms(firsts[1])
+        );
         for n in &mut nodes {
             n.kill();
         }
