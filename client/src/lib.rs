@@ -25,6 +25,7 @@
 //! Repair comes later. This crate must not depend on FUSE or HTTP.
 
 pub mod audit;
+mod batch;
 pub mod bench;
 pub mod bucket;
 pub mod cache;

@@ -39,6 +39,10 @@ pub enum BackendError {
 pub trait RecordBackend: Send + Sync + 'static {
     /// The stored encoding of the record under `id`.
     fn get(&self, id: &RecordId) -> Option<Vec<u8>>;
+    /// Whether a record is stored under `id` (valid or not).
+    fn contains(&self, id: &RecordId) -> bool {
+        self.get(id).is_some()
+    }
     /// Stores `bytes` under `id`, replacing what was there.
     fn put(&self, id: &RecordId, bytes: &[u8]) -> Result<(), BackendError>;
     /// Forgets `id`.
@@ -163,6 +167,12 @@ impl Heads {
     /// Number of records held.
     pub fn count(&self) -> usize {
         self.backend.count()
+    }
+
+    /// Whether something is stored under `id`: a point read, with no
+    /// decoding or signature check (those come with [`Self::offer`]).
+    pub fn holds(&self, id: &RecordId) -> bool {
+        self.backend.contains(id)
     }
 
     fn raw(&self, id: &RecordId) -> Option<Vec<u8>> {

@@ -337,8 +337,10 @@ impl Service {
                 let (heads, quota) = (Arc::clone(&self.heads), Arc::clone(&self.record_quota));
                 let answer = tokio::task::spawn_blocking(move || {
                     // A record the node does not hold counts against the
-                    // sender's quota of new records.
-                    if heads.get(&record.record_id()).is_none() {
+                    // sender's quota of new records. (Whether it holds one
+                    // is a point read: decoding it and checking its
+                    // signature, twice per publish, is left to the offer.)
+                    if !heads.holds(&record.record_id()) {
                         quota
                             .take(peer, Instant::now())
                             .map_err(|retry_after_ms| Some(ShardError::RateLimited { retry_after_ms }))?;

@@ -838,6 +838,10 @@ impl cairn_net::store::RecordBackend for ShardStore {
         self.db.get(record_key(id)).ok().flatten()
     }
 
+    fn contains(&self, id: &RecordId) -> bool {
+        matches!(self.db.get_pinned(record_key(id)), Ok(Some(_)))
+    }
+
     fn put(&self, id: &RecordId, bytes: &[u8]) -> Result<(), cairn_net::store::BackendError> {
         let failed = |e: rocksdb::Error| cairn_net::store::BackendError::Failed(Box::new(e));
         let existed = self.db.get_pinned(record_key(id)).map_err(failed)?.is_some();
