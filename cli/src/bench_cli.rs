@@ -7,8 +7,9 @@
 //! them, and the median of the calls after it. All of it twice: each call
 //! joining the network itself (`CAIRN_AGENT=off`), then through `cairn
 //! agent` (the default). Last, with the nodes still dead, a new device's
-//! first call (its own config and an empty cache). Ends with `cli-p50-ms: X` (through the agent)
-//! and `cli-p50-ms-own-process: Y`, the slowest median with every node up.
+//! first call (its own config and an empty cache). Ends with
+//! `cli-p50-ms: X` (through the agent) and `cli-p50-ms-own-process: Y`,
+//! the slowest median with every node up.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
