@@ -1,6 +1,7 @@
 //! `cairn bench e2e`: a devnet of real `cairn-node` processes on loopback
 //! and an in-process client. Measures object put/get throughput, small
-//! puts and gets per second, and listing a large bucket, next to the
+//! puts and gets per second (sequential keys, then random keys in three
+//! rounds into one prefix), and listing a large bucket, next to the
 //! client's own encode/decode pipeline (no network) in the same run.
 
 use std::sync::Arc;
@@ -121,6 +122,35 @@ impl E2eBench {
             );
         }
         Ok(())
+    }
+
+    /// 4 KiB objects under random keys (as restic and other
+    /// content-addressed writers name them), in three rounds into the same
+    /// prefix: each round's writes fall all over the keys the earlier ones
+    /// left, so each fold of the index finds few of them per leaf.
+    async fn scattered(&self, bucket: &Arc<Bucket>, payload: &bytes::Bytes) {
+        let mut rates = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            futures::stream::iter(0..self.small)
+                .map(|_| {
+                    let (b, p) = (Arc::clone(bucket), payload.clone());
+                    async move { put_bytes(&b, &format!("scatter/{:016x}", rand::random::<u64>()), p).await }
+                })
+                .buffer_unordered(256)
+                .for_each(|r| async move {
+                    if let Err(e) = r {
+                        eprintln!("scattered put failed: {e}");
+                    }
+                })
+                .await;
+            rates.push(format!("{:.0}", self.small as f64 / t.elapsed().as_secs_f64()));
+        }
+        println!(
+            "4 KiB objects under random keys, 3 rounds of {} into one prefix: {} puts/s",
+            self.small,
+            rates.join(", ")
+        );
     }
 
     /// A 1 GiB object: a 1 MiB range read against a 1 MiB object, and a
@@ -244,6 +274,7 @@ impl E2eBench {
             .await;
         let gets = self.small as f64 / t.elapsed().as_secs_f64();
         println!("4 KiB objects ({}): {puts:.0} puts/s  {gets:.0} gets/s", self.small);
+        self.scattered(&bucket, &payload).await;
         // Listing: fill a bucket, then list it from a fresh client with no cache.
         client.create_bucket("listing", None).await?;
         let lb = Arc::new(client.bucket("listing").await?);

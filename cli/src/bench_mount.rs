@@ -1,7 +1,8 @@
 //! `cairn bench mount`: a devnet and a FUSE mount of one of its buckets in
 //! this process, against `Bucket` driven directly with the same bytes in
 //! the same run: sequential write and read of a large file, 4 KiB files
-//! created by 16 writers at once, `ls -lR` of 10,000 files, and the same
+//! created by 16 writers at once (a directory each, then random names in
+//! one directory, three rounds), `ls -lR` of 10,000 files, and the same
 //! on a local directory for reference. Ends with `mount-ratio: R` (mount /
 //! direct, the smaller of write and read).
 
@@ -100,18 +101,35 @@ fn read_file(path: &Path) -> std::io::Result<(u64, Duration)> {
     }
 }
 
+/// How the small-file writers name their files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Names {
+    /// `w<writer>/f<i>`: a directory per writer.
+    PerWriter,
+    /// 16 random hex digits, all in `root` (as content-addressed writers
+    /// name theirs): each write falls anywhere in the directory.
+    Random,
+}
+
 /// Files per second: 16 writers create `count` 4 KiB files under `root`.
-fn small_files(root: &Path, count: usize) -> anyhow::Result<f64> {
+fn small_files(root: &Path, count: usize, names: Names) -> anyhow::Result<f64> {
     let per = count.div_ceil(16);
     let t = Instant::now();
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..16)
             .map(|w| {
                 s.spawn(move || -> std::io::Result<()> {
-                    let dir = root.join(format!("w{w}"));
+                    let dir = match names {
+                        Names::PerWriter => root.join(format!("w{w}")),
+                        Names::Random => root.to_path_buf(),
+                    };
                     std::fs::create_dir_all(&dir)?;
                     for i in 0..per {
-                        std::fs::write(dir.join(format!("f{i}")), [w as u8; 4096])?;
+                        let name = match names {
+                            Names::PerWriter => format!("f{i}"),
+                            Names::Random => format!("{:016x}", rand::random::<u64>()),
+                        };
+                        std::fs::write(dir.join(name), [w as u8; 4096])?;
                     }
                     Ok(())
                 })
@@ -212,7 +230,7 @@ impl MountBench {
         // Many small files at once.
         let small = self.small;
         let m = mnt.join("small");
-        let files = tokio::task::spawn_blocking(move || small_files(&m, small)).await??;
+        let files = tokio::task::spawn_blocking(move || small_files(&m, small, Names::PerWriter)).await??;
         let t = Instant::now();
         let puts = futures::stream::iter(0..small)
             .map(|i| {
@@ -229,6 +247,18 @@ impl MountBench {
         println!(
             "4 KiB files created and written by 16 writers: mount {files:.0} files/s, direct {direct_files:.0} puts/s (ratio {:.2})",
             files / direct_files
+        );
+        // Random names in one directory, three rounds: each round's files
+        // fall all over the names the earlier rounds left.
+        let mut rates = Vec::new();
+        for _ in 0..3 {
+            let m = mnt.join("scatter");
+            let rate = tokio::task::spawn_blocking(move || small_files(&m, small, Names::Random)).await??;
+            rates.push(format!("{rate:.0}"));
+        }
+        println!(
+            "4 KiB files under random names in one directory, 16 writers, 3 rounds of {small}: mount {} files/s",
+            rates.join(", ")
         );
         // `ls -lR` of a tree written directly (100 files per directory).
         let t = Instant::now();
@@ -255,7 +285,7 @@ impl MountBench {
             let w = write_file(&l.join("big"), size, true)?;
             let (_, r) = read_file(&l.join("big"))?;
             std::fs::remove_file(l.join("big"))?;
-            let f = small_files(&l.join("small"), small)?;
+            let f = small_files(&l.join("small"), small, Names::PerWriter)?;
             for i in 0..10_000 {
                 let d = l.join(format!("tree/d{:03}", i / 100));
                 if i % 100 == 0 {

@@ -333,6 +333,72 @@ async fn a_short_lived_client_names_its_journal_fold_before_it_stops() {
     client.shutdown().await;
 }
 
+/// Writes scattered over a filled bucket (one small object per leaf,
+/// overwritten again and again) do not make the background folds rewrite
+/// the leaves: each would rewrite a 64 KiB leaf (three copies) for 2 KiB.
+/// The folds leave such entries in the journal and store them again as
+/// one run instead of many; every object still reads and lists right
+/// from a fresh client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_folds_leave_scattered_writes_in_the_journal_and_rewrite_no_leaf() {
+    use futures::StreamExt;
+    let cluster = TestCluster::start(6);
+    let root = RootSecret::generate();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let size = 2_000;
+    let mut model: BTreeMap<String, Vec<u8>> =
+        (0..2_000).map(|i| (format!("k-{i:05}"), data(size, &mut rng))).collect();
+    let client = cluster.client(&root).await;
+    client.create_bucket("scatter", None).await.expect("mb");
+    let b = client.bucket("scatter").await.expect("bucket");
+    futures::stream::iter(model.iter())
+        .map(|(k, v)| put_bytes(&b, k, v.clone()))
+        .buffer_unordered(64)
+        .for_each(|r| async move {
+            r.expect("put");
+        })
+        .await;
+    // Everything into the leaves, so that what follows starts from an
+    // empty journal.
+    b.tree().commit_folded(Vec::new()).await.expect("fold");
+    let before = b.tree().snapshot(std::time::Duration::ZERO).await.expect("snapshot");
+    let leaves: Vec<_> = before.root.leaves.iter().map(|l| l.page.id).collect();
+    assert!(
+        leaves.len() >= 20 && before.journal.is_empty(),
+        "{} leaves, {} journal",
+        leaves.len(),
+        before.journal.len()
+    );
+    // One key in every 40th, written 8 times over: enough runs for
+    // several background folds (a head holds ~16 of these entries).
+    let scattered: Vec<String> = (0..2_000).step_by(40).map(|i| format!("k-{i:05}")).collect();
+    for _ in 0..8 {
+        for k in &scattered {
+            let v = data(size, &mut rng);
+            put_bytes(&b, k, v.clone()).await.expect("put");
+            model.insert(k.clone(), v);
+        }
+    }
+    client.shutdown().await;
+    let reader = cluster.client(&root).await;
+    let rb = reader.bucket("scatter").await.expect("bucket");
+    let after = rb.tree().snapshot(std::time::Duration::ZERO).await.expect("snapshot");
+    let now: Vec<_> = after.root.leaves.iter().map(|l| l.page.id).collect();
+    let rewritten = now.iter().filter(|id| !leaves.contains(id)).count();
+    assert_eq!((now.len(), rewritten), (leaves.len(), 0), "leaves, and leaves rewritten");
+    assert!(after.runs().len() < cairn_client::tree::FOLD_RUNS, "{} runs: the folds merged them", after.runs().len());
+    for k in &scattered {
+        assert!(after.journal.iter().any(|(j, _)| j == k), "{k} is in the journal");
+    }
+    for (k, v) in &model {
+        assert!(get_bytes(&rb, k).await.expect("get") == *v, "{k}");
+    }
+    let listed = rb.list("", None, "", 5000).await.expect("list");
+    let keys: Vec<&str> = listed.objects.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(keys, model.keys().map(String::as_str).collect::<Vec<_>>());
+    reader.shutdown().await;
+}
+
 /// A commit whose record reached only a minority of the record's nodes
 /// (half of them died under it) retries, and a reader merges what that
 /// minority holds: the retry must find its own ops there and not apply

@@ -25,6 +25,56 @@ pub const FOLD_AT: usize = 2 << 20;
 /// Runs past which the journal is folded in the background: half of what
 /// a head names, so that commits go on adding runs while the fold runs.
 pub const FOLD_RUNS: usize = formats::MAX_RUNS / 2;
+/// A background fold rewrites a leaf when the journal holds at least
+/// 1/`DENSE` of the leaf's size for it; the entries of sparser leaves stay
+/// in the journal (stored again as one run) until they are, or until they
+/// pass [`LEFT_MAX`]. A fold of scattered small writes would otherwise
+/// rewrite a whole leaf (64 KiB, three copies) for each 4 KiB entry.
+const DENSE: usize = 4;
+/// Most journal bytes a background fold leaves behind: past it, the
+/// sparse leaves with the most journal bytes for their size are
+/// rewritten too.
+pub const LEFT_MAX: usize = FOLD_AT / 4;
+
+/// Which leaves a background fold rewrites, given each leaf's size and
+/// the journal bytes that fall in it (see [`DENSE`] and [`LEFT_MAX`]).
+fn dense_leaves(leaf_len: &[usize], journal_bytes: &[usize]) -> Vec<bool> {
+    let mut fold: Vec<bool> =
+        leaf_len.iter().zip(journal_bytes).map(|(&len, &b)| b > 0 && b.saturating_mul(DENSE) >= len).collect();
+    let mut left: usize = journal_bytes.iter().zip(&fold).filter(|(_, f)| !**f).map(|(b, _)| b).sum();
+    let mut sparse: Vec<usize> = (0..fold.len()).filter(|&i| !fold[i] && journal_bytes[i] > 0).collect();
+    // Densest first: journal bytes per leaf byte, compared as products.
+    sparse.sort_by(|&a, &b| {
+        (journal_bytes[b] as u128 * leaf_len[a].max(1) as u128)
+            .cmp(&(journal_bytes[a] as u128 * leaf_len[b].max(1) as u128))
+            .then(a.cmp(&b))
+    });
+    for i in sparse {
+        if left <= LEFT_MAX {
+            break;
+        }
+        fold[i] = true;
+        left -= journal_bytes[i];
+    }
+    fold
+}
+
+/// The entries of `journal` a background fold writes into the leaves of
+/// `root`: all of them into an empty tree, else those of the leaves
+/// [`dense_leaves`] picks.
+fn to_fold(root: &Root, journal: &[(String, Value)]) -> Entries {
+    if root.leaves.is_empty() {
+        return journal.to_vec();
+    }
+    let leaf_of: Vec<usize> = journal.iter().map(|(k, _)| root.leaf_for(k).unwrap_or(0)).collect();
+    let mut bytes = vec![0usize; root.leaves.len()];
+    for (e, &i) in journal.iter().zip(&leaf_of) {
+        bytes[i] += journal::size(std::slice::from_ref(e));
+    }
+    let lens: Vec<usize> = root.leaves.iter().map(|l| l.page.len as usize).collect();
+    let fold = dense_leaves(&lens, &bytes);
+    journal.iter().zip(&leaf_of).filter(|(_, i)| fold[**i]).map(|(e, _)| e.clone()).collect()
+}
 
 /// A journal folded into new pages, not yet named by a head record.
 #[derive(Debug)]
@@ -42,6 +92,22 @@ pub(super) struct Folded {
     /// A publish that named it was sent: a minority of nodes may hold that
     /// record, so its pages are left to expire rather than deleted.
     pub(super) offered: AtomicBool,
+}
+
+impl Folded {
+    /// A fold that writes nothing into the leaves of `root` (whose page is
+    /// `root_ptr`): it stores no page and replaces none.
+    fn nothing(root: &Arc<Root>, root_ptr: Option<&PagePtr>) -> Self {
+        Self {
+            base: root_ptr.map(|p| p.id),
+            covered: Vec::new(),
+            root: Arc::clone(root),
+            root_ptr: root_ptr.cloned(),
+            stored: Vec::new(),
+            replaced: Vec::new(),
+            offered: AtomicBool::new(false),
+        }
+    }
 }
 
 impl Inner {
@@ -139,7 +205,16 @@ impl Inner {
         // with their lease).
         self.tasks.spawn(async move {
             let now_ms = crate::bucket::now_ms();
-            let folded = inner.fold(&snap.root, snap.root_ptr.as_ref(), &snap.journal, &[], now_ms).await;
+            let part = to_fold(&snap.root, &snap.journal);
+            tracing::debug!(journal = snap.journal.len(), folded = part.len(), "background fold");
+            let folded = if part.is_empty() {
+                // Every leaf sparse: no leaf is rewritten, and the commit
+                // that names this stores what is left as one run in place
+                // of the many.
+                Ok(Folded::nothing(&snap.root, snap.root_ptr.as_ref()))
+            } else {
+                inner.fold(&snap.root, snap.root_ptr.as_ref(), &part, &[], now_ms).await
+            };
             let stored = match folded {
                 Ok(f) => {
                     let old = inner.folded.lock().unwrap_or_else(|e| e.into_inner()).replace(Arc::new(f));
@@ -166,5 +241,39 @@ impl Inner {
                 let _ = named.await;
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_background_fold_rewrites_leaves_the_journal_fills_and_leaves_scattered_entries_for_later() {
+        let k = 1024;
+        // A leaf of 64 KiB with 16 KiB for it is rewritten, one with 4 KiB
+        // is not, an untouched one is not.
+        assert_eq!(dense_leaves(&[64 * k, 64 * k, 64 * k], &[16 * k, 4 * k, 0]), [true, false, false]);
+        // A small leaf takes a small share.
+        assert_eq!(dense_leaves(&[4 * k], &[k]), [true]);
+    }
+
+    #[test]
+    fn what_a_background_fold_leaves_behind_is_bounded_and_the_densest_leaves_go_first() {
+        let k = 1024;
+        // 300 leaves of 64 KiB, each with 4 KiB of scattered entries (1.2
+        // MiB in all), and one with 12 KiB: the rest past LEFT_MAX is
+        // folded, the 12 KiB leaf first.
+        let mut lens = vec![64 * k; 301];
+        let mut bytes = vec![4 * k; 301];
+        bytes[150] = 12 * k;
+        lens[7] = 128 * k;
+        let fold = dense_leaves(&lens, &bytes);
+        let left: usize = bytes.iter().zip(&fold).filter(|(_, f)| !**f).map(|(b, _)| b).sum();
+        assert!(left <= LEFT_MAX && left + 4 * k > LEFT_MAX, "left {left}");
+        assert!(fold[150], "the densest sparse leaf goes first");
+        assert!(!fold[7], "the sparsest (largest) leaf stays last");
+        // Nothing sparse to leave: nothing more is folded.
+        assert_eq!(dense_leaves(&[64 * k; 3], &[k, 0, k]), [false, false, false]);
     }
 }
