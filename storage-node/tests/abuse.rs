@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use cairn_net::Error;
 use cairn_proto::ShardId;
 use cairn_proto::shard::{Request, ShardError};
-use common::{NodeProc, bytes, client, metrics, shard_client, token};
+use common::{DEADLINE, NodeProc, bytes, client, metrics, shard_client, token};
 use futures::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,12 +159,29 @@ async fn a_peer_is_held_to_its_storage_quota_across_restarts() {
     a.handle.dial(node.quic()).await.expect("dial");
     let ca = shard_client(&a, &node);
     let fourth = bytes(600 * 1024, 4);
-    assert!(matches!(
-        ca.put(ShardId::of(&fourth), &fourth, th, 3600).await,
-        Err(Error::Refused { error: ShardError::PeerQuota { .. }, .. })
-    ));
+    // A stream to the restarted node may still fail while the connection
+    // settles (seen once under a loaded CI run): only the node's answer
+    // counts.
+    let start = Instant::now();
+    let answer = loop {
+        match ca.put(ShardId::of(&fourth), &fourth, th, 3600).await {
+            Err(Error::OpenStream { .. } | Error::Stream { .. }) if start.elapsed() < DEADLINE => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            r => break r,
+        }
+    };
+    assert!(
+        matches!(answer, Err(Error::Refused { error: ShardError::PeerQuota { .. }, .. })),
+        "expected PeerQuota, got {answer:?}"
+    );
     let m = metrics(&node.admin()).await;
-    assert!(m.contains("kind=\"peer_quota\"} 1"), "{m}");
+    let refusals: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("cairn_node_errors_total{kind=\"peer_quota\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(refusals >= 1, "{m}");
     a.shutdown().await;
     b.shutdown().await;
 }
