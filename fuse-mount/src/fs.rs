@@ -582,14 +582,14 @@ impl Filesystem for CairnFs {
             let dir = self.0.dir_path(parent.0)?;
             let name = name_str(name)?;
             let path = join(&dir, name);
-            if let Some(existing) = self.0.children(&dir)?.get(name) {
+            if let Some(existing) = self.0.child(&dir, name)? {
                 if flags & O_EXCL != 0 {
                     return Err(Errno::EEXIST);
                 }
                 if existing.kind != NodeKind::File {
                     return Err(Errno::EISDIR);
                 }
-                let ino = self.0.remember(&path, existing.clone());
+                let ino = self.0.remember(&path, existing);
                 if flags & O_TRUNC != 0 {
                     self.truncate_on_open(ino, &self.0.state(ino))?;
                 }

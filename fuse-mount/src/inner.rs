@@ -161,6 +161,26 @@ impl Inner {
         self.rt.block_on(self.list(dir))
     }
 
+    /// What [`Self::children`] says of `name` in `dir`, without building
+    /// the listing when a fresh one is cached or the file was created here:
+    /// a lookup or create in a large directory that writers are filling
+    /// would otherwise copy the whole listing (with the files not yet
+    /// uploaded added) for one name.
+    pub fn child(&self, dir: &str, name: &str) -> Result<Option<Attr>, Errno> {
+        let path = join(dir, name);
+        let (local, cached) = {
+            let t = lock(&self.table);
+            (t.local.contains(&path).then(|| t.ino(&path)).flatten(), t.listing(dir, self.settings.ttl))
+        };
+        if let Some(ino) = local {
+            return Ok(Some(self.node(ino)?.1));
+        }
+        match cached {
+            Some(listed) => Ok(listed.get(name).cloned()),
+            None => Ok(self.children(dir)?.get(name).cloned()),
+        }
+    }
+
     /// [`Self::children`], from async code.
     pub async fn list(&self, dir: &str) -> Result<Arc<BTreeMap<String, Attr>>, Errno> {
         let (cached, generation) = {
@@ -223,9 +243,8 @@ impl Inner {
     pub fn lookup(&self, parent: u64, name: &str) -> Result<(u64, Attr), Errno> {
         let dir = self.dir_path(parent)?;
         let path = join(&dir, name);
-        let kids = self.children(&dir)?;
-        let attr = kids.get(name).ok_or(Errno::ENOENT)?;
-        let ino = self.remember(&path, attr.clone());
+        let attr = self.child(&dir, name)?.ok_or(Errno::ENOENT)?;
+        let ino = self.remember(&path, attr);
         Ok((ino, self.node(ino)?.1))
     }
 
